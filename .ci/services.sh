@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs and starts every service the tests use, idempotently. Sourced by .ci/run; usable by hand:
+#   source .ci/services.sh && services_up
+# Exports CORRAL_TEST_POSTGRES_URL, CORRAL_TEST_MONGO_URL and CORRAL_TEST_NPM_DIR.
+set -euo pipefail
+
+CORRAL_SERVICES_DIR=${CORRAL_SERVICES_DIR:-/var/tmp/corral-services}
+FERRETDB_VERSION=v1.24.2
+PG_PORT=${PG_PORT:-55432}
+FERRET_PORT=${FERRET_PORT:-57017}
+NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+install_packages() {
+  local missing=()
+  for pair in dockerd:docker.io debootstrap:debootstrap socat:socat chromium:chromium \
+              /usr/lib/postgresql/15/bin/initdb:postgresql git:git; do
+    local bin=${pair%%:*} pkg=${pair##*:}
+    if [[ $bin == /* ]]; then [[ -x $bin ]] || missing+=("$pkg"); else command -v "$bin" >/dev/null || missing+=("$pkg"); fi
+  done
+  if ((${#missing[@]})); then
+    log "apt-get install ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+start_docker() {
+  if docker info >/dev/null 2>&1; then return; fi
+  log "starting dockerd"
+  mkdir -p "$CORRAL_SERVICES_DIR"
+  nohup dockerd >"$CORRAL_SERVICES_DIR/dockerd.log" 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
+  log "dockerd did not start; see $CORRAL_SERVICES_DIR/dockerd.log"; tail -n 20 "$CORRAL_SERVICES_DIR/dockerd.log" >&2; return 1
+}
+
+start_postgres() {
+  local data=$CORRAL_SERVICES_DIR/pg bin=/usr/lib/postgresql/15/bin
+  mkdir -p "$CORRAL_SERVICES_DIR"; chown postgres "$CORRAL_SERVICES_DIR" 2>/dev/null || true
+  if [[ ! -f $data/PG_VERSION ]]; then
+    log "initdb $data"
+    install -d -o postgres "$data"
+    su postgres -c "$bin/initdb -D $data -A trust -U postgres" >/dev/null
+  fi
+  if ! su postgres -c "$bin/pg_ctl -D $data status" >/dev/null 2>&1; then
+    log "starting postgres on 127.0.0.1:$PG_PORT"
+    su postgres -c "$bin/pg_ctl -D $data -l $data/log -w -o '-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1' start" >/dev/null
+  fi
+  export CORRAL_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+
+build_ferretdb() {
+  if [[ -x $CORRAL_SERVICES_DIR/bin/ferretdb ]]; then return; fi
+  log "go install ferretdb@$FERRETDB_VERSION (a few minutes)"
+  mkdir -p "$CORRAL_SERVICES_DIR/bin"
+  GOBIN=$CORRAL_SERVICES_DIR/bin go install "github.com/FerretDB/FerretDB/cmd/ferretdb@$FERRETDB_VERSION"
+}
+
+start_ferretdb() {
+  build_ferretdb
+  export CORRAL_TEST_MONGO_URL="mongodb://127.0.0.1:$FERRET_PORT/"
+  export CORRAL_TEST_FERRETDB_BIN=$CORRAL_SERVICES_DIR/bin/ferretdb
+  if (exec 3<>/dev/tcp/127.0.0.1/$FERRET_PORT) 2>/dev/null; then return; fi
+  log "starting ferretdb (sqlite backend) on 127.0.0.1:$FERRET_PORT"
+  mkdir -p "$CORRAL_SERVICES_DIR/ferret"
+  nohup "$CORRAL_SERVICES_DIR/bin/ferretdb" --handler=sqlite --sqlite-url="file:$CORRAL_SERVICES_DIR/ferret/" \
+    --listen-addr="127.0.0.1:$FERRET_PORT" --telemetry=disable --debug-addr=- \
+    >"$CORRAL_SERVICES_DIR/ferretdb.log" 2>&1 &
+  for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/$FERRET_PORT) 2>/dev/null && return; sleep 0.5; done
+  log "ferretdb did not start"; tail -n 20 "$CORRAL_SERVICES_DIR/ferretdb.log" >&2; return 1
+}
+
+install_npm_mcp() {
+  local dir=$CORRAL_SERVICES_DIR/npm
+  mkdir -p "$dir"
+  if [[ ! -d $dir/node_modules/@modelcontextprotocol/server-everything ]]; then
+    log "npm install $NPM_MCP_PACKAGES"
+    (cd "$dir" && npm install --silent --no-audit --no-fund $NPM_MCP_PACKAGES >/dev/null)
+  fi
+  export CORRAL_TEST_NPM_DIR=$dir
+}
+
+services_up() {
+  install_packages
+  start_docker
+  start_postgres
+  start_ferretdb
+  install_npm_mcp
+}

@@ -1,0 +1,193 @@
+"""corral.toml: the project config. Unknown keys are errors, and every error names the key and the file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from corral.errors import ConfigError
+
+CONFIG_FILE = "corral.toml"
+DATED_MODEL_ID = re.compile(r"^claude-[a-z0-9.-]+-\d{8}$")
+DEFAULT_CLAUDE_CODE = "2.1.197"
+DEFAULT_IMAGE = "corral/agent:default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Section):
+    name: str = "project"
+    base_branch: str = "main"
+    team: str = "default"
+
+
+def _require_dated(value: str) -> str:
+    if not DATED_MODEL_ID.match(value):
+        raise ValueError(
+            f"{value!r} is not an exact dated model id (like 'claude-sonnet-4-5-20250929'); "
+            "aliases are refused because they move under you"
+        )
+    return value
+
+
+class AgentConfig(_Section):
+    model: str = "claude-sonnet-4-5-20250929"
+    small_model: str = "claude-haiku-4-5-20251001"
+    claude_code: str = DEFAULT_CLAUDE_CODE
+    max_turns: Annotated[int, Field(ge=1, le=1000)] = 60
+    timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+
+    _dated = field_validator("model", "small_model")(_require_dated)
+
+
+class SandboxConfig(_Section):
+    image: str = DEFAULT_IMAGE
+    readonly_paths: list[str] = []
+    hidden_paths: list[str] = []
+    cpus: Annotated[float, Field(gt=0)] = 2.0
+    memory: str = "4g"
+    pids: Annotated[int, Field(ge=16)] = 512
+    workdir: str = "/workspace"
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+[bkmg]?", value.lower()):
+            raise ValueError(f"{value!r} is not a size like '512m' or '4g'")
+        return value.lower()
+
+    @field_validator("readonly_paths", "hidden_paths")
+    @classmethod
+    def _relative(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if path.startswith("/") or ".." in Path(path).parts:
+                raise ValueError(f"{path!r} must be relative to the repository root, without '..'")
+        return paths
+
+
+class ChecksConfig(_Section):
+    command: str = "pytest -q"
+    timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+
+
+class GatewayConfig(_Section):
+    grants: list[str] = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]
+
+
+class ApprovalConfig(_Section):
+    approvers: list[str] = []
+
+
+class StoresConfig(_Section):
+    state_url: str | None = None
+    audit_url: str | None = None
+
+
+class Config(_Section):
+    project: ProjectConfig = ProjectConfig()
+    agent: AgentConfig = AgentConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    checks: ChecksConfig = ChecksConfig()
+    secrets: dict[str, str] = {}
+    gateway: GatewayConfig = GatewayConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+    stores: StoresConfig = StoresConfig()
+
+    @field_validator("secrets")
+    @classmethod
+    def _provider_refs(cls, refs: dict[str, str]) -> dict[str, str]:
+        for name, ref in refs.items():
+            if not re.fullmatch(r"(env|file):.+", ref):
+                raise ValueError(f"secret {name!r}: {ref!r} is not 'env:VAR' or 'file:/path'")
+        return refs
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Parse corral.toml text; `source` names the file in every error."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid TOML: {exc}", hint="fix the syntax, or run `corral init` for a fresh file"
+        ) from exc
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = _key_path(error["loc"])
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"key '{key}': {error['msg']}")
+        raise ConfigError(
+            f"{source}: " + "; ".join(problems),
+            hint="see the commented file `corral init` writes for every key and its meaning",
+        ) from exc
+
+
+def load_config(repo: Path, explicit: Path | None = None) -> Config:
+    """Load `explicit`, or `<repo>/corral.toml`, or the defaults when the repo has none."""
+    path = explicit or repo / CONFIG_FILE
+    if explicit is not None and not path.is_file():
+        raise ConfigError(f"{path}: no such config file", hint="pass an existing file, or run `corral init`")
+    if not path.is_file():
+        return Config()
+    return parse_config(path.read_text(encoding="utf-8"), str(path))
+
+
+INIT_TEMPLATE = """\
+# corral.toml: how corral runs Claude Code on this repository.
+# Unknown keys are errors. Every value shown is the default.
+
+[project]
+name = "{name}"
+base_branch = "{base_branch}"     # runs start from this branch's head commit
+team = "default"                  # scopes state rows (row-level security on Postgres)
+
+[agent]
+model = "claude-sonnet-4-5-20250929"        # exact dated id; aliases are refused
+small_model = "claude-haiku-4-5-20251001"   # used by Claude Code for side requests
+claude_code = "{claude_code}"               # pinned Claude Code CLI version
+max_turns = 60
+timeout_seconds = 1800                      # wall-clock limit; the container is stopped after it
+
+[sandbox]
+image = "corral/agent:default"    # your team's image, built FROM corral/base
+readonly_paths = []               # e.g. ["billing/**", "migrations/prod/**"]: mounted read-only
+hidden_paths = []                 # e.g. ["secrets/**", ".env"]: masked, the agent cannot read them
+cpus = 2
+memory = "4g"
+pids = 512
+
+[checks]
+command = "pytest -q"             # run in a fresh sandbox on the agent's result
+timeout_seconds = 600
+
+[secrets]                         # NAME = "env:VAR" or "file:/path"; values are never stored
+# DATABASE_URL = "env:SHOP_DATABASE_URL"
+
+[gateway]
+grants = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]
+
+[approval]
+approvers = []                    # who may approve; empty means anyone
+
+[stores]
+# state_url = "postgresql+psycopg://user@host/corral"   # default: SQLite under .corral/
+# audit_url = "mongodb://host:27017/corral"             # default: SQLite under .corral/
+"""
+
+
+def init_text(name: str, base_branch: str = "main") -> str:
+    return INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)

@@ -1,0 +1,320 @@
+"""The one typed event model every component emits.
+
+Each event is a pydantic model with a literal `kind`. `run_id`, `seq`, `ts`, `actor` and the hash-chain
+fields are filled by the audit log when the event is appended, so emitters build events with only
+their own payload. Model and tool events carry the OpenTelemetry GenAI attribute names as aliases
+(`gen_ai.request.model`, `gen_ai.tool.name`, ...), and serialise by alias.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Actor = str
+"""`agent`, `system`, or `human:<name>`."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    kind: str
+    run_id: str = ""
+    seq: int = -1
+    ts: datetime = Field(default_factory=utcnow)
+    actor: Actor = "system"
+    prev_hash: str = ""
+    hash: str = ""
+
+
+# ---- run lifecycle ---------------------------------------------------------------------------
+
+
+class RunCreated(Event):
+    kind: Literal["run.created"] = "run.created"
+    task: str
+    repo: str
+    base_commit: str
+    branch: str
+    config_hash: str
+    model: str
+    small_model: str
+    dirty_paths: list[str] = []
+
+
+class RunPhase(Event):
+    kind: Literal["run.phase"] = "run.phase"
+    from_phase: str
+    to_phase: str
+    reason: str = ""
+
+
+class RunFinished(Event):
+    kind: Literal["run.finished"] = "run.finished"
+    phase: str
+    reason: str = ""
+    duration_ms: int = 0
+
+
+# ---- sandbox ---------------------------------------------------------------------------------
+
+
+class SandboxCreated(Event):
+    kind: Literal["sandbox.created"] = "sandbox.created"
+    container_id: str
+    image: str
+    purpose: str = "agent"
+    readonly_paths: list[str] = []
+    hidden_paths: list[str] = []
+
+
+class SandboxSelfTest(Event):
+    kind: Literal["sandbox.selftest"] = "sandbox.selftest"
+    passed: bool
+    interfaces: list[str] = []
+    host_probe: str = ""
+    detail: str = ""
+
+
+class SandboxRemoved(Event):
+    kind: Literal["sandbox.removed"] = "sandbox.removed"
+    container_id: str
+    exit_reason: str = ""
+
+
+# ---- model exchange --------------------------------------------------------------------------
+
+
+class ToolUseBlock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    name: str
+    input: dict[str, Any] = {}
+
+
+class ModelRequest(Event):
+    kind: Literal["model.request"] = "model.request"
+    request_model: str = Field(alias="gen_ai.request.model")
+    operation: str = Field(default="chat", alias="gen_ai.operation.name")
+    system: str = Field(default="anthropic", alias="gen_ai.system")
+    exchange_id: str
+    messages: int = 0
+    tools: int = 0
+    stream: bool = True
+    last_user: str = ""
+    """A short summary of the newest user turn: what the agent saw."""
+
+
+class ModelResponse(Event):
+    kind: Literal["model.response"] = "model.response"
+    request_model: str = Field(alias="gen_ai.request.model")
+    response_model: str = Field(default="", alias="gen_ai.response.model")
+    response_id: str = Field(default="", alias="gen_ai.response.id")
+    exchange_id: str
+    stop_reason: str | None = None
+    input_tokens: int = Field(default=0, alias="gen_ai.usage.input_tokens")
+    output_tokens: int = Field(default=0, alias="gen_ai.usage.output_tokens")
+    text: str = ""
+    thinking: str = ""
+    tool_uses: list[ToolUseBlock] = []
+    latency_ms: float = 0.0
+
+
+class ModelRefused(Event):
+    kind: Literal["model.refused"] = "model.refused"
+    request_model: str = Field(alias="gen_ai.request.model")
+    reason: str
+
+
+# ---- agent tools (from Claude Code hooks) ----------------------------------------------------
+
+
+class ToolCall(Event):
+    kind: Literal["tool.call"] = "tool.call"
+    actor: Actor = "agent"
+    tool_name: str = Field(alias="gen_ai.tool.name")
+    tool_call_id: str = Field(alias="gen_ai.tool.call.id")
+    input: dict[str, Any] = {}
+
+
+class ToolResult(Event):
+    kind: Literal["tool.result"] = "tool.result"
+    actor: Actor = "agent"
+    tool_name: str = Field(alias="gen_ai.tool.name")
+    tool_call_id: str = Field(alias="gen_ai.tool.call.id")
+    output: str = ""
+    is_error: bool = False
+
+
+class ToolDenied(Event):
+    kind: Literal["tool.denied"] = "tool.denied"
+    actor: Actor = "agent"
+    tool_name: str = Field(alias="gen_ai.tool.name")
+    tool_call_id: str = Field(alias="gen_ai.tool.call.id")
+    rule: str
+    reason: str
+
+
+class ShellCommand(Event):
+    kind: Literal["shell.command"] = "shell.command"
+    actor: Actor = "agent"
+    tool_call_id: str = Field(alias="gen_ai.tool.call.id")
+    command: str
+    exit_code: int | None = None
+    output: str = ""
+
+
+class FileEdit(Event):
+    kind: Literal["file.edit"] = "file.edit"
+    actor: Actor = "agent"
+    tool_call_id: str = Field(alias="gen_ai.tool.call.id")
+    path: str
+    diff: str = ""
+
+
+class AgentStopped(Event):
+    kind: Literal["agent.stopped"] = "agent.stopped"
+    actor: Actor = "agent"
+    reason: str = ""
+    turns: int = 0
+    cost_usd: float = 0.0
+
+
+# ---- gateway, secrets ------------------------------------------------------------------------
+
+
+class GatewayCall(Event):
+    kind: Literal["gateway.call"] = "gateway.call"
+    actor: Actor = "agent"
+    token_id: str
+    tool_name: str = Field(alias="gen_ai.tool.name")
+    arguments: dict[str, Any] = {}
+    arguments_hash: str = ""
+    outcome: str = ""
+    result_bytes: int = 0
+    upstream_ms: float = 0.0
+
+
+class GatewayDecision(Event):
+    kind: Literal["gateway.decision"] = "gateway.decision"
+    token_id: str
+    tool_name: str = Field(alias="gen_ai.tool.name")
+    allowed: bool
+    rule: str = ""
+    reason: str = ""
+    policy_version: str = ""
+    arguments_hash: str = ""
+
+
+class SecretRequested(Event):
+    kind: Literal["secret.requested"] = "secret.requested"
+    name: str
+    provider: str
+    consumer: str = ""
+
+
+# ---- delivery --------------------------------------------------------------------------------
+
+
+class CheckResult(Event):
+    kind: Literal["check.result"] = "check.result"
+    command: str
+    exit_code: int
+    passed: bool
+    output: str = ""
+    duration_ms: int = 0
+
+
+class CommitMade(Event):
+    kind: Literal["commit.made"] = "commit.made"
+    commit: str
+    branch: str
+    files: list[str] = []
+    diff_stat: str = ""
+
+
+class PrOpened(Event):
+    kind: Literal["pr.opened"] = "pr.opened"
+    number: int
+    url: str = ""
+    branch: str = ""
+
+
+class ApprovalGranted(Event):
+    kind: Literal["approval.granted"] = "approval.granted"
+    subject: str = "run"
+    comment: str = ""
+
+
+class ApprovalRejected(Event):
+    kind: Literal["approval.rejected"] = "approval.rejected"
+    subject: str = "run"
+    comment: str = ""
+
+
+class DeployStaged(Event):
+    kind: Literal["deploy.staged"] = "deploy.staged"
+    deployment_id: str
+    url: str = ""
+
+
+class DeployPromoted(Event):
+    kind: Literal["deploy.promoted"] = "deploy.promoted"
+    deployment_id: str
+    url: str = ""
+
+
+class PrefsInjected(Event):
+    kind: Literal["prefs.injected"] = "prefs.injected"
+    preference_ids: list[str] = []
+
+
+AnyEvent = Annotated[
+    RunCreated
+    | RunPhase
+    | RunFinished
+    | SandboxCreated
+    | SandboxSelfTest
+    | SandboxRemoved
+    | ModelRequest
+    | ModelResponse
+    | ModelRefused
+    | ToolCall
+    | ToolResult
+    | ToolDenied
+    | ShellCommand
+    | FileEdit
+    | AgentStopped
+    | GatewayCall
+    | GatewayDecision
+    | SecretRequested
+    | CheckResult
+    | CommitMade
+    | PrOpened
+    | ApprovalGranted
+    | ApprovalRejected
+    | DeployStaged
+    | DeployPromoted
+    | PrefsInjected,
+    Field(discriminator="kind"),
+]
+
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> AnyEvent:
+    """Rebuild a typed event from its stored JSON form (by alias)."""
+    if isinstance(data, str | bytes):
+        return EVENT_ADAPTER.validate_json(data)
+    return EVENT_ADAPTER.validate_python(data)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The JSON-ready form of an event, by alias: what the audit log hashes and stores."""
+    return event.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,85 @@
+"""Isolation: one locked-down container per run, behind a small protocol.
+
+A backend creates sandboxes from a `SandboxSpec`. The spec says everything the container may have:
+the workspace (read-write), read-only and hidden paths (enforced by mounts), the host directory of
+unix sockets and which 127.0.0.1 ports bridge to them, the limits, and the explicit environment.
+Nothing from the host environment is passed through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+RUN_LABEL = "io.corral.run"
+PURPOSE_LABEL = "io.corral.purpose"
+CLAUDE_CODE_LABEL = "io.corral.claude-code"
+SOCKETS_IN_CONTAINER = "/run/corral"
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    run_id: str
+    image: str
+    workspace: Path
+    workdir: str = "/workspace"
+    readonly_paths: tuple[str, ...] = ()
+    hidden_paths: tuple[str, ...] = ()
+    socket_dir: Path | None = None
+    bridges: dict[int, str] = field(default_factory=dict)
+    """127.0.0.1 port inside the container -> socket file name inside `socket_dir`."""
+    cpus: float = 2.0
+    memory: str = "4g"
+    pids: int = 512
+    env: dict[str, str] = field(default_factory=dict)
+    purpose: str = "agent"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class SelfTestReport:
+    interfaces: tuple[str, ...]
+    host_probe: str
+    passed: bool
+    detail: str
+
+
+class Sandbox(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    def exec(
+        self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+    ) -> ExecResult:
+        """Run argv inside the container as the agent user and return its combined output."""
+        ...
+
+    def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
+        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached."""
+        ...
+
+    def self_test(self, host_probe_port: int) -> SelfTestReport:
+        """Prove the container has only loopback and cannot reach the host's 127.0.0.1:host_probe_port."""
+        ...
+
+    def stop(self, timeout: float = 2.0) -> None: ...
+
+    def remove(self) -> None: ...
+
+
+class SandboxBackend(Protocol):
+    def create(self, spec: SandboxSpec) -> Sandbox:
+        """Create and start the container; raise SandboxError naming what is missing."""
+        ...
+
+    def orphans(self, live_run_ids: set[str]) -> list[str]:
+        """Ids of corral containers whose run is not in live_run_ids."""
+        ...
+
+    def remove_container(self, container_id: str) -> None: ...

@@ -1,0 +1,45 @@
+"""Host-side settings, from the environment with the prefix CORRAL_ (one place, read on demand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".corral")
+    """Where corral keeps its state DB, audit DB, spool, worktrees and per-run socket directories."""
+    state_url: str | None = None
+    audit_url: str | None = None
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def audit_db(self) -> Path:
+        return self.home / "audit.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.home / "worktrees"
+
+    @property
+    def sockets_dir(self) -> Path:
+        # Kept short: a unix socket path must fit in 108 bytes.
+        return self.home / "s"
+
+    def run_socket_dir(self, run_id: str) -> Path:
+        return self.sockets_dir / run_id
+
+
+def load_settings() -> Settings:
+    return Settings()
