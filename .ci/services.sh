@@ -52,9 +52,17 @@ start_postgres() {
 
 build_ferretdb() {
   if [[ -x $CORRAL_SERVICES_DIR/bin/ferretdb ]]; then return; fi
-  log "go install ferretdb@$FERRETDB_VERSION (a few minutes)"
+  log "building ferretdb $FERRETDB_VERSION from the Go module proxy (a few minutes)"
   mkdir -p "$CORRAL_SERVICES_DIR/bin"
-  GOBIN=$CORRAL_SERVICES_DIR/bin go install "github.com/FerretDB/FerretDB/cmd/ferretdb@$FERRETDB_VERSION"
+  # `go install ...@v1.24.2` builds, but the binary panics at start: the module zip lacks the
+  # generated build/version/version.txt. So build the same module source with that one file added.
+  local src
+  src=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$CORRAL_SERVICES_DIR/ferretdb-src"
+  cp -r "$src" "$CORRAL_SERVICES_DIR/ferretdb-src" && chmod -R u+w "$CORRAL_SERVICES_DIR/ferretdb-src"
+  echo "$FERRETDB_VERSION" >"$CORRAL_SERVICES_DIR/ferretdb-src/build/version/version.txt"
+  (cd "$CORRAL_SERVICES_DIR/ferretdb-src" && go build -o "$CORRAL_SERVICES_DIR/bin/ferretdb" ./cmd/ferretdb)
 }
 
 start_ferretdb() {

@@ -13,7 +13,7 @@ from corral.errors import ConfigError
 
 CONFIG_FILE = "corral.toml"
 DATED_MODEL_ID = re.compile(r"^claude-[a-z0-9.-]+-\d{8}$")
-DEFAULT_CLAUDE_CODE = "2.1.197"
+DEFAULT_CLAUDE_CODE = "2.1.332"
 DEFAULT_IMAGE = "corral/agent:default"
 
 
