@@ -1,0 +1,232 @@
+"""Drive the real Claude Code CLI inside the run's container through `claude-agent-sdk`.
+
+The SDK runs on the host and talks to a `cli_path` wrapper that `docker exec`s the pinned `claude`
+inside the container, so hooks (PreToolUse, PostToolUse, Stop) run on the host with the audit log
+and the path policy. The SDK's `env` applies only to the wrapper on the host; the container sees
+exactly the variables written into the wrapper, none of the host's.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from claude_agent_sdk import (
+    ClaudeAgentOptions,
+    HookContext,
+    HookInput,
+    HookJSONOutput,
+    HookMatcher,
+    ResultMessage,
+    query,
+)
+from claude_agent_sdk import ClaudeSDKError
+
+from corral.agent.hook_events import EDIT_TOOLS, result_events
+from corral.agent.policy import PathPolicy
+from corral.audit import EventSink
+from corral.events import AgentStopped, ToolCall, ToolDenied
+from corral.sandbox import Sandbox
+
+BUILTIN_TOOLS = ("Bash", "Read", "Edit", "Write", "MultiEdit", "Glob", "Grep", "LS", "TodoWrite", "NotebookEdit")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    model: str
+    small_model: str
+    max_turns: int
+    timeout_seconds: float
+    workdir: str
+    model_url: str
+    """The model proxy as the container reaches it (through the socat bridge)."""
+    model_token: str
+    """The per-run placeholder token: the only 'key' the container ever holds."""
+    system_append: str = ""
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
+    allowed_mcp_tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    turns: int
+    cost_usd: float
+    result: str
+    is_error: bool
+    stop_reason: str
+    timed_out: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def container_env(settings: AgentSettings) -> dict[str, str]:
+    """Everything the CLI inside the container gets as its environment."""
+    return {
+        "HOME": "/home/agent",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "ANTHROPIC_BASE_URL": settings.model_url,
+        "ANTHROPIC_API_KEY": settings.model_token,
+        "ANTHROPIC_SMALL_FAST_MODEL": settings.small_model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": settings.small_model,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_ENTRYPOINT": "sdk-py",
+    }
+
+
+def write_wrapper(sandbox: Sandbox, env: dict[str, str], path: Path) -> Path:
+    """Write the `cli_path` script: `docker exec -i` of `claude` in the container, args passed through."""
+    argv = sandbox.exec_command(["claude"], env=env)
+    script = "#!/bin/sh\n# corral: runs the pinned Claude Code inside the run's container\nexec " + " ".join(
+        shlex.quote(arg) for arg in argv
+    ) + ' "$@"\n'
+    path.write_text(script)
+    path.chmod(0o700)
+    return path
+
+
+class ClaudeDriver:
+    def __init__(
+        self, sandbox: Sandbox, sink: EventSink, policy: PathPolicy, settings: AgentSettings, wrapper: Path
+    ) -> None:
+        self._sandbox = sandbox
+        self._sink = sink
+        self._policy = policy
+        self._settings = settings
+        self._wrapper = write_wrapper(sandbox, container_env(settings), wrapper)
+        self._stderr: list[str] = []
+
+    # ---- hooks (run on the host, in the SDK's event loop) --------------------------------------
+
+    async def _pre_tool_use(self, data: HookInput, tool_use_id: str | None, _: HookContext) -> HookJSONOutput:
+        name = str(data.get("tool_name", ""))
+        tool_input = dict(data.get("tool_input") or {})
+        call_id = tool_use_id or str(data.get("tool_use_id", ""))
+        # Durable before the tool runs: if this raises, the hook fails and the call is blocked.
+        self._sink.emit(ToolCall(tool_name=name, tool_call_id=call_id, input=tool_input), durable=True)
+        decision = self._policy.decide(name, tool_input)
+        if decision.allowed:
+            return {}
+        self._sink.emit(
+            ToolDenied(tool_name=name, tool_call_id=call_id, rule=decision.rule, reason=decision.reason),
+            durable=True,
+        )
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": f"corral: {decision.reason}",
+            }
+        }
+
+    def _rel_path(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
+        if tool_name not in EDIT_TOOLS:
+            return None
+        return self._policy.relative(str(tool_input.get("file_path", "")))
+
+    async def _post_tool_use(self, data: HookInput, tool_use_id: str | None, _: HookContext) -> HookJSONOutput:
+        name = str(data.get("tool_name", ""))
+        tool_input = dict(data.get("tool_input") or {})
+        call_id = tool_use_id or str(data.get("tool_use_id", ""))
+        error = data.get("error") if data.get("hook_event_name") == "PostToolUseFailure" else None
+        events = result_events(
+            name,
+            tool_input,
+            call_id,
+            response=data.get("tool_response"),
+            error=str(error) if error is not None else None,
+            rel_path=self._rel_path(name, tool_input),
+        )
+        for event in events:
+            self._sink.emit(event)
+        return {}
+
+    async def _stop(self, data: HookInput, _id: str | None, _: HookContext) -> HookJSONOutput:
+        self._sink.emit(AgentStopped(reason="stop hook"))
+        return {}
+
+    # ---- the session ---------------------------------------------------------------------------
+
+    def options(self) -> ClaudeAgentOptions:
+        s = self._settings
+        system_prompt: Any = {"type": "preset", "preset": "claude_code"}
+        if s.system_append:
+            system_prompt["append"] = s.system_append
+        return ClaudeAgentOptions(
+            cli_path=str(self._wrapper),
+            model=s.model,
+            fallback_model=None,
+            max_turns=s.max_turns,
+            system_prompt=system_prompt,
+            allowed_tools=[*BUILTIN_TOOLS, *s.allowed_mcp_tools],
+            mcp_servers=s.mcp_servers,
+            strict_mcp_config=True,
+            setting_sources=[],
+            permission_mode="default",
+            # The host environment must not leak: the wrapper passes only its own -e list into the
+            # container, and the SDK's version probe would run the host binary, so skip it.
+            env={"CLAUDE_AGENT_SDK_SKIP_VERSION_CHECK": "1"},
+            stderr=self._stderr.append,
+            hooks={
+                "PreToolUse": [HookMatcher(matcher=None, hooks=[self._pre_tool_use], on_failure="block")],
+                "PostToolUse": [HookMatcher(matcher=None, hooks=[self._post_tool_use])],
+                "PostToolUseFailure": [HookMatcher(matcher=None, hooks=[self._post_tool_use])],
+                "Stop": [HookMatcher(matcher=None, hooks=[self._stop])],
+            },
+        )
+
+    async def _session(self, task: str) -> ResultMessage | None:
+        result: ResultMessage | None = None
+        async for message in query(prompt=task, options=self.options()):
+            if isinstance(message, ResultMessage):
+                result = message
+        return result
+
+    def run(self, task: str) -> AgentOutcome:
+        """Run the session to its end, the max_turns limit, or the wall-clock limit.
+
+        Signals do not cross `docker exec`, so the wall-clock limit stops the container itself; the
+        CLI's exit then ends the SDK session.
+        """
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            self._sandbox.stop(timeout=1.0)
+
+        watchdog = threading.Timer(self._settings.timeout_seconds, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        error = ""
+        result: ResultMessage | None = None
+        try:
+            result = anyio.run(self._session, task)
+        except ClaudeSDKError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            watchdog.cancel()
+        if timed_out.is_set():
+            return AgentOutcome(0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True)
+        if result is None:
+            tail = " | ".join(line.strip() for line in self._stderr[-5:] if line.strip())
+            return AgentOutcome(0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False)
+        usage = result.usage or {}
+        return AgentOutcome(
+            turns=result.num_turns,
+            cost_usd=result.total_cost_usd or 0.0,
+            result=result.result or "",
+            is_error=result.is_error,
+            stop_reason=result.subtype if result.is_error else (result.stop_reason or result.subtype),
+            timed_out=False,
+            input_tokens=int(usage.get("input_tokens", 0) or 0),
+            output_tokens=int(usage.get("output_tokens", 0) or 0),
+        )

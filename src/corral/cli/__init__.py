@@ -1,0 +1,83 @@
+"""The `corral` command: a thin Typer layer over the library. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from corral.errors import CorralError
+
+app = typer.Typer(
+    name="corral",
+    help="Run Claude Code on real repositories, each run in a locked-down container, "
+    "with the model behind a host proxy and every action in an audit log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
+RepoOption = Annotated[Path, typer.Option("--repo", help="The git repository to work on.", show_default="current directory")]
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def _services(progress: Any = None) -> Any:
+    from corral.services import Services
+    from corral.settings import load_settings
+
+    return Services(load_settings(), progress)
+
+
+def _register_subcommands() -> None:
+    from corral.cli import commands, runs
+
+    runs.register(app)
+    commands.register(app)
+    for module_name, name, help_text in (
+        ("corral.cli.image", "image", "Build and list the sandbox images."),
+        ("corral.cli.audit", "audit", "Read, verify and export the audit log."),
+        ("corral.cli.prefs", "prefs", "Learned preferences: list, add, retire, supersede."),
+        ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
+    ):
+        try:
+            module = __import__(module_name, fromlist=["app"])
+        except ImportError:
+            continue
+        app.add_typer(module.app, name=name, help=help_text)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Entry point: turn corral's errors into a clear message and exit code 2, Ctrl-C into 130."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CorralError as exc:
+        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False)
+        if exc.hint:
+            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: the run was recorded as failed and its container removed")
+        sys.exit(130)

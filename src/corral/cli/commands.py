@@ -1,0 +1,66 @@
+"""`corral init`, `corral doctor`, `corral gc`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corral.cli import JsonFlag, RepoOption, _services, emit_json, out
+from corral.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        repo: RepoOption = Path("."),
+        force: Annotated[bool, typer.Option(help="Overwrite an existing corral.toml.")] = False,
+    ) -> None:
+        """Write a commented corral.toml into the repository."""
+        from corral.config import CONFIG_FILE, init_text
+
+        path = repo / CONFIG_FILE
+        if path.exists() and not force:
+            raise ConfigError(f"{path}: already exists", hint="edit it, or pass --force to overwrite")
+        path.write_text(init_text(repo.resolve().name))
+        out.print(f"wrote {path}", highlight=False)
+
+    @app.command()
+    def doctor(repo: RepoOption = Path("."), as_json: JsonFlag = False) -> None:
+        """Check the Docker Engine, images, Claude Code version and stores; say how to fix what is missing."""
+        from corral.doctor import run_checks
+
+        checks = run_checks(_services(), repo)
+        if as_json:
+            emit_json([dataclasses.asdict(c) for c in checks])
+        else:
+            for check in checks:
+                mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+                out.print(f"{mark} {check.name:<14} {check.detail}", highlight=False)
+                if not check.ok and check.fix:
+                    out.print(f"      fix: {check.fix}", highlight=False)
+        if not all(c.ok for c in checks):
+            raise typer.Exit(1)
+
+    @app.command()
+    def gc(as_json: JsonFlag = False) -> None:
+        """Remove what killed runs left behind: containers, socket directories, worktrees."""
+        from corral.errors import SandboxError
+        from corral.gc import collect
+
+        services = _services()
+        try:
+            backend = services.sandbox_backend()
+        except SandboxError:
+            backend = None
+        report = collect(services.settings, services.state(), backend)
+        services.close()
+        if as_json:
+            emit_json(dataclasses.asdict(report))
+            return
+        for label, items in dataclasses.asdict(report).items():
+            out.print(f"{label.replace('_', ' ')}: {len(items)}", highlight=False)
+            for item in items:
+                out.print(f"  {item}", highlight=False)

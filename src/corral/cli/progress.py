@@ -1,0 +1,84 @@
+"""Live progress for `corral run`: one line per step, with elapsed time; or JSON lines with --json."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.console import Console
+from rich.markup import escape
+
+from corral.events import (
+    CheckResult,
+    CommitMade,
+    Event,
+    ModelRefused,
+    RunFinished,
+    RunPhase,
+    SandboxSelfTest,
+    ShellCommand,
+    ToolCall,
+    ToolDenied,
+    event_payload,
+)
+
+
+def _short(text: str, width: int = 90) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def describe_tool(event: ToolCall) -> str:
+    data = event.input
+    for key in ("command", "file_path", "pattern", "path", "url"):
+        if isinstance(data.get(key), str):
+            return f"{event.tool_name} {_short(str(data[key]))}"
+    return event.tool_name
+
+
+class ProgressPrinter:
+    """Observer that renders run events for a person (stderr) or as JSON lines (stdout)."""
+
+    def __init__(self, console: Console, *, json_lines: bool = False) -> None:
+        self._console = console
+        self._json = json_lines
+        self._start = time.monotonic()
+
+    def message(self, text: str) -> None:
+        if not self._json:
+            self._line(f"[dim]{escape(text)}[/dim]")
+
+    def _line(self, text: str) -> None:
+        self._console.print(f"[dim]{time.monotonic() - self._start:7.1f}s[/dim]  {text}", highlight=False)
+
+    def __call__(self, event: Event) -> None:
+        if self._json:
+            print(json.dumps(event_payload(event), ensure_ascii=False), flush=True)
+            return
+        match event:
+            case RunPhase():
+                why = f" [dim]({escape(event.reason)})[/dim]" if event.reason else ""
+                self._line(f"[bold cyan]{event.to_phase}[/bold cyan]{why}")
+            case SandboxSelfTest():
+                verdict = "[green]passed[/green]" if event.passed else "[red]FAILED[/red]"
+                self._line(f"egress self-test {verdict}: interfaces {', '.join(event.interfaces)}")
+            case ToolCall():
+                self._line(f"  [yellow]→[/yellow] {escape(describe_tool(event))}")
+            case ShellCommand():
+                colour = "green" if event.exit_code == 0 else "red"
+                self._line(f"    [{colour}]exit {event.exit_code}[/{colour}]")
+            case ToolDenied():
+                self._line(f"    [red]denied[/red] {escape(event.reason)}")
+            case ModelRefused():
+                self._line(f"  [red]model refused[/red] {escape(event.reason)}")
+            case CommitMade():
+                self._line(f"committed {event.commit[:10]} on {event.branch} ({len(event.files)} files)")
+            case CheckResult():
+                verdict = "[green]passed[/green]" if event.passed else f"[red]failed (exit {event.exit_code})[/red]"
+                self._line(f"checks `{escape(event.command)}` {verdict}")
+            case RunFinished():
+                colour = "green" if event.phase == "awaiting_approval" else "red"
+                why = f": {escape(event.reason)}" if event.reason else ""
+                self._line(f"[bold {colour}]{event.phase}[/bold {colour}]{why}")
+            case _:
+                pass

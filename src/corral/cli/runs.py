@@ -1,0 +1,148 @@
+"""`corral run`, `corral demo`, `corral runs`, `corral show`."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from corral.cli import JsonFlag, RepoOption, _services, emit_json, err, out
+from corral.cli.progress import ProgressPrinter
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM cleans up like Ctrl-C: the run is recorded as failed and its container removed."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool) -> str:
+    from corral.runs import RunOrchestrator, RunRequest
+
+    printer = ProgressPrinter(err, json_lines=as_json)
+    services = _services(printer.message)
+    _sigterm_as_interrupt()
+    try:
+        run_id = RunOrchestrator(services, [printer]).run(
+            RunRequest(task=task, repo=repo, playbook=playbook, config_path=config)
+        )
+        record = services.state().get_run(run_id)
+    finally:
+        services.close()
+    if as_json:
+        emit_json({"summary": record.model_dump(mode="json")})
+    else:
+        _print_summary(record)
+    return run_id
+
+
+def _print_summary(record: Any) -> None:
+    out.print(f"\nrun [bold]{record.run_id}[/bold]: {record.phase}", highlight=False)
+    if record.failure_reason:
+        out.print(f"  reason: {record.failure_reason}", highlight=False)
+    if record.diffstat:
+        out.print(f"  diff ({record.branch}):\n" + "\n".join("    " + ln for ln in record.diffstat.splitlines()))
+    if record.checks_passed is not None:
+        out.print(f"  checks: {'passed' if record.checks_passed else 'failed'}")
+    out.print(f"  see: corral show {record.run_id} | corral audit show {record.run_id}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        task: Annotated[str, typer.Argument(help="What the agent should do, in plain words.")],
+        repo: RepoOption = Path("."),
+        playbook: Annotated[
+            Path | None, typer.Option(help="Play this scripted-model playbook instead of calling a live model.")
+        ] = None,
+        config: Annotated[Path | None, typer.Option(help="corral.toml to use (default: the repo's).")] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Run TASK on the repo in a fresh sandbox, up to awaiting_approval.
+
+        Without ANTHROPIC_API_KEY in the environment, or with --playbook, the model is the scripted one.
+        """
+        run_id = _run(task, repo, playbook, config, as_json)
+        record_phase = _services().state().get_run(run_id).phase
+        if record_phase != "awaiting_approval":
+            raise typer.Exit(1)
+
+    @app.command()
+    def demo(
+        directory: Annotated[
+            Path | None, typer.Option("--dir", help="Where to create the sample repository.")
+        ] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Create a small repo with a failing test and let the scripted agent fix it, end to end."""
+        from corral.demo import create_demo_repo, demo_playbook_path
+
+        services = _services()
+        target = directory or services.settings.home / "demo" / time.strftime("sample-%Y%m%d-%H%M%S")
+        repo = create_demo_repo(target)
+        if not as_json:
+            err.print(f"sample repository: {repo} (calc.add has a bug; its test fails)", highlight=False)
+        run_id = _run("Fix the failing test in calc/ops.py", repo, demo_playbook_path(), None, as_json)
+        record = _services().state().get_run(run_id)
+        if not as_json:
+            out.print("\nwhere to look next:", highlight=False)
+            out.print(f"  corral show {run_id}           the summary, diff and checks", highlight=False)
+            out.print(f"  corral audit show {run_id}     what the agent saw, decided, did", highlight=False)
+            out.print(f"  corral audit verify {run_id}   prove nobody edited the log", highlight=False)
+            out.print(f"  git -C {repo} log -p corral/{run_id}", highlight=False)
+        if record.phase != "awaiting_approval":
+            raise typer.Exit(1)
+
+    @app.command("runs")
+    def list_runs(
+        limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """List recent runs."""
+        services = _services()
+        records = services.state().list_runs(limit=limit)
+        if as_json:
+            emit_json([r.model_dump(mode="json") for r in records])
+            return
+        table = Table("run", "phase", "project", "task", "created", "cost")
+        for r in records:
+            table.add_row(r.run_id, str(r.phase), r.project, r.task[:50], f"{r.created_at:%Y-%m-%d %H:%M}", f"${r.cost_usd:.4f}")
+        out.print(table)
+
+    @app.command()
+    def show(
+        run_id: Annotated[str, typer.Argument(help="A run id, or a unique prefix of one.")],
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Show a run: summary, diff stat, checks, events count and cost."""
+        services = _services()
+        record = services.state().get_run(run_id)
+        events = services.audit().read(record.run_id)
+        if as_json:
+            emit_json({**record.model_dump(mode="json"), "events": len(events)})
+            return
+        out.print(f"[bold]{record.run_id}[/bold]  {record.phase}", highlight=False)
+        rows = [
+            ("task", record.task),
+            ("project", record.project),
+            ("repo", record.repo),
+            ("branch", f"{record.branch} from {record.base_commit[:10]}"),
+            ("model", f"{record.model} (small: {record.small_model})"),
+            ("elapsed", f"{record.elapsed_seconds:.1f}s" if record.elapsed_seconds is not None else "-"),
+            ("cost", f"${record.cost_usd:.4f}  tokens in {record.input_tokens} / out {record.output_tokens}"),
+            ("checks", "-" if record.checks_passed is None else ("passed" if record.checks_passed else "failed")),
+            ("events", str(len(events))),
+        ]
+        if record.failure_reason:
+            rows.append(("failure", record.failure_reason))
+        for key, value in rows:
+            out.print(f"  {key:<8} {value}", highlight=False)
+        if record.diffstat:
+            out.print("  diff\n" + "\n".join("    " + line for line in record.diffstat.splitlines()), highlight=False)

@@ -1,0 +1,91 @@
+"""`corral doctor`: is everything a run needs here, and if not, what to do."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.config import load_config
+from corral.errors import CorralError
+from corral.services import Services
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _bundled_claude_version() -> str:
+    from claude_agent_sdk._cli_version import __cli_version__
+
+    return str(__cli_version__)
+
+
+def run_checks(services: Services, repo: Path) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        config = load_config(repo.resolve())
+        checks.append(Check("config", True, f"{repo.resolve() / 'corral.toml'} (or defaults)"))
+    except CorralError as exc:
+        return [Check("config", False, exc.message, exc.hint or "")]
+
+    bundled = _bundled_claude_version()
+    checks.append(
+        Check(
+            "claude code",
+            bundled == config.agent.claude_code,
+            f"pinned {config.agent.claude_code}, claude-agent-sdk bundles {bundled}",
+            "set [agent].claude_code to the bundled version, or install the claude-agent-sdk that bundles the pin",
+        )
+    )
+    try:
+        client = services.docker()
+        version = client.version().get("Version", "?")  # type: ignore[attr-defined]
+        checks.append(Check("docker", True, f"Docker Engine {version}"))
+        from corral.sandbox.images import image_claude_version
+
+        image = config.sandbox.image
+        label = image_claude_version(client, image)  # type: ignore[arg-type]
+        if label is None:
+            checks.append(Check("image", False, f"{image} is not built", "corral image build"))
+        else:
+            checks.append(
+                Check(
+                    "image",
+                    label == config.agent.claude_code,
+                    f"{image} carries Claude Code {label}",
+                    "corral image build --force",
+                )
+            )
+    except CorralError as exc:
+        checks.append(Check("docker", False, exc.message, exc.hint or ""))
+
+    try:
+        state = services.state(config)
+        info = state.info()
+        checks.append(Check("state", True, f"{info.backend} {info.url_redacted}, migration {info.revision}"))
+    except CorralError as exc:
+        checks.append(Check("state", False, exc.message, exc.hint or ""))
+
+    try:
+        audit = services.audit(config)
+        status = audit.status()
+        checks.append(
+            Check(
+                "audit",
+                status.reachable,
+                f"{status.description}; spool backlog {status.backlog} events",
+                "" if status.reachable else "check [stores].audit_url / CORRAL_AUDIT_URL; events wait in the spool",
+            )
+        )
+    except CorralError as exc:
+        checks.append(Check("audit", False, exc.message, exc.hint or ""))
+
+    key = "set (used only by the host proxy)" if os.environ.get("ANTHROPIC_API_KEY") else "not set: the scripted model is used"
+    checks.append(Check("model key", True, f"ANTHROPIC_API_KEY {key}"))
+    services.close()
+    return checks

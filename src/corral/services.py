@@ -1,0 +1,152 @@
+"""The components a run uses, opened lazily from settings and config.
+
+One place decides which store, backend and upstream a command gets, so the CLI and the tests get the
+same wiring. Nothing is opened at construction: `corral --help` touches no database and no Docker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from corral.config import Config
+from corral.settings import Settings
+
+if TYPE_CHECKING:
+    from corral.audit import EventSink
+    from corral.audit.log import AuditLog
+    from corral.model.playbook import Playbook
+    from corral.model.proxy import ModelProxy
+    from corral.sandbox import SandboxBackend
+    from corral.state.db import StateStore
+
+Progress = Callable[[str], None]
+
+NO_KEY_PLAYBOOK = "turns: []\n"
+"""Without an API key and without --playbook, the scripted model just answers with a final text."""
+
+
+@dataclass(frozen=True)
+class PreferenceSelection:
+    ids: tuple[str, ...]
+    section: str
+
+
+class Services:
+    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self._progress: Progress = progress or (lambda _msg: None)
+        self._state: StateStore | None = None
+        self._audit: AuditLog | None = None
+        self._docker: object | None = None
+
+    # ---- stores --------------------------------------------------------------------------------
+
+    def state_url(self, config: Config | None) -> str | None:
+        return self.settings.state_url or (config.stores.state_url if config else None)
+
+    def audit_url(self, config: Config | None) -> str | None:
+        return self.settings.audit_url or (config.stores.audit_url if config else None)
+
+    def state(self, config: Config | None = None) -> StateStore:
+        if self._state is None:
+            from corral.state.db import StateStore
+
+            team = config.project.team if config else "default"
+            self._state = StateStore.open(self.state_url(config), self.settings, team=team)
+        return self._state
+
+    def audit(self, config: Config | None = None) -> AuditLog:
+        if self._audit is None:
+            from corral.audit.log import AuditLog
+
+            self._audit = AuditLog.open(self.settings, self.audit_url(config), allow_offline=True)
+        return self._audit
+
+    # ---- sandbox -------------------------------------------------------------------------------
+
+    def docker(self) -> object:
+        if self._docker is None:
+            from corral.sandbox.images import docker_client
+
+            self._docker = docker_client()
+        return self._docker
+
+    def sandbox_backend(self) -> SandboxBackend:
+        from corral.sandbox.docker import DockerBackend
+
+        return DockerBackend(self.docker())  # type: ignore[arg-type]
+
+    def ensure_images(self, config: Config) -> None:
+        from corral.sandbox.images import ensure_images
+
+        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self._progress)  # type: ignore[arg-type]
+
+    @contextmanager
+    def host_probe(self) -> Iterator[int]:
+        from corral.sandbox.docker import start_host_probe
+
+        probe = start_host_probe()
+        try:
+            yield probe.port
+        finally:
+            probe.stop()
+
+    # ---- model ---------------------------------------------------------------------------------
+
+    def host_api_key(self) -> str | None:
+        """The real key, read from the host environment at run time and only ever given to the proxy."""
+        return os.environ.get("ANTHROPIC_API_KEY") or None
+
+    def start_model_proxy(
+        self,
+        config: Config,
+        playbook: Playbook | None,
+        sink: EventSink,
+        run_token: str,
+        socket_path: Path,
+        host_key: str | None,
+    ) -> ModelProxy:
+        from corral.model.playbook import Playbook as PlaybookModel
+        from corral.model.proxy import ModelProxy, Upstream
+
+        if playbook is not None or not host_key:
+            script = playbook or PlaybookModel.from_text(NO_KEY_PLAYBOOK, "<no API key: scripted model>")
+            upstream = Upstream.scripted(script, config.sandbox.workdir)
+        else:
+            base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+            upstream = Upstream.anthropic(base_url, host_key)
+        proxy = ModelProxy(
+            run_token=run_token,
+            pinned_models=frozenset({config.agent.model, config.agent.small_model}),
+            upstream=upstream,
+            sink=sink,
+        )
+        proxy.serve_unix(socket_path)
+        socket_path.chmod(0o666)
+        return proxy
+
+    # ---- memory --------------------------------------------------------------------------------
+
+    def preferences_for(self, config: Config, task: str) -> PreferenceSelection:
+        try:
+            from corral.state import preferences
+        except ImportError:
+            return PreferenceSelection((), "")
+        store = self.state(config)
+        prefs = preferences.retrieve(store, config.project.name, task, None)
+        if not prefs:
+            return PreferenceSelection((), "")
+        return PreferenceSelection(tuple(p.id for p in prefs), preferences.render_prompt_section(prefs))
+
+    def close(self) -> None:
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
+        if self._state is not None:
+            self._state.close()
+            self._state = None
