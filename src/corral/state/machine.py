@@ -1,0 +1,63 @@
+"""The run state machine: the only way a run's phase may change.
+
+queued → preparing → running → checking → awaiting_approval → merged | rejected,
+and failed (with a reason) from every phase that is not terminal.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from corral.errors import RunError
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    CHECKING = "checking"
+    AWAITING_APPROVAL = "awaiting_approval"
+    MERGED = "merged"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED})
+
+_FORWARD: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.PREPARING}),
+    Phase.PREPARING: frozenset({Phase.RUNNING}),
+    Phase.RUNNING: frozenset({Phase.CHECKING}),
+    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL}),
+    Phase.AWAITING_APPROVAL: frozenset({Phase.MERGED, Phase.REJECTED}),
+}
+
+
+def allowed_next(phase: Phase) -> frozenset[Phase]:
+    """Every phase `phase` may move to."""
+    if phase in TERMINAL:
+        return frozenset()
+    return _FORWARD[phase] | {Phase.FAILED}
+
+
+def is_terminal(phase: Phase) -> bool:
+    return phase in TERMINAL
+
+
+def check_transition(from_phase: Phase | str, to_phase: Phase | str, run_id: str = "") -> None:
+    """Raise `RunError` unless `from_phase` → `to_phase` is a legal move for run `run_id`."""
+    who = f"run {run_id}" if run_id else "run"
+    try:
+        src, dst = Phase(from_phase), Phase(to_phase)
+    except ValueError as exc:
+        raise RunError(
+            f"{who}: unknown phase in {from_phase!r} → {to_phase!r}",
+            hint="phases are: " + ", ".join(p.value for p in Phase),
+        ) from exc
+    if dst in allowed_next(src):
+        return
+    if src in TERMINAL:
+        hint = f"{src.value} is terminal; start a new run instead"
+    else:
+        hint = f"from {src.value} a run may go to: " + ", ".join(sorted(p.value for p in allowed_next(src)))
+    raise RunError(f"{who}: illegal phase transition {src.value} → {dst.value}", hint=hint)
