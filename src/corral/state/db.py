@@ -1,69 +1,58 @@
-"""The state store: projects, runs, approvals and model pins, on SQLite or Postgres (Supabase).
-
-Every read and write runs in `transaction()`, which on Postgres first sets `corral.team` and the
-`corral_app` role for that transaction only (row-level security does the scoping; transaction-mode
-poolers keep no session state), and on SQLite is filtered by team in every query.
+"""The state store: projects and runs (plus approvals, pins and tokens from `GovernanceStore`), on
+SQLite or Postgres (Supabase). Runs change phase only through `transition()`, which applies the
+state machine and optimistic versioning.
 Records come back as frozen pydantic models; no ORM object or session leaves this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Engine
 
 from corral.errors import NotFound, RunConflict, RunError, StoreError
 from corral.settings import Settings
 from corral.state import engine as _engine
-from corral.state import migrate, tokens
+from corral.state import migrate
+from corral.state.base import APP_ROLE, row_dict, run_not_found, utcnow
+from corral.state.governance import GovernanceStore
 from corral.state.ids import RUN_ID_PREFIX, new_run_id
 from corral.state.machine import TERMINAL, Phase, check_transition
-from corral.state.models import (
-    ApprovalRecord,
-    Decision,
-    ModelPin,
-    PhaseChange,
-    ProjectRecord,
-    RunRecord,
-    StoreInfo,
-    Subject,
-    TokenRecord,
-)
-from corral.state.schema import approvals, model_pins, projects, run_phases, runs
+from corral.state.models import PhaseChange, ProjectRecord, RunRecord, StoreInfo
+from corral.state.schema import projects, run_phases, runs
 
-APP_ROLE = "corral_app"
+__all__ = ["APP_ROLE", "StateStore", "resolve_state_url", "utcnow"]
+resolve_state_url = _engine.resolve_state_url
 
 UPDATABLE_RUN_FIELDS = frozenset(
     {
-        "model", "small_model", "started_at", "finished_at", "cost_usd", "input_tokens", "output_tokens",
-        "cache_read_tokens", "cache_write_tokens", "checks", "checks_passed", "result", "diffstat",
-        "container_id", "pid", "preference_ids", "meta", "base_commit", "branch",
+        "model",
+        "small_model",
+        "started_at",
+        "finished_at",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "checks",
+        "checks_passed",
+        "result",
+        "diffstat",
+        "container_id",
+        "pid",
+        "preference_ids",
+        "meta",
+        "base_commit",
+        "branch",
     }
-)  # fmt: skip
+)
 USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _row(row: sa.Row[Any]) -> dict[str, Any]:
-    return dict(row._mapping)
-
-
-class StateStore:
+class StateStore(GovernanceStore):
     """One team's view of a state database. Open with `StateStore.open`, close with `close()`."""
-
-    def __init__(self, engine: Engine, url: URL, team: str, app_role: str | None) -> None:
-        self._engine = engine
-        self.url = url
-        self.team = team
-        self._app_role = app_role if engine.dialect.name == "postgresql" else None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -83,7 +72,9 @@ class StateStore:
         switches to on Postgres so row-level security applies (None: query as the connecting user).
         """
         if not team or len(team) > 64:
-            raise StoreError(f"team {team!r} must be 1 to 64 characters", hint="set [project].team in corral.toml")
+            raise StoreError(
+                f"team {team!r} must be 1 to 64 characters", hint="set [project].team in corral.toml"
+            )
         parsed = _engine.parse_url(url, settings)
         engine = _engine.create_engine(parsed)
         store = cls(engine, parsed, team, app_role)
@@ -98,24 +89,11 @@ class StateStore:
             raise
         return store
 
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    @property
-    def backend(self) -> str:
-        return self._engine.dialect.name
-
     def describe(self) -> StoreInfo:
         """Which store is in use and its migration revision (for `corral doctor`)."""
         with self._admin_transaction() as conn:
             revision = migrate.current_revision(conn)
-        backend = "postgresql" if self.backend == "postgresql" else "sqlite"
+        backend: Literal["sqlite", "postgresql"] = "postgresql" if self.backend == "postgresql" else "sqlite"
         return StoreInfo(
             backend=backend,
             url=_engine.safe_url(self.url),
@@ -123,44 +101,6 @@ class StateStore:
             revision=revision,
             head=migrate.head_revision(),
         )
-
-    @contextmanager
-    def _connect(self, write: bool) -> Iterator[Connection]:
-        try:
-            conn = self._engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise _engine.unreachable(self.url, exc) from exc
-        with conn:
-            if write:
-                conn.execution_options(**{_engine.WRITE_OPTION: True})
-            yield conn
-
-    @contextmanager
-    def _admin_transaction(self) -> Iterator[Connection]:
-        """As the connecting user, without the team scope: migrations and the revision only."""
-        with self._connect(write=True) as conn, conn.begin():
-            yield conn
-
-    @contextmanager
-    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
-        """A transaction scoped to this store's team; commits on exit, rolls back on error.
-
-        On Postgres `set_config(..., true)` lasts only for this transaction, which is what a pooler
-        in transaction mode needs, and the role switch makes row-level security apply to it.
-        """
-        with self._connect(write) as conn, conn.begin():
-            if self._engine.dialect.name == "postgresql":
-                if self._app_role:
-                    conn.execute(
-                        sa.text("SELECT set_config('corral.team', :team, true), set_config('role', :role, true)"),
-                        {"team": self.team, "role": self._app_role},
-                    )
-                else:
-                    conn.execute(sa.text("SELECT set_config('corral.team', :team, true)"), {"team": self.team})
-            yield conn
-
-    def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if self.backend == "postgresql" else sqlite.insert)(table)
 
     # ---- projects ---------------------------------------------------------------------------
 
@@ -181,15 +121,20 @@ class StateStore:
         now = utcnow()
         snapshot = dict(config_snapshot or {})
         stmt = self._insert(projects).values(
-            team=self.team, name=name, repo=repo, image=image, config_snapshot=snapshot,
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+            team=self.team,
+            name=name,
+            repo=repo,
+            image=image,
+            config_snapshot=snapshot,
+            created_at=now,
+            updated_at=now,
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=["team", "name"],
             set_={"repo": repo, "image": image, "config_snapshot": snapshot, "updated_at": now},
         ).returning(*projects.c)
         with self.transaction(write=True) as conn:
-            return ProjectRecord.model_validate(_row(conn.execute(stmt).one()))
+            return ProjectRecord.model_validate(row_dict(conn.execute(stmt).one()))
 
     def get_project(self, name: str) -> ProjectRecord:
         with self.transaction() as conn:
@@ -197,15 +142,17 @@ class StateStore:
                 sa.select(projects).where(projects.c.team == self.team, projects.c.name == name)
             ).first()
         if row is None:
-            raise NotFound(f"no project {name!r} in team {self.team!r}", hint="a project is recorded by its first run")
-        return ProjectRecord.model_validate(_row(row))
+            raise NotFound(
+                f"no project {name!r} in team {self.team!r}", hint="a project is recorded by its first run"
+            )
+        return ProjectRecord.model_validate(row_dict(row))
 
     def list_projects(self) -> list[ProjectRecord]:
         with self.transaction() as conn:
             rows = conn.execute(
                 sa.select(projects).where(projects.c.team == self.team).order_by(projects.c.name)
             ).all()
-        return [ProjectRecord.model_validate(_row(r)) for r in rows]
+        return [ProjectRecord.model_validate(row_dict(r)) for r in rows]
 
     # ---- runs -------------------------------------------------------------------------------
 
@@ -227,19 +174,34 @@ class StateStore:
             rid = run_id or new_run_id()
             now = utcnow()
             values = dict(
-                run_id=rid, team=self.team, project=project, task=task, repo=repo, base_commit=base_commit,
-                branch=branch or f"corral/{rid}", phase=Phase.QUEUED.value, version=1, model=model,
-                small_model=small_model, created_at=now, updated_at=now, preference_ids=[],
+                run_id=rid,
+                team=self.team,
+                project=project,
+                task=task,
+                repo=repo,
+                base_commit=base_commit,
+                branch=branch or f"corral/{rid}",
+                phase=Phase.QUEUED.value,
+                version=1,
+                model=model,
+                small_model=small_model,
+                created_at=now,
+                updated_at=now,
+                preference_ids=[],
                 meta=dict(meta or {}),
-            )  # fmt: skip
+            )
             try:
                 with self.transaction(write=True) as conn:
                     row = conn.execute(sa.insert(runs).values(**values).returning(*runs.c)).one()
                     conn.execute(
                         sa.insert(run_phases).values(
-                            team=self.team, run_id=rid, from_phase="", to_phase=Phase.QUEUED.value,
-                            reason="created", at=now,
-                        )  # fmt: skip
+                            team=self.team,
+                            run_id=rid,
+                            from_phase="",
+                            to_phase=Phase.QUEUED.value,
+                            reason="created",
+                            at=now,
+                        )
                     )
                 return _run(row)
             except sa.exc.IntegrityError as exc:
@@ -255,9 +217,13 @@ class StateStore:
         """The run with this id, or the only run whose id starts with it."""
         run_id = run_id.strip().lower()
         if not run_id or not RUN_ID_PREFIX.match(run_id):
-            raise NotFound(f"{run_id!r} is not a run id", hint="run ids look like r1ngjv22w8tmk; see `corral runs`")
+            raise NotFound(
+                f"{run_id!r} is not a run id", hint="run ids look like r1ngjv22w8tmk; see `corral runs`"
+            )
         with self.transaction() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.team == self.team, runs.c.run_id == run_id)).first()
+            row = conn.execute(
+                sa.select(runs).where(runs.c.team == self.team, runs.c.run_id == run_id)
+            ).first()
             if row is None:
                 # Ids hold only [0-9a-z], so a prefix needs no LIKE escaping.
                 rows = conn.execute(
@@ -269,15 +235,18 @@ class StateStore:
                 if len(rows) > 1:
                     shown = ", ".join(r.run_id for r in rows[:5])
                     raise NotFound(
-                        f"run prefix {run_id!r} is ambiguous: it matches {shown}{', ...' if len(rows) > 5 else ''}",
+                        f"run prefix {run_id!r} is ambiguous: it matches {shown}"
+                        + (", ..." if len(rows) > 5 else ""),
                         hint="give more characters of the run id",
                     )
                 row = rows[0] if rows else None
         if row is None:
-            raise NotFound(f"no run {run_id!r} in team {self.team!r}", hint="see `corral runs` for run ids")
+            raise run_not_found(run_id, self.team)
         return _run(row)
 
-    def list_runs(self, limit: int = 20, project: str | None = None, phase: Phase | None = None) -> list[RunRecord]:
+    def list_runs(
+        self, limit: int = 20, project: str | None = None, phase: Phase | None = None
+    ) -> list[RunRecord]:
         """Newest first."""
         query = sa.select(runs).where(runs.c.team == self.team)
         if project is not None:
@@ -288,7 +257,9 @@ class StateStore:
         with self.transaction() as conn:
             return [_run(r) for r in conn.execute(query).all()]
 
-    def transition(self, run_id: str, to: Phase, reason: str = "", *, expect: Phase | None = None) -> RunRecord:
+    def transition(
+        self, run_id: str, to: Phase, reason: str = "", *, expect: Phase | None = None
+    ) -> RunRecord:
         """Move a run to phase `to` through the state machine; returns the updated run.
 
         Raises `RunError` for an illegal move (or `failed` without a reason) and `RunConflict` when
@@ -305,7 +276,7 @@ class StateStore:
                 )
             ).first()
             if row is None:
-                raise NotFound(f"no run {run_id!r} in team {self.team!r}", hint="see `corral runs` for run ids")
+                raise run_not_found(run_id, self.team)
             current = Phase(row.phase)
             if expect is not None and current is not Phase(expect):
                 raise RunConflict(
@@ -336,9 +307,13 @@ class StateStore:
                 )
             conn.execute(
                 sa.insert(run_phases).values(
-                    team=self.team, run_id=run_id, from_phase=current.value, to_phase=to.value,
-                    reason=reason, at=now,
-                )  # fmt: skip
+                    team=self.team,
+                    run_id=run_id,
+                    from_phase=current.value,
+                    to_phase=to.value,
+                    reason=reason,
+                    at=now,
+                )
             )
         return _run(updated)
 
@@ -348,7 +323,8 @@ class StateStore:
         if unknown:
             raise StoreError(
                 f"run {run_id}: cannot update field(s) {', '.join(sorted(unknown))}",
-                hint="phases change only through transition(); updatable: " + ", ".join(sorted(UPDATABLE_RUN_FIELDS)),
+                hint="phases change only through transition(); updatable: "
+                + ", ".join(sorted(UPDATABLE_RUN_FIELDS)),
             )
         if "preference_ids" in fields:
             fields["preference_ids"] = [int(i) for i in fields["preference_ids"]]
@@ -358,8 +334,10 @@ class StateStore:
         """Add to cost and token counters atomically (several writers may report usage at once)."""
         unknown = set(amounts) - set(USAGE_FIELDS)
         if unknown:
-            raise StoreError(f"run {run_id}: unknown usage field(s) {', '.join(sorted(unknown))}",
-                             hint="usage fields: " + ", ".join(USAGE_FIELDS))  # fmt: skip
+            raise StoreError(
+                f"run {run_id}: unknown usage field(s) {', '.join(sorted(unknown))}",
+                hint="usage fields: " + ", ".join(USAGE_FIELDS),
+            )
         return self._update(run_id, {name: runs.c[name] + value for name, value in amounts.items()})
 
     def _update(self, run_id: str, values: dict[str, Any]) -> RunRecord:
@@ -372,7 +350,7 @@ class StateStore:
                 .returning(*runs.c)
             ).first()
         if row is None:
-            raise NotFound(f"no run {run_id!r} in team {self.team!r}", hint="see `corral runs` for run ids")
+            raise run_not_found(run_id, self.team)
         return _run(row)
 
     def phase_history(self, run_id: str) -> list[PhaseChange]:
@@ -383,93 +361,16 @@ class StateStore:
                 .order_by(run_phases.c.id)
             ).all()
         return [
-            PhaseChange(run_id=r.run_id, from_phase=Phase(r.from_phase or r.to_phase), to_phase=Phase(r.to_phase),
-                        reason=r.reason, at=r.at)
+            PhaseChange(
+                run_id=r.run_id,
+                from_phase=Phase(r.from_phase or r.to_phase),
+                to_phase=Phase(r.to_phase),
+                reason=r.reason,
+                at=r.at,
+            )
             for r in rows
-        ]  # fmt: skip
-
-    # ---- approvals --------------------------------------------------------------------------
-
-    def record_approval(
-        self, run_id: str, actor: str, decision: Decision, subject: Subject = "run", comment: str = ""
-    ) -> ApprovalRecord:
-        """Record who approved or rejected what. The phase change is the caller's, via transition()."""
-        if decision not in ("approved", "rejected"):
-            raise StoreError(f"decision {decision!r} must be 'approved' or 'rejected'")
-        if subject not in ("run", "merge", "deploy_promotion"):
-            raise StoreError(f"approval subject {subject!r} must be run, merge or deploy_promotion")
-        run = self.get_run(run_id)
-        with self.transaction(write=True) as conn:
-            row = conn.execute(
-                sa.insert(approvals)
-                .values(team=self.team, project=run.project, run_id=run.run_id, actor=actor, decision=decision,
-                        subject=subject, comment=comment, decided_at=utcnow())
-                .returning(*approvals.c)
-            ).one()  # fmt: skip
-        return ApprovalRecord.model_validate(_row(row))
-
-    def list_approvals(self, run_id: str | None = None, project: str | None = None) -> list[ApprovalRecord]:
-        query = sa.select(approvals).where(approvals.c.team == self.team)
-        if run_id is not None:
-            query = query.where(approvals.c.run_id == run_id)
-        if project is not None:
-            query = query.where(approvals.c.project == project)
-        with self.transaction() as conn:
-            rows = conn.execute(query.order_by(approvals.c.id)).all()
-        return [ApprovalRecord.model_validate(_row(r)) for r in rows]
-
-    # ---- model pins -------------------------------------------------------------------------
-
-    def pin_model(
-        self, project: str, model: str, small_model: str, claude_code: str, *, pinned_by: str,
-        tool_surface_hash: str = "", reason: str = "",
-    ) -> ModelPin:  # fmt: skip
-        """Add a pin; the newest pin of a project is its current one, older ones are its history."""
-        with self.transaction(write=True) as conn:
-            row = conn.execute(
-                sa.insert(model_pins)
-                .values(team=self.team, project=project, model=model, small_model=small_model,
-                        claude_code=claude_code, tool_surface_hash=tool_surface_hash, pinned_by=pinned_by,
-                        reason=reason, pinned_at=utcnow())
-                .returning(*model_pins.c)
-            ).one()  # fmt: skip
-        return ModelPin.model_validate(_row(row))
-
-    def pin_history(self, project: str) -> list[ModelPin]:
-        """Newest first."""
-        with self.transaction() as conn:
-            rows = conn.execute(
-                sa.select(model_pins)
-                .where(model_pins.c.team == self.team, model_pins.c.project == project)
-                .order_by(model_pins.c.id.desc())
-            ).all()
-        return [ModelPin.model_validate(_row(r)) for r in rows]
-
-    def current_pin(self, project: str) -> ModelPin | None:
-        history = self.pin_history(project)
-        return history[0] if history else None
-
-    # ---- capability tokens (see tokens.py) -------------------------------------------------
-
-    def store_token(
-        self, token_id: str, secret_hash: str, scope: list[str], ttl: timedelta | float, max_uses: int | None = None,
-        *, project: str = "", run_id: str = "",
-    ) -> TokenRecord:  # fmt: skip
-        return tokens.store_token(self, token_id, secret_hash, scope, ttl, max_uses, project=project, run_id=run_id)
-
-    def issue_token(
-        self, scope: list[str], ttl: timedelta | float, max_uses: int | None = None, *, project: str = "",
-        run_id: str = "",
-    ) -> tuple[TokenRecord, str]:  # fmt: skip
-        """A new token; returns its record and the clear secret, which is shown once and never stored."""
-        return tokens.issue_token(self, scope, ttl, max_uses, project=project, run_id=run_id)
-
-    def check_token(self, secret: str, *, consume: bool = True) -> TokenRecord:
-        return tokens.check_token(self, secret, consume=consume)
-
-    def revoke_token(self, token_id: str, reason: str = "") -> TokenRecord:
-        return tokens.revoke_token(self, token_id, reason)
+        ]
 
 
 def _run(row: sa.Row[Any]) -> RunRecord:
-    return RunRecord.model_validate(_row(row))
+    return RunRecord.model_validate(row_dict(row))

@@ -87,9 +87,7 @@ runs = sa.Table(
     sa.Column("pid", sa.Integer, nullable=True),
     sa.Column("preference_ids", json_type(), nullable=False),
     sa.Column("meta", json_type(), nullable=False),
-    sa.ForeignKeyConstraint(
-        ["team", "project"], ["projects.team", "projects.name"], name="fk_runs_project"
-    ),
+    sa.ForeignKeyConstraint(["team", "project"], ["projects.team", "projects.name"], name="fk_runs_project"),
     sa.Index("ix_runs_team_project_created", "team", "project", "created_at"),
     sa.Index("ix_runs_team_created", "team", "created_at"),
 )

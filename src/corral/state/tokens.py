@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 from corral.errors import CorralError, NotFound, StoreError
+from corral.state.base import utcnow
 from corral.state.models import TokenRecord
 from corral.state.schema import tokens
 
 if TYPE_CHECKING:
-    from corral.state.db import StateStore
+    from corral.state.base import StoreBase
 
 SECRET_PREFIX = "crl_"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -47,8 +48,6 @@ def new_secret() -> tuple[str, str]:
 
 
 def _now() -> datetime:
-    from corral.state.db import utcnow
-
     return utcnow()
 
 
@@ -57,9 +56,16 @@ def _record(row: sa.Row[Any]) -> TokenRecord:
 
 
 def store_token(
-    store: StateStore, token_id: str, secret_hash: str, scope: list[str], ttl: timedelta | float,
-    max_uses: int | None = None, *, project: str = "", run_id: str = "",
-) -> TokenRecord:  # fmt: skip
+    store: StoreBase,
+    token_id: str,
+    secret_hash: str,
+    scope: list[str],
+    ttl: timedelta | float,
+    max_uses: int | None = None,
+    *,
+    project: str = "",
+    run_id: str = "",
+) -> TokenRecord:
     if not _HASH.match(secret_hash):
         raise StoreError(
             f"token {token_id}: secret_hash must be a hex sha256 (64 chars), not a clear secret",
@@ -74,23 +80,40 @@ def store_token(
     with store.transaction(write=True) as conn:
         row = conn.execute(
             sa.insert(tokens)
-            .values(token_id=token_id, team=store.team, project=project, run_id=run_id, secret_hash=secret_hash,
-                    scope=list(scope), created_at=now, expires_at=now + lifetime, max_uses=max_uses, uses=0)
+            .values(
+                token_id=token_id,
+                team=store.team,
+                project=project,
+                run_id=run_id,
+                secret_hash=secret_hash,
+                scope=list(scope),
+                created_at=now,
+                expires_at=now + lifetime,
+                max_uses=max_uses,
+                uses=0,
+            )
             .returning(*tokens.c)
-        ).one()  # fmt: skip
+        ).one()
     return _record(row)
 
 
 def issue_token(
-    store: StateStore, scope: list[str], ttl: timedelta | float, max_uses: int | None = None, *,
-    project: str = "", run_id: str = "",
-) -> tuple[TokenRecord, str]:  # fmt: skip
+    store: StoreBase,
+    scope: list[str],
+    ttl: timedelta | float,
+    max_uses: int | None = None,
+    *,
+    project: str = "",
+    run_id: str = "",
+) -> tuple[TokenRecord, str]:
     token_id, secret = new_secret()
-    record = store_token(store, token_id, hash_secret(secret), scope, ttl, max_uses, project=project, run_id=run_id)
+    record = store_token(
+        store, token_id, hash_secret(secret), scope, ttl, max_uses, project=project, run_id=run_id
+    )
     return record, secret
 
 
-def check_token(store: StateStore, secret: str, *, consume: bool = True) -> TokenRecord:
+def check_token(store: StoreBase, secret: str, *, consume: bool = True) -> TokenRecord:
     """The token's record if it is live (counting one use when `consume`); else `TokenRefused`."""
     digest = hash_secret(secret)
     now = _now()
@@ -118,19 +141,27 @@ def check_token(store: StateStore, secret: str, *, consume: bool = True) -> Toke
 
 def _refusal(token: TokenRecord | None, now: datetime) -> TokenRefused:
     if token is None:
-        return TokenRefused("unknown capability token", reason="unknown", hint="ask corral for a new run token")
+        return TokenRefused(
+            "unknown capability token", reason="unknown", hint="ask corral for a new run token"
+        )
     if token.revoked_at is not None:
         why = f": {token.revoked_reason}" if token.revoked_reason else ""
-        return TokenRefused(f"token {token.token_id} was revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S}Z{why}",
-                            reason="revoked")  # fmt: skip
+        return TokenRefused(
+            f"token {token.token_id} was revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S}Z{why}",
+            reason="revoked",
+        )
     if token.expires_at <= now:
-        return TokenRefused(f"token {token.token_id} expired at {token.expires_at:%Y-%m-%d %H:%M:%S}Z",
-                            reason="expired", hint="tokens live for one run; start a new run")  # fmt: skip
-    return TokenRefused(f"token {token.token_id} is used up ({token.uses} of {token.max_uses} uses)",
-                        reason="exhausted")  # fmt: skip
+        return TokenRefused(
+            f"token {token.token_id} expired at {token.expires_at:%Y-%m-%d %H:%M:%S}Z",
+            reason="expired",
+            hint="tokens live for one run; start a new run",
+        )
+    return TokenRefused(
+        f"token {token.token_id} is used up ({token.uses} of {token.max_uses} uses)", reason="exhausted"
+    )
 
 
-def revoke_token(store: StateStore, token_id: str, reason: str = "") -> TokenRecord:
+def revoke_token(store: StoreBase, token_id: str, reason: str = "") -> TokenRecord:
     """Revoke a token (idempotent: a second revoke keeps the first time and reason)."""
     with store.transaction(write=True) as conn:
         conn.execute(
@@ -146,7 +177,9 @@ def revoke_token(store: StateStore, token_id: str, reason: str = "") -> TokenRec
     return _record(row)
 
 
-def list_tokens(store: StateStore, *, run_id: str | None = None, live_only: bool = False) -> list[TokenRecord]:
+def list_tokens(
+    store: StoreBase, *, run_id: str | None = None, live_only: bool = False
+) -> list[TokenRecord]:
     query = sa.select(tokens).where(tokens.c.team == store.team)
     if run_id is not None:
         query = query.where(tokens.c.run_id == run_id)

@@ -9,6 +9,8 @@ Create Date: 2026-11-27
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
@@ -19,7 +21,7 @@ branch_labels = None
 depends_on = None
 
 
-def _json() -> sa.types.TypeEngine[object]:
+def _json() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -75,7 +77,9 @@ def upgrade() -> None:
         sa.Column("pid", sa.Integer, nullable=True),
         sa.Column("preference_ids", _json(), nullable=False),
         sa.Column("meta", _json(), nullable=False),
-        sa.ForeignKeyConstraint(["team", "project"], ["projects.team", "projects.name"], name="fk_runs_project"),
+        sa.ForeignKeyConstraint(
+            ["team", "project"], ["projects.team", "projects.name"], name="fk_runs_project"
+        ),
     )
     op.create_index("ix_runs_team_project_created", "runs", ["team", "project", "created_at"])
     op.create_index("ix_runs_team_created", "runs", ["team", "created_at"])
