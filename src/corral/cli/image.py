@@ -1,0 +1,97 @@
+"""`corral image build` and `corral image list`: a thin layer over corral.sandbox.images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from corral.config import load_config
+from corral.errors import CorralError
+from corral.sandbox.images import AGENT_IMAGE, BASE_IMAGE, build_images, docker_client, list_images
+
+app = typer.Typer(help="Build and list corral's container images (no registry needed).", no_args_is_help=True)
+
+
+def _fail(exc: CorralError, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": exc.message, "hint": exc.hint}))
+    else:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1)
+
+
+@app.command("build")
+def build(
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the images exist."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    repo: Path = typer.Option(Path("."), "--repo", help="Where corral.toml (the Claude Code pin) lives."),
+) -> None:
+    """Build corral/base:bookworm (debootstrap + docker import) and corral/agent:default."""
+    console = Console(stderr=True)
+    try:
+        pin = load_config(repo).agent.claude_code
+        client = docker_client()
+        report = build_images(
+            client,
+            pin,
+            force=force,
+            progress=(lambda _m: None)
+            if as_json
+            else (lambda m: console.print(f"[dim]{m}[/dim]", highlight=False)),
+        )
+    except CorralError as exc:
+        _fail(exc, as_json)
+        return
+    result = {
+        "base": {
+            "image": BASE_IMAGE,
+            "id": report.base_id,
+            "seconds": round(report.base_seconds, 1),
+            "built": report.built_base,
+        },
+        "agent": {
+            "image": AGENT_IMAGE,
+            "id": report.agent_id,
+            "claude_code": pin,
+            "seconds": round(report.agent_seconds, 1),
+            "built": report.built_agent,
+        },
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        verb = {True: "built", False: "already there"}
+        typer.echo(
+            f"{BASE_IMAGE}: {verb[report.built_base]} ({report.base_seconds:.1f} s); "
+            f"{AGENT_IMAGE}: {verb[report.built_agent]}, Claude Code {pin} ({report.agent_seconds:.1f} s)"
+        )
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print the images as JSON.")) -> None:
+    """List corral's images and the images built FROM them, with the Claude Code each carries."""
+    try:
+        rows = list_images(docker_client())
+    except CorralError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        typer.echo(json.dumps([asdict(row) for row in rows]))
+        return
+    table = Table("image", "id", "kind", "claude code", "size")
+    for row in rows:
+        table.add_row(
+            ", ".join(row.tags) or "(untagged)",
+            row.id.removeprefix("sha256:"),
+            row.kind,
+            row.claude_code or "-",
+            f"{row.size_bytes / 1e6:.0f} MB",
+        )
+    Console().print(table)
+    if not rows:
+        typer.echo("no corral images yet: run `corral image build`")

@@ -1,0 +1,394 @@
+"""The Docker backend: one locked-down container per run (DESIGN invariants 1-3).
+
+The container has no network (`network_mode="none"`), no capabilities, no-new-privileges, a
+read-only root, tmpfs /tmp and HOME, uid 1000, pids/memory/cpu limits, and exactly the environment
+in the spec. The only way out is the per-run directory of unix sockets, bound read-only at
+/run/corral and exposed on 127.0.0.1 ports by socat, which is the container's main process.
+
+The host side must make those sockets connectable by uid 1000: chmod each socket 0666 (or chown it
+to uid 1000). The socket directory is per run and bound only into that run's containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.utils.socket import frames_iter
+
+from corral.errors import EgressError, SandboxError
+from corral.sandbox import (
+    PURPOSE_LABEL,
+    RUN_LABEL,
+    SOCKETS_IN_CONTAINER,
+    ExecResult,
+    Sandbox,
+    SandboxSpec,
+    SelfTestReport,
+)
+from corral.sandbox.mounts import plan_mounts
+
+AGENT_USER = "1000:1000"
+HOST_PID_LABEL = "io.corral.host-pid"
+MASK_DIR_LABEL = "io.corral.mask-dir"
+READY_LINE = "corral-ready"
+_SOCKET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_BRIDGE_WAIT_SECONDS = 10.0
+
+
+def default_mask_root() -> Path:
+    """Where per-run empty mask files live on the host (one directory per container)."""
+    return Path(tempfile.gettempdir()) / "corral-masks"
+
+
+def _container_name(spec: SandboxSpec) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{spec.run_id}-{spec.purpose}")
+    return f"corral-{safe}-{secrets.token_hex(3)}"
+
+
+def bridge_script(bridges: dict[int, str]) -> str:
+    """The container's main process: one socat per bridge, wait until all listen, then sleep.
+
+    Printing READY_LINE only once every port is in LISTEN state lets `create` return a container
+    whose bridges already accept connections.
+    """
+    lines = ["set -u"]
+    waits = []
+    for port, name in sorted(bridges.items()):
+        if not 1 <= port <= 65535:
+            raise SandboxError(f"bridge port {port} is not a TCP port", hint="use a port in 1024-65535")
+        if not _SOCKET_NAME.match(name):
+            raise SandboxError(
+                f"bridge socket name {name!r} must be a plain file name (letters, digits, '_', '.', '-')"
+            )
+        target = shlex.quote(f"UNIX-CONNECT:{SOCKETS_IN_CONTAINER}/{name}")
+        listen = f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"
+        lines.append(f"socat {listen} {target} &")
+        # /proc/net/tcp lists 127.0.0.1:port as 0100007F:<PORT hex>, state 0A = LISTEN.
+        waits.append(f"0100007F:{port:04X} 00000000:0000 0A")
+    for needle in waits:
+        lines.append(
+            f"n=0; until grep -q '{needle}' /proc/net/tcp; do n=$((n+1));"
+            f" if [ $n -gt 1000 ]; then echo 'corral-bridge-failed {needle}'; exit 1; fi; sleep 0.01; done"
+        )
+    lines += [f"echo {READY_LINE}", "exec sleep infinity"]
+    return "\n".join(lines)
+
+
+def _wrap(action: str, exc: Exception, container: str | None = None) -> SandboxError:
+    where = f" (container {container})" if container else ""
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return SandboxError(f"{action}: image not found: {exc}", hint="run `corral image build`")
+    if isinstance(exc, docker.errors.NotFound):
+        return SandboxError(f"{action}{where}: no such container", hint="`corral gc` removes leftovers")
+    return SandboxError(
+        f"{action}{where} failed: {exc}", hint="check `docker info` and `corral doctor`, then retry"
+    )
+
+
+SELF_TEST = r"""
+import json, os, socket, sys
+port = int(sys.argv[1])
+interfaces = sorted(os.listdir("/sys/class/net"))
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(1.0)
+try:
+    s.connect(("127.0.0.1", port))
+    probe = "connected"
+except ConnectionRefusedError:
+    probe = "refused"
+except socket.timeout:
+    probe = "timeout"
+except OSError as exc:
+    probe = "error: " + (exc.strerror or str(exc))
+finally:
+    s.close()
+with open("/proc/net/route") as f:
+    routes = [line.split()[0] for line in f.read().splitlines()[1:] if line.strip()]
+print(json.dumps({"interfaces": interfaces, "probe": probe, "routes": routes}))
+"""
+
+
+class DockerSandbox:
+    """One running container. Create it through `DockerBackend.create`."""
+
+    def __init__(
+        self, client: docker.DockerClient, container: Any, spec: SandboxSpec, mask_dir: Path
+    ) -> None:
+        self._client = client
+        self._container = container
+        self.spec = spec
+        self.mask_dir = mask_dir
+
+    @property
+    def id(self) -> str:
+        return str(self._container.id)
+
+    def exec(
+        self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+    ) -> ExecResult:
+        """Run argv as the agent user in the workdir; stdout and stderr combined.
+
+        With `timeout`, coreutils `timeout` inside the container ends the command (exit code 124),
+        since a host-side deadline cannot kill a process started by `docker exec`.
+        """
+        command = list(argv)
+        if timeout is not None:
+            command = ["timeout", "--kill-after=2", f"{timeout:.3f}", *command]
+        api = self._client.api
+        try:
+            exec_id = api.exec_create(
+                self.id,
+                command,
+                stdout=True,
+                stderr=True,
+                user=AGENT_USER,
+                workdir=self.spec.workdir,
+                environment=env or None,
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+            try:
+                # The client's request timeout must not cut a long, silent command (a test suite).
+                api._disable_socket_timeout(sock)
+                output = b"".join(data for _, data in frames_iter(sock, tty=False))
+            finally:
+                sock.close()
+            exit_code = api.exec_inspect(exec_id)["ExitCode"]
+        except docker.errors.DockerException as exc:
+            raise _wrap(f"exec {argv[:1]}", exc, self.id) from exc
+        return ExecResult(int(exit_code if exit_code is not None else -1), output.decode(errors="replace"))
+
+    def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
+        command = ["docker", "exec", "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
+        for key, value in (env or {}).items():
+            command += ["-e", f"{key}={value}"]
+        return [*command, self.id, *argv]
+
+    def self_test(self, host_probe_port: int) -> SelfTestReport:
+        result = self.exec(["python3", "-c", SELF_TEST, str(host_probe_port)], timeout=10)
+        try:
+            data = json.loads(result.output.strip().splitlines()[-1])
+            interfaces = tuple(str(name) for name in data["interfaces"])
+            probe = str(data["probe"])
+            routes = [str(route) for route in data["routes"]]
+        except (ValueError, KeyError, IndexError):
+            # No verdict is a failed verdict: fail closed.
+            return SelfTestReport((), "unknown", False, f"self-test printed no result: {result.output!r}")
+        problems = []
+        if interfaces != ("lo",):
+            problems.append(f"network interfaces besides loopback: {', '.join(interfaces)}")
+        if routes:
+            problems.append(f"routes present: {', '.join(routes)}")
+        if probe == "connected":
+            problems.append(f"a TCP connection to 127.0.0.1:{host_probe_port} succeeded")
+        passed = not problems and result.exit_code == 0
+        detail = "; ".join(problems) if problems else f"only lo; 127.0.0.1:{host_probe_port} {probe}"
+        return SelfTestReport(interfaces, probe, passed, detail)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop through the Docker API: it ends every exec'd process, which signals cannot reach."""
+        try:
+            self._container.stop(timeout=max(0, round(timeout)))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.DockerException as exc:
+            raise _wrap("stop", exc, self.id) from exc
+
+    def remove(self) -> None:
+        remove_container(self._client, self.id)
+        shutil.rmtree(self.mask_dir, ignore_errors=True)
+
+    def inspect(self) -> dict[str, Any]:
+        """The container's `docker inspect` document (for tests and `corral doctor`)."""
+        try:
+            self._container.reload()
+        except docker.errors.DockerException as exc:
+            raise _wrap("inspect", exc, self.id) from exc
+        attrs: dict[str, Any] = self._container.attrs
+        return attrs
+
+
+def remove_container(client: docker.DockerClient, container_id: str, mask_root: Path | None = None) -> None:
+    """Force-remove a container and its per-run mask directory; a missing container is fine."""
+    try:
+        container = client.containers.get(container_id)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.DockerException as exc:
+        raise _wrap("look up", exc, container_id) from exc
+    mask_dir = (container.labels or {}).get(MASK_DIR_LABEL)
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise _wrap("remove", exc, container_id) from exc
+    # The label is only trusted to name a directory inside the mask root.
+    if mask_dir and Path(mask_dir).parent == (mask_root or default_mask_root()):
+        shutil.rmtree(mask_dir, ignore_errors=True)
+
+
+class DockerBackend:
+    """SandboxBackend over the local Docker Engine."""
+
+    def __init__(self, client: docker.DockerClient, *, mask_root: Path | None = None) -> None:
+        self._client = client
+        self._mask_root = mask_root or default_mask_root()
+
+    def create(self, spec: SandboxSpec) -> DockerSandbox:
+        name = _container_name(spec)
+        mask_dir = self._mask_root / name
+        plan = plan_mounts(spec, mask_dir)
+        labels = {
+            RUN_LABEL: spec.run_id,
+            PURPOSE_LABEL: spec.purpose,
+            HOST_PID_LABEL: str(os.getpid()),
+            MASK_DIR_LABEL: str(mask_dir),
+        }
+        try:
+            container = self._client.containers.create(
+                spec.image,
+                command=["sh", "-c", bridge_script(spec.bridges)],
+                name=name,
+                labels=labels,
+                user=AGENT_USER,
+                working_dir=spec.workdir,
+                environment=dict(spec.env),
+                network_mode="none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                read_only=True,
+                tmpfs=plan.tmpfs,
+                mounts=plan.mounts,
+                init=True,
+                ipc_mode="private",
+                pids_limit=spec.pids,
+                mem_limit=spec.memory,
+                memswap_limit=spec.memory,
+                nano_cpus=int(spec.cpus * 1e9),
+                stdin_open=False,
+                tty=False,
+            )
+        except docker.errors.DockerException as exc:
+            shutil.rmtree(mask_dir, ignore_errors=True)
+            raise _wrap(f"create the {spec.purpose} container of run {spec.run_id}", exc) from exc
+        sandbox = DockerSandbox(self._client, container, spec, mask_dir)
+        try:
+            container.start()
+            if spec.bridges:
+                self._wait_ready(container)
+        except BaseException as exc:
+            # Never leave a half-made container behind, not even on Ctrl-C.
+            sandbox.remove()
+            if isinstance(exc, docker.errors.DockerException):
+                raise _wrap(f"start the {spec.purpose} container of run {spec.run_id}", exc) from exc
+            raise
+        return sandbox
+
+    def _wait_ready(self, container: Any) -> None:
+        deadline = time.monotonic() + _BRIDGE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
+            if READY_LINE in logs:
+                return
+            container.reload()
+            if container.status not in ("created", "running"):
+                break
+            time.sleep(0.01)
+        raise SandboxError(
+            f"the socket bridges of container {container.id[:12]} did not start: "
+            f"{container.logs().decode(errors='replace').strip()[-500:]!r}",
+            hint="check that the image has socat and that the socket directory holds the named sockets",
+        )
+
+    def orphans(self, live_run_ids: set[str]) -> list[str]:
+        try:
+            containers = self._client.containers.list(all=True, filters={"label": RUN_LABEL})
+        except docker.errors.DockerException as exc:
+            raise _wrap("list corral containers", exc) from exc
+        return [
+            str(container.id)
+            for container in containers
+            if (container.labels or {}).get(RUN_LABEL) not in live_run_ids
+        ]
+
+    def remove_container(self, container_id: str) -> None:
+        remove_container(self._client, container_id, self._mask_root)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Egress self-test
+
+
+class HostProbe:
+    """A TCP server on the host's 127.0.0.1 that counts who connects. The sandbox must not."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port: int = self._server.getsockname()[1]
+        self.connections = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="corral-host-probe", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._done.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def stop(self) -> int:
+        """Stop serving; return how many connections arrived."""
+        self._done.set()
+        self._thread.join(timeout=2)
+        self._server.close()
+        return self.connections
+
+
+def start_host_probe() -> tuple[int, Callable[[], int]]:
+    """Start a HostProbe; return its port and a `stop()` that returns the connection count."""
+    probe = HostProbe()
+    return probe.port, probe.stop
+
+
+def run_self_test(sandbox: Sandbox) -> SelfTestReport:
+    """The egress self-test before the agent starts; raise EgressError (fail closed) unless it passes.
+
+    It passes only when the container lists no interface but `lo`, its connection to the host
+    probe fails, and the probe itself saw no connection.
+    """
+    port, stop = start_host_probe()
+    try:
+        report = sandbox.self_test(port)
+    finally:
+        seen = stop()
+    if seen:
+        detail = f"the host probe saw {seen} connection(s); {report.detail}"
+        report = SelfTestReport(report.interfaces, report.host_probe, False, detail)
+    if not report.passed:
+        raise EgressError(
+            f"egress self-test failed in container {sandbox.id[:12]}: {report.detail}",
+            hint="the sandbox could reach beyond its sockets, so the run stopped before the agent started;"
+            " check the Docker network settings (`docker info`) and the image",
+        )
+    return report
