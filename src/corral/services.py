@@ -118,8 +118,7 @@ class Services:
             script = playbook or PlaybookModel.from_text(NO_KEY_PLAYBOOK, "<no API key: scripted model>")
             upstream = Upstream.scripted(script, config.sandbox.workdir)
         else:
-            base_url = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-            upstream = Upstream.anthropic(base_url, host_key)
+            upstream = Upstream.anthropic(host_key, os.environ.get("ANTHROPIC_BASE_URL"))
         proxy = ModelProxy(
             run_token=run_token,
             pinned_models=frozenset({config.agent.model, config.agent.small_model}),
@@ -127,7 +126,6 @@ class Services:
             sink=sink,
         )
         proxy.serve_unix(socket_path)
-        socket_path.chmod(0o666)
         return proxy
 
     # ---- memory --------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""After a normal run, a failed run, and a SIGKILL of `corral run` followed by `corral gc`, nothing is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.services import Services
+from corral.settings import Settings
+from tests.e2e.conftest import leftovers, make_repo, run_task
+
+pytestmark = pytest.mark.docker
+
+SLOW = "turns:\n  - tool_use: [{name: Bash, input: {command: 'sleep 120', timeout: 600000}}]\n  - text: done\n"
+
+
+def test_wall_clock_limit_fails_the_run_and_cleans_up(
+    agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any
+) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[agent]\ntimeout_seconds = 8\n[checks]\ncommand = 'true'\n")
+    started = time.monotonic()
+    result = run_task(repo, "sleep", write_playbook(SLOW))
+    assert result.record.phase == "failed"
+    assert "wall-clock limit" in result.record.failure_reason
+    assert time.monotonic() - started < 100  # stopped well before the 120 s sleep ended
+    assert result.kinds()[-1] == "run.finished"
+    assert leftovers(docker_client, result.settings, result.run_id) == []
+
+
+def _wait_for_running(settings: Settings, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services = Services(settings)
+        try:
+            for run in services.state().list_runs(limit=5):
+                if run.phase == "running":
+                    return run.run_id
+        except Exception:  # noqa: BLE001 - the DB may not exist yet
+            pass
+        finally:
+            services.close()
+        time.sleep(0.5)
+    raise AssertionError("the run never reached the running phase")
+
+
+def test_sigkill_then_gc_leaves_nothing(agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "run", "sleep", "--repo", str(repo), "--playbook", str(write_playbook(SLOW))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    settings = Settings()
+    run_id = _wait_for_running(settings)
+    time.sleep(2)  # let the agent's tool call start inside the container
+    assert leftovers(docker_client, settings, run_id), "a live run should hold a container, sockets and a worktree"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+    gc = subprocess.run([sys.executable, "-m", "corral", "gc", "--json"], capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    report = json.loads(gc.stdout)
+    assert run_id in report["runs_failed"]
+    assert report["containers"] and report["worktrees"]
+    assert leftovers(docker_client, settings, run_id) == []
+    services = Services(settings)
+    try:
+        record = services.state().get_run(run_id)
+    finally:
+        services.close()
+    assert record.phase == "failed" and "orphaned" in record.failure_reason
+    assert subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout.count("\n") == 1
+
+
+def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
+    agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any
+) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "run", "sleep", "--repo", str(repo), "--playbook", str(write_playbook(SLOW))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    settings = Settings()
+    run_id = _wait_for_running(settings)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert leftovers(docker_client, settings, run_id) == []
+    services = Services(settings)
+    try:
+        record = services.state().get_run(run_id)
+    finally:
+        services.close()
+    assert record.phase == "failed" and "interrupted" in record.failure_reason
