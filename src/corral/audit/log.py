@@ -1,0 +1,412 @@
+"""`AuditLog`: opens a store, hands out per-run recorders, and ships spools to the store.
+
+Lifecycle:
+- `AuditLog.open(settings, url)` builds the store from its URL (default: SQLite at
+  `settings.audit_db`), pings it, ships spools that earlier processes left behind (after a crash, or a
+  store outage), and starts one background shipper thread.
+- With `allow_offline=True` an unreachable (or unusable) store is remembered in `store_error`
+  instead of raised: recorders still spool every event durably, and the shipper retries with
+  backoff until the store answers. `corral doctor` shows `backlog()`.
+- `close()` closes any recorder still open, ships what it can, and stops the shipper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.audit.blobs import BlobStore
+from corral.audit.chain import Checkpoint, EventRow, genesis_hash
+from corral.audit.recorder import RunLock, RunRecorder
+from corral.audit.redact import Redactor
+from corral.audit.spool import (
+    SpoolWriter,
+    check_run_id,
+    count_events,
+    last_record,
+    list_spools,
+    read_chunk,
+    read_marker,
+    recover,
+    remove_spool,
+    run_of,
+    spool_name,
+    try_lock,
+    write_marker,
+)
+from corral.audit.store import AuditStore, RunSummary, open_store, safe_url
+from corral.audit.verify import VerifyReport, export_lines, verify_rows
+from corral.errors import CorralError, NotFound, StoreError
+from corral.events import AnyEvent, parse_event
+from corral.settings import Settings
+
+log = logging.getLogger("corral.audit")
+
+_MAX_BACKOFF = 5.0
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    """What `corral doctor` reports about the audit log."""
+
+    url: str
+    reachable: bool
+    backlog: int
+    spools: int
+    error: str
+    description: str
+
+
+def default_url(settings: Settings) -> str:
+    return settings.audit_url or f"sqlite:///{settings.audit_db}"
+
+
+class AuditLog:
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        store: AuditStore | None,
+        *,
+        checkpoint_every: int = 256,
+        ship_interval: float = 0.2,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.url = url
+        self.store = store
+        self.store_error: CorralError | None = None
+        self.spool_dir = settings.spool_dir
+        self.blobs = BlobStore(settings.home / "blobs")
+        self.checkpoint_every = checkpoint_every
+        self.ship_interval = ship_interval
+        self.lock_timeout = lock_timeout
+        self._recorders: dict[Path, RunRecorder] = {}
+        self._own: dict[Path, bool] = {}  # spool path -> its recorder is closed
+        self._offsets: dict[Path, int] = {}
+        self._ship_lock = threading.RLock()
+        self._state = threading.Lock()
+        self._orphans_pending = True
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.shipped = 0
+
+    # ---- opening and closing ----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        url: str | None = None,
+        *,
+        allow_offline: bool = False,
+        background: bool = True,
+        checkpoint_every: int = 256,
+        ship_interval: float = 0.2,
+    ) -> AuditLog:
+        """Open the audit log. Raises StoreError for a bad or unreachable store unless allow_offline."""
+        url = url or default_url(settings)
+        store: AuditStore | None = None
+        error: CorralError | None = None
+        try:
+            store = open_store(url)
+            store.ping()
+        except CorralError as exc:
+            if not allow_offline:
+                if store is not None:
+                    store.close()
+                raise
+            error = exc
+            log.warning("audit store %s is unavailable, spooling locally: %s", safe_url(url), exc)
+        audit = cls(settings, url, store, checkpoint_every=checkpoint_every, ship_interval=ship_interval)
+        audit.store_error = error
+        if error is None:
+            audit.ship_pending()
+        if background:
+            audit._thread = threading.Thread(
+                target=audit._run_shipper, name="corral-audit-shipper", daemon=True
+            )
+            audit._thread.start()
+        return audit
+
+    @property
+    def online(self) -> bool:
+        return self.store is not None and self.store_error is None
+
+    def close(self) -> None:
+        for recorder in list(self._recorders.values()):
+            recorder.close()
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.ship_now()
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- recording --------------------------------------------------------------------------
+
+    def for_run(self, run_id: str, *, secrets: dict[str, str] | None = None) -> RunRecorder:
+        """The recorder of `run_id` in this process, continuing its chain if it already has events."""
+        check_run_id(run_id)
+        lock = RunLock(self.spool_dir / "runs" / f"{run_id}.head", self.lock_timeout)
+        try:
+            heads = [h for h in (lock.read_head(), self._spooled_head(run_id)) if h]
+            if self.online:
+                try:
+                    self.ship_pending(run_id)
+                    stored = self.store.head(run_id) if self.store else None
+                    if stored:
+                        heads.append(stored)
+                except StoreError as exc:
+                    self._went_offline(exc)
+            head = max(heads, default=(0, genesis_hash(run_id)))
+            writer = SpoolWriter(self.spool_dir / spool_name(run_id))
+        except BaseException:
+            lock.release()
+            raise
+        redactor = Redactor()
+        for name, value in (secrets or {}).items():
+            redactor.register(name, value)
+        recorder = RunRecorder(self, run_id, head, writer, lock, self.blobs, redactor, self.checkpoint_every)
+        with self._state:
+            self._recorders[writer.path] = recorder
+            self._own[writer.path] = False
+            self._offsets[writer.path] = writer.written
+        return recorder
+
+    def _spooled_head(self, run_id: str) -> tuple[int, str] | None:
+        best: tuple[int, str] | None = None
+        for path in list_spools(self.spool_dir, run_id):
+            rec = last_record(path)
+            if rec and (best is None or int(rec["seq"]) > best[0]):
+                best = (int(rec["seq"]), str(rec["hash"]))
+        return best
+
+    def _recorder_closed(self, recorder: RunRecorder) -> None:
+        with self._state:
+            self._recorders.pop(recorder.spool_path, None)
+            self._own[recorder.spool_path] = True
+        self.ship_now()
+
+    # ---- shipping ---------------------------------------------------------------------------
+
+    def _run_shipper(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.ship_interval)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.ship_now()
+
+    def ship_now(self) -> int:
+        """One shipping pass over this process's spools (and orphans still pending); never raises."""
+        if self.store is None or time.monotonic() < self._retry_at:
+            return 0
+        shipped = 0
+        with self._ship_lock:
+            try:
+                if self._orphans_pending:
+                    shipped += self.ship_pending()
+                with self._state:
+                    own = list(self._own.items())
+                for path, closed in own:
+                    shipped += self._ship_own(path, closed)
+            except StoreError as exc:
+                self._went_offline(exc)
+                return shipped
+            if self.store_error is not None:
+                log.warning("audit store %s is reachable again; shipping the spool", safe_url(self.url))
+            self.store_error = None
+            self._backoff = 0.0
+        return shipped
+
+    def _went_offline(self, exc: StoreError) -> None:
+        if self.store_error is None:
+            log.warning("audit store %s failed, spooling locally: %s", safe_url(self.url), exc)
+        self.store_error = exc
+        self._orphans_pending = True
+        self._backoff = min(max(self._backoff * 2, 0.25), _MAX_BACKOFF)
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _ship_own(self, path: Path, closed: bool) -> int:
+        try:
+            offset, n, _ = self._ship_file(path, self._offsets.get(path, 0))
+        except FileNotFoundError:  # another process shipped and removed a closed spool of ours
+            offset, n = 0, 0
+            closed = True
+        self._offsets[path] = offset
+        if closed:
+            remove_spool(path)
+            with self._state:
+                self._own.pop(path, None)
+                self._offsets.pop(path, None)
+        return n
+
+    def _ship_file(self, path: Path, offset: int) -> tuple[int, int, bool]:
+        """Ship whole records from `offset`.
+
+        Returns the new offset, the events shipped, and whether the spool ends with a `close`
+        checkpoint. The marker moves only after the store has acknowledged the batch.
+        """
+        assert self.store is not None
+        shipped = 0
+        ends_closed = False
+        while True:
+            chunk = read_chunk(path, offset)
+            if chunk.end == offset:
+                return offset, shipped, ends_closed
+            rows = [EventRow.from_payload(p, line) for p, line in chunk.events]
+            self.shipped += self.store.insert_many(rows)
+            self.store.insert_checkpoints(chunk.checkpoints)
+            write_marker(path, chunk.end)
+            offset = chunk.end
+            shipped += len(rows)
+            ends_closed = chunk.ends_closed
+
+    def ship_pending(self, run_id: str | None = None) -> int:
+        """Ship spools that no live process owns (left by a crash or an outage), then remove them.
+
+        A torn tail is truncated first, with a warning. A spool whose writer died without closing
+        gets a `recovered` checkpoint at its last event. Raises StoreError if the store fails.
+        """
+        if self.store is None:
+            raise StoreError(f"no audit store to ship to ({self.url})")
+        shipped = 0
+        with self._ship_lock:
+            for path in list_spools(self.spool_dir, run_id):
+                if path in self._own:
+                    continue
+                fd = try_lock(path)
+                if fd is None:
+                    continue  # a live process is writing it and will ship it itself
+                try:
+                    recover(path)
+                    offset = min(read_marker(path), path.stat().st_size)
+                    _, n, closed_cleanly = self._ship_file(path, offset)
+                    shipped += n
+                    tail = last_record(path)
+                    if tail and not closed_cleanly:
+                        self.store.insert_checkpoints(
+                            [
+                                Checkpoint(
+                                    run_id=run_of(path),
+                                    seq=int(tail["seq"]),
+                                    hash=str(tail["hash"]),
+                                    reason="recovered",
+                                )
+                            ]
+                        )
+                    remove_spool(path)
+                finally:
+                    os.close(fd)
+            if run_id is None:
+                self._orphans_pending = False
+        return shipped
+
+    def backlog(self) -> int:
+        """Events spooled on this host that the store does not have yet (for `corral doctor`)."""
+        total = 0
+        for path in list_spools(self.spool_dir):
+            try:
+                total += count_events(path, read_marker(path))
+            except FileNotFoundError:
+                continue
+        return total
+
+    def status(self) -> AuditStatus:
+        """Ping the store now, and count the local backlog."""
+        error = ""
+        if self.store is None:
+            error = str(self.store_error)
+        else:
+            try:
+                self.store.ping()
+            except StoreError as exc:
+                error = exc.message
+        url = safe_url(self.url)
+        reachable = not error
+        desc = f"audit store {url} " + (
+            "reachable" if reachable else f"UNREACHABLE ({error.splitlines()[0]})"
+        )
+        return AuditStatus(
+            url=url,
+            reachable=reachable,
+            backlog=self.backlog(),
+            spools=len(list_spools(self.spool_dir)),
+            error=error,
+            description=desc,
+        )
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def _need_store(self) -> AuditStore:
+        if self.store is None or self.store_error is not None:
+            raise StoreError(
+                f"the audit store {safe_url(self.url)} is unavailable: {self.store_error}",
+                hint="run `corral doctor`; events are safe in the local spool meanwhile",
+            )
+        return self.store
+
+    def rows(self, run_id: str, after_seq: int = 0, *, include_spool: bool = True) -> list[EventRow]:
+        """The run's stored rows, plus (by default) spooled ones the store does not have yet."""
+        by_seq: dict[int, EventRow] = {}
+        if include_spool:
+            for path in list_spools(self.spool_dir, run_id):
+                try:
+                    chunk = read_chunk(path, 0, limit=1 << 40)
+                except (FileNotFoundError, StoreError):
+                    continue
+                for payload, line in chunk.events:
+                    if int(payload["seq"]) > after_seq:
+                        by_seq[int(payload["seq"])] = EventRow.from_payload(payload, line)
+        try:
+            stored = self._need_store().read(run_id, after_seq)
+        except StoreError:
+            if not by_seq:
+                raise
+            stored = []  # the store is down: show what the spool holds
+        if not by_seq:
+            return stored
+        seen = {r.seq for r in stored}
+        return sorted([*stored, *(r for s, r in by_seq.items() if s not in seen)], key=lambda r: r.seq)
+
+    def read(self, run_id: str) -> list[AnyEvent]:
+        """The run's events, typed, in chain order."""
+        return [parse_event(r.data) for r in self.rows(run_id)]
+
+    def runs(self) -> list[RunSummary]:
+        return self._need_store().runs()
+
+    def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        return self._need_store().checkpoints(run_id)
+
+    def export(self, run_id: str) -> list[str]:
+        """The run's stored events and checkpoints as JSONL lines (see `verify.read_export`)."""
+        store = self._need_store()
+        rows = store.read(run_id)
+        if not rows:
+            raise NotFound(
+                f"the audit store has no events for run {run_id}", hint="list runs with `corral audit runs`"
+            )
+        return export_lines(rows, store.checkpoints(run_id))
+
+    def verify(self, run_id: str, *, strict: bool = False) -> VerifyReport:
+        """Verify the run's chain as the store holds it (spooled events are not yet evidence)."""
+        store = self._need_store()
+        return verify_rows(
+            run_id, store.read(run_id), store.checkpoints(run_id), blobs=self.blobs, strict=strict
+        )

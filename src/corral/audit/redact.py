@@ -1,0 +1,115 @@
+"""Redaction of known secret values before anything is persisted.
+
+A registered value is replaced by `[secret:NAME]` in every string of an event payload (keys too), in
+its raw form, its base64 forms (standard and URL-safe, with and without padding), its URL-encoded
+forms, and as the stable middle of its base64 when it sits at any byte offset inside a larger encoded
+blob (a tool that prints `base64 .env` encodes the secret at an arbitrary 3-byte alignment, so the
+straight encoding alone would miss it).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from corral.errors import ConfigError
+
+MIN_SECRET_LENGTH = 6
+"""Shorter values would redact noise (`true`, `admin`, port numbers) all over the log."""
+
+_MIN_FRAGMENT = 8
+"""A base64 fragment shorter than this could match unrelated base64 by chance, so it is not used."""
+
+_PCT = re.compile(r"%[0-9A-F]{2}")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _b64_forms(raw: bytes) -> set[str]:
+    std = base64.b64encode(raw).decode()
+    url = base64.urlsafe_b64encode(raw).decode()
+    return {std, std.rstrip("="), url, url.rstrip("=")}
+
+
+def _aligned_fragments(raw: bytes) -> set[str]:
+    """Base64 of the value's whole 3-byte groups at each of the three alignments.
+
+    When the value starts at byte offset k of a larger encoded buffer, the characters that encode the
+    groups lying wholly inside the value do not depend on the surrounding bytes: those are what we
+    can find. The first partial group and the last one are lost, a few characters of the value.
+    """
+    out: set[str] = set()
+    for skip in range(3):
+        body = raw[skip:]
+        body = body[: len(body) - len(body) % 3]
+        if len(body) * 4 // 3 < _MIN_FRAGMENT:
+            continue
+        out.add(base64.b64encode(body).decode())
+        out.add(base64.urlsafe_b64encode(body).decode())
+    return out
+
+
+def secret_forms(value: str) -> set[str]:
+    """Every form of `value` that the redactor looks for."""
+    raw = value.encode()
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
+    # Percent escapes are case-insensitive: %2f as well as %2F.
+    forms |= {_PCT.sub(lambda m: m.group(0).lower(), f) for f in list(forms) if "%" in f}
+    forms |= _b64_forms(raw) | _aligned_fragments(raw)
+    return {f for f in forms if f}
+
+
+class Redactor:
+    """Thread-safe: registration swaps in a new compiled pattern; `redact` reads one snapshot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[str, str] = {}  # form -> name
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, name: str, value: str) -> None:
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"secret name {name!r} cannot be used as a redaction label",
+                hint="use letters, digits, '_', '.', ':' or '-' (at most 64 characters)",
+            )
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"secret {name!r} is {len(value)} characters long, too short to redact safely",
+                hint=f"secret values must be at least {MIN_SECRET_LENGTH} characters; "
+                "a shorter one would redact unrelated text everywhere in the audit log",
+            )
+        with self._lock:
+            for form in secret_forms(value):
+                self._names.setdefault(form, name)
+            # Longest first, so a whole base64 encoding wins over its own aligned fragment.
+            forms = sorted(self._names, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(f) for f in forms))
+
+    @property
+    def active(self) -> bool:
+        return self._pattern is not None
+
+    def redact_text(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        names = self._names
+        return pattern.sub(lambda m: f"[secret:{names[m.group(0)]}]", text)
+
+    def redact(self, obj: Any) -> Any:
+        """Return `obj` with every registered form replaced, recursing through dicts and lists."""
+        if self._pattern is None:
+            return obj
+        return self._walk(obj)
+
+    def _walk(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self.redact_text(obj)
+        if isinstance(obj, dict):
+            return {self.redact_text(k) if isinstance(k, str) else k: self._walk(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [self._walk(v) for v in obj]
+        return obj

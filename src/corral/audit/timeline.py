@@ -1,0 +1,156 @@
+"""A run's events as a timeline: what the agent saw, decided, did, and what shipped.
+
+- saw:      model.request (a summary of the newest user turn)
+- decided:  model.response (text, tool_use), tool.denied, gateway.decision
+- did:      tool.call, tool.result, shell.command (with exit code), file.edit (with diff),
+            gateway.call, secret.requested
+- shipped:  check.result, commit.made, pr.opened, approval.*, deploy.*
+- run:      everything else (run.*, sandbox.*, agent.stopped, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.text import Text
+
+from corral import events as ev
+from corral.events import AnyEvent
+
+Section = Literal["saw", "decided", "did", "shipped", "run"]
+_STYLE: dict[str, str] = {
+    "saw": "cyan",
+    "decided": "magenta",
+    "did": "yellow",
+    "shipped": "green",
+    "run": "dim",
+}
+
+
+class Entry(BaseModel):
+    seq: int
+    ts: str
+    section: Section
+    kind: str
+    actor: str
+    summary: str
+    detail: str = ""
+    """A diff or an output excerpt, shown under the summary."""
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def entry(event: AnyEvent) -> Entry:
+    section: Section = "run"
+    summary: str = event.kind
+    detail = ""
+    match event:
+        case ev.ModelRequest():
+            section = "saw"
+            summary = (
+                f"{event.request_model}: {event.messages} messages, {event.tools} tools; "
+                f"user: {_short(event.last_user)}"
+            )
+        case ev.ModelResponse():
+            section = "decided"
+            parts = [f"tool_use {t.name}({_short(str(t.input), 80)})" for t in event.tool_uses]
+            if event.text:
+                parts.insert(0, f"text: {_short(event.text)}")
+            summary = f"{event.stop_reason or ''} " + "; ".join(parts or ["(empty)"])
+        case ev.ToolDenied():
+            section = "decided"
+            summary = f"DENIED {event.tool_name}: {event.rule}: {event.reason}"
+        case ev.GatewayDecision():
+            section = "decided"
+            summary = f"gateway {'allowed' if event.allowed else 'DENIED'} {event.tool_name} ({event.rule})"
+        case ev.ToolCall():
+            section = "did"
+            summary = f"{event.tool_name} {_short(str(event.input), 120)}"
+        case ev.ToolResult():
+            section = "did"
+            summary = f"{event.tool_name} {'error' if event.is_error else 'ok'}: {_short(event.output, 120)}"
+        case ev.ShellCommand():
+            section = "did"
+            code = "?" if event.exit_code is None else str(event.exit_code)
+            summary = f"$ {_short(event.command)}  [exit {code}]"
+            detail = event.output[-2000:]
+        case ev.FileEdit():
+            section = "did"
+            summary = f"edit {event.path}"
+            detail = event.diff
+        case ev.GatewayCall():
+            section = "did"
+            summary = f"gateway {event.tool_name}: {event.outcome}"
+        case ev.SecretRequested():
+            section = "did"
+            summary = f"secret {event.name} from {event.provider} for {event.consumer or '?'}"
+        case ev.CheckResult():
+            section = "shipped"
+            summary = f"check {'PASSED' if event.passed else 'FAILED'} ({event.exit_code}): {event.command}"
+        case ev.CommitMade():
+            section = "shipped"
+            summary = f"commit {event.commit[:12]} on {event.branch}: {len(event.files)} files"
+        case ev.PrOpened():
+            section = "shipped"
+            summary = f"pull request #{event.number} {event.url}"
+        case ev.ApprovalGranted() | ev.ApprovalRejected():
+            section = "shipped"
+            verb = "approved" if event.kind == "approval.granted" else "rejected"
+            summary = f"{verb} {event.subject} by {event.actor}: {_short(event.comment)}"
+        case ev.DeployStaged() | ev.DeployPromoted():
+            section = "shipped"
+            summary = f"{event.kind.split('.')[1]} {event.deployment_id} {event.url}"
+        case ev.RunPhase():
+            summary = f"phase {event.from_phase} → {event.to_phase} {event.reason}"
+        case ev.RunCreated():
+            summary = f"task: {_short(event.task)} ({event.repo} @ {event.base_commit[:12]})"
+        case ev.RunFinished():
+            summary = f"finished: {event.phase} {event.reason}"
+        case _:
+            summary = event.kind
+    return Entry(
+        seq=event.seq,
+        ts=event.ts.isoformat(),
+        section=section,
+        kind=event.kind,
+        actor=event.actor,
+        summary=summary.strip(),
+        detail=detail,
+    )
+
+
+def timeline(events: Sequence[AnyEvent]) -> list[Entry]:
+    return [entry(e) for e in sorted(events, key=lambda e: e.seq)]
+
+
+def render(entries: Sequence[Entry], console: Console, *, details: bool = True) -> None:
+    for e in entries:
+        line = Text.assemble(
+            (f"{e.seq:>5} ", "dim"),
+            (f"{e.ts[11:19]} ", "dim"),
+            (f"{e.section:<8}", _STYLE[e.section]),
+            (f"{e.kind:<18} ", "bold"),
+            Text.from_markup(escape(e.summary)),
+        )
+        parts: list[Text | Syntax] = [line]
+        if details and e.detail:
+            lexer = "diff" if e.kind == "file.edit" else "text"
+            parts.append(
+                Syntax(e.detail.rstrip("\n"), lexer, theme="ansi_dark", word_wrap=True, padding=(0, 6))
+            )
+        console.print(Group(*parts))
+
+
+def counts(entries: Sequence[Entry]) -> dict[str, int]:
+    out = {s: 0 for s in _STYLE}
+    for e in entries:
+        out[e.section] += 1
+    return out
