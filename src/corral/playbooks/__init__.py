@@ -1,0 +1,1 @@
+"""Playbooks bundled with corral (YAML files; see corral.model.playbook)."""
