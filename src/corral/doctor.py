@@ -46,11 +46,12 @@ def run_checks(services: Services, repo: Path) -> list[Check]:
         client = services.docker()
         version = client.version().get("Version", "?")  # type: ignore[attr-defined]
         checks.append(Check("docker", True, f"Docker Engine {version}"))
-        from corral.sandbox.images import image_claude_version
+        from corral.sandbox.images import find_image, image_claude_code
 
         image = config.sandbox.image
-        label = image_claude_version(client, image)  # type: ignore[arg-type]
-        if label is None:
+        found = find_image(client, image)  # type: ignore[arg-type]
+        label = image_claude_code(found) if found is not None else None
+        if found is None:
             checks.append(Check("image", False, f"{image} is not built", "corral image build"))
         else:
             checks.append(

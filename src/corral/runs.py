@@ -14,7 +14,8 @@ import secrets as pysecrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -37,10 +38,18 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.model.playbook import Playbook
-from corral.sandbox import Sandbox, SandboxBackend, SandboxSpec
+from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
+from corral.sandbox.docker import start_host_probe
 from corral.services import Services
 from corral.state.machine import Phase
-from corral.workspace import Workspace, commit_changes, create_worktree, inspect_repo, remove_worktree
+from corral.workspace import (
+    Workspace,
+    commit_changes,
+    create_worktree,
+    hand_over,
+    inspect_repo,
+    remove_worktree,
+)
 
 E = TypeVar("E", bound=Event)
 Observer = Callable[[Event], None]
@@ -119,11 +128,16 @@ class RunOrchestrator:
             task=request.task,
             repo=str(repo_info.root),
             base_commit=repo_info.base_commit,
-            branch="",
+            model=config.agent.model,
+            small_model=config.agent.small_model,
         )
         run_id = record.run_id
-        state.update_run(run_id, branch=f"corral/{run_id}", pid=os.getpid())
+        state.update_run(run_id, pid=os.getpid())
         audit = self._services.audit(config)
+        if not audit.online:
+            self._services.progress(
+                f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
+            )
         recorder = audit.for_run(run_id)
         sink = ObservedSink(recorder, self._observers)
         started = time.monotonic()
@@ -156,6 +170,7 @@ class RunOrchestrator:
             move(Phase.PREPARING)
             self._services.ensure_images(config)
             resources.workspace = create_worktree(repo_info, run_id, self._services.settings.worktrees_dir)
+            hand_over(resources.workspace, AGENT_UID)
             socket_dir = self._services.settings.run_socket_dir(run_id)
             socket_dir.mkdir(parents=True, exist_ok=True)
             socket_dir.chmod(0o755)
@@ -165,15 +180,17 @@ class RunOrchestrator:
                 config, playbook, sink, model_token, socket_dir / "model.sock", host_key
             )
             resources.stoppers.append(proxy.stop)
-            system_append = self._preferences_section(config, request.task, sink)
+            prefs = self._services.preferences_for(config, request.task)
+            if prefs.ids:
+                sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
+                state.update_run(run_id, preference_ids=[int(i) for i in prefs.ids])
             sandbox = self._create_sandbox(
-                backend, config, run_id, resources.workspace, socket_dir, {MODEL_PORT: "model.sock"}, "agent"
+                backend, config, run_id, resources, sink, socket_dir, {MODEL_PORT: "model.sock"}, "agent"
             )
-            resources.containers.append(sandbox)
             self._self_test(sandbox, sink)
 
             move(Phase.RUNNING)
-            state.update_run(run_id, started_at=time.time())
+            state.update_run(run_id, started_at=datetime.now(UTC), container_id=sandbox.id)
             policy = PathPolicy(
                 config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
             )
@@ -185,18 +202,17 @@ class RunOrchestrator:
                 workdir=config.sandbox.workdir,
                 model_url=f"http://127.0.0.1:{MODEL_PORT}",
                 model_token=model_token,
-                system_append=system_append,
+                system_append=prefs.section,
             )
             driver = ClaudeDriver(sandbox, sink, policy, settings, socket_dir.parent / f"{run_id}.wrapper")
             resources.stoppers.append(lambda: (socket_dir.parent / f"{run_id}.wrapper").unlink(missing_ok=True))
             outcome = driver.run(request.task)
             state.update_run(
                 run_id,
-                turns=outcome.turns,
                 cost_usd=outcome.cost_usd,
                 input_tokens=outcome.input_tokens,
                 output_tokens=outcome.output_tokens,
-                result=outcome.result[:4000],
+                result={"turns": outcome.turns, "stop_reason": outcome.stop_reason, "text": outcome.result[:4000]},
             )
             self._remove_sandboxes(resources, sink)
             if outcome.is_error:
@@ -213,11 +229,15 @@ class RunOrchestrator:
                         diff_stat=commit.diff_stat,
                     )
                 )
-                state.update_run(run_id, head_commit=commit.commit, diff_stat=commit.diff_stat)
+                state.update_run(run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
 
             move(Phase.CHECKING)
             check = self._run_checks(backend, config, run_id, resources, sink)
-            state.update_run(run_id, checks_passed=check.passed, checks_exit_code=check.exit_code)
+            state.update_run(
+                run_id,
+                checks_passed=check.passed,
+                checks={"command": check.command, "exit_code": check.exit_code, "duration_ms": check.duration_ms},
+            )
             move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -232,36 +252,30 @@ class RunOrchestrator:
             if phase not in (Phase.AWAITING_APPROVAL, Phase.FAILED):
                 with contextlib.suppress(CorralError):
                     move(Phase.FAILED, reason or "run ended early")
-                state.update_run(run_id, failure_reason=reason or "run ended early")
             duration = int((time.monotonic() - started) * 1000)
-            state.update_run(run_id, duration_ms=duration)
+            state.update_run(run_id, finished_at=datetime.now(UTC))
             sink.emit(RunFinished(phase=phase.value, reason=reason, duration_ms=duration))
             recorder.close()
         return run_id
 
     # ---- steps ---------------------------------------------------------------------------------
 
-    def _preferences_section(self, config: Config, task: str, sink: EventSink) -> str:
-        prefs = self._services.preferences_for(config, task)
-        if not prefs.ids:
-            return ""
-        sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
-        return prefs.section
-
     def _create_sandbox(
         self,
         backend: SandboxBackend,
         config: Config,
         run_id: str,
-        workspace: Workspace,
+        resources: _Resources,
+        sink: EventSink,
         socket_dir: Path | None,
         bridges: dict[int, str],
         purpose: str,
     ) -> Sandbox:
+        assert resources.workspace is not None
         spec = SandboxSpec(
             run_id=run_id,
             image=config.sandbox.image,
-            workspace=workspace.path,
+            workspace=resources.workspace.path,
             workdir=config.sandbox.workdir,
             readonly_paths=tuple(config.sandbox.readonly_paths),
             hidden_paths=tuple(config.sandbox.hidden_paths),
@@ -273,22 +287,34 @@ class RunOrchestrator:
             purpose=purpose,
         )
         sandbox = backend.create(spec)
+        resources.containers.append(sandbox)
+        sink.emit(
+            SandboxCreated(
+                container_id=sandbox.id,
+                image=spec.image,
+                purpose=purpose,
+                readonly_paths=list(spec.readonly_paths),
+                hidden_paths=list(spec.hidden_paths),
+            )
+        )
         return sandbox
 
     def _self_test(self, sandbox: Sandbox, sink: EventSink) -> None:
-        with self._services.host_probe() as port:
-            report = sandbox.self_test(port)
+        probe = start_host_probe()
+        try:
+            report = sandbox.self_test(probe.port)
+        finally:
+            seen = probe.stop()
+        passed = report.passed and seen == 0
+        detail = report.detail if seen == 0 else f"the host probe saw {seen} connection(s); {report.detail}"
         sink.emit(
             SandboxSelfTest(
-                passed=report.passed,
-                interfaces=list(report.interfaces),
-                host_probe=report.host_probe,
-                detail=report.detail,
+                passed=passed, interfaces=list(report.interfaces), host_probe=report.host_probe, detail=detail
             )
         )
-        if not report.passed:
+        if not passed:
             raise EgressError(
-                f"egress self-test failed, refusing to start the agent: {report.detail}",
+                f"egress self-test failed in container {sandbox.id[:12]}, refusing to start the agent: {detail}",
                 hint="the container must have only loopback and no route to the host; check the Docker setup",
             )
 
@@ -296,8 +322,7 @@ class RunOrchestrator:
         self, backend: SandboxBackend, config: Config, run_id: str, resources: _Resources, sink: EventSink
     ) -> CheckResult:
         assert resources.workspace is not None
-        sandbox = self._create_sandbox(backend, config, run_id, resources.workspace, None, {}, "checks")
-        resources.containers.append(sandbox)
+        sandbox = self._create_sandbox(backend, config, run_id, resources, sink, None, {}, "checks")
         started = time.monotonic()
         result = sandbox.exec(["sh", "-c", config.checks.command], timeout=config.checks.timeout_seconds)
         check = sink.emit(

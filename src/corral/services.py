@@ -7,8 +7,7 @@ same wiring. Nothing is opened at construction: `corral --help` touches no datab
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +38,7 @@ class PreferenceSelection:
 class Services:
     def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
         self.settings = settings
-        self._progress: Progress = progress or (lambda _msg: None)
+        self.progress: Progress = progress or (lambda _msg: None)
         self._state: StateStore | None = None
         self._audit: AuditLog | None = None
         self._docker: object | None = None
@@ -84,17 +83,7 @@ class Services:
     def ensure_images(self, config: Config) -> None:
         from corral.sandbox.images import ensure_images
 
-        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self._progress)  # type: ignore[arg-type]
-
-    @contextmanager
-    def host_probe(self) -> Iterator[int]:
-        from corral.sandbox.docker import start_host_probe
-
-        probe = start_host_probe()
-        try:
-            yield probe.port
-        finally:
-            probe.stop()
+        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self.progress)  # type: ignore[arg-type]
 
     # ---- model ---------------------------------------------------------------------------------
 
@@ -131,15 +120,15 @@ class Services:
     # ---- memory --------------------------------------------------------------------------------
 
     def preferences_for(self, config: Config, task: str) -> PreferenceSelection:
-        try:
-            from corral.state import preferences
-        except ImportError:
-            return PreferenceSelection((), "")
-        store = self.state(config)
-        prefs = preferences.retrieve(store, config.project.name, task, None)
+        """The project's most relevant active preferences for this task, rendered for the system prompt."""
+        from corral.state import preferences
+
+        prefs = preferences.retrieve(
+            self.state(config), config.project.name, task, preferences.likely_paths_from_text(task) or None
+        )
         if not prefs:
             return PreferenceSelection((), "")
-        return PreferenceSelection(tuple(p.id for p in prefs), preferences.render_prompt_section(prefs))
+        return PreferenceSelection(tuple(str(p.id) for p in prefs), preferences.render_prompt_section(prefs))
 
     def close(self) -> None:
         if self._audit is not None:

@@ -9,6 +9,7 @@ could have rewritten if a mount ever failed).
 from __future__ import annotations
 
 import fnmatch
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ _SAFE_GIT = [
     "-c", "core.sshCommand=false",
     "-c", "protocol.allow=never",
     "-c", "commit.gpgSign=false",
+    # The worktree belongs to the sandbox's uid, so git's ownership check would refuse it.
+    "-c", "safe.directory=*",
 ]  # fmt: skip
 _AUTHOR = {
     "GIT_AUTHOR_NAME": "corral agent",
@@ -105,6 +108,19 @@ def create_worktree(info: RepoInfo, run_id: str, worktrees_dir: Path) -> Workspa
     _git(["worktree", "add", "--quiet", "-b", branch, str(path), info.base_commit], cwd=info.root)
     git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], cwd=path).strip())
     return Workspace(repo=info.root, path=path, branch=branch, base_commit=info.base_commit, git_dir=git_dir)
+
+
+def hand_over(ws: Workspace, uid: int) -> None:
+    """Give the worktree's files to the sandbox user, so the agent can edit them as a non-root uid.
+
+    The `.git` file stays ours: it is mounted read-only and the host's git never trusts it anyway.
+    """
+    for root, dirs, files in os.walk(ws.path):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if path != str(ws.path / ".git"):
+                os.lchown(path, uid, uid)
+    os.chown(ws.path, uid, uid)
 
 
 def remove_worktree(repo: Path, path: Path) -> None:

@@ -25,14 +25,25 @@ def corral(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     )
 
 
+def corral_containers() -> set[str]:
+    listing = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.corral.run"], capture_output=True, text=True)
+    return set(listing.stdout.split())
+
+
+@pytest.fixture(autouse=True)
+def _containers_before() -> None:
+    global _BEFORE
+    _BEFORE = corral_containers()
+
+
+_BEFORE: set[str] = set()
+
+
 def assert_nothing_left() -> None:
     settings = Settings()
     for folder in (settings.worktrees_dir, settings.sockets_dir):
         assert not folder.exists() or not any(folder.iterdir()), f"{folder} has leftovers"
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=io.corral.home={settings.home}"], capture_output=True, text=True
-    )
-    assert containers.stdout.strip() == ""
+    assert corral_containers() <= _BEFORE
 
 
 @pytest.fixture

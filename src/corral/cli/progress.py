@@ -79,6 +79,7 @@ class ProgressPrinter:
             case RunFinished():
                 colour = "green" if event.phase == "awaiting_approval" else "red"
                 why = f": {escape(event.reason)}" if event.reason else ""
-                self._line(f"[bold {colour}]{event.phase}[/bold {colour}]{why}")
+                took = event.duration_ms / 1000
+                self._line(f"finished [bold {colour}]{event.phase}[/bold {colour}] in {took:.1f}s{why}")
             case _:
                 pass

@@ -16,6 +16,8 @@ RUN_LABEL = "io.corral.run"
 PURPOSE_LABEL = "io.corral.purpose"
 CLAUDE_CODE_LABEL = "io.corral.claude-code"
 SOCKETS_IN_CONTAINER = "/run/corral"
+AGENT_UID = 1000
+"""The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""
 
 
 @dataclass(frozen=True)
