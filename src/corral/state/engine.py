@@ -62,7 +62,7 @@ def where(url: URL) -> str:
     """host:port (or the file) of a database, for error messages."""
     if url.get_backend_name() == "sqlite":
         return f"SQLite file {url.database or ':memory:'}"
-    return f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
 
 
 def create_engine(url: URL) -> Engine:
