@@ -85,6 +85,10 @@ class FakeUpstream:
     """Hold the stream after this many chunks until `gate` is set: proves the proxy does not buffer."""
     gate: threading.Event = field(default_factory=threading.Event)
     gate_timeout: float = 20.0
+    gate_released: bool | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+    """Set once the whole body has been handed to the server: a client that sees data before this
+    was streamed to, not buffered for."""
 
 
 def _fake_app(state: FakeUpstream) -> Starlette:
@@ -106,8 +110,9 @@ def _fake_app(state: FakeUpstream) -> Starlette:
 
             for i, chunk in enumerate(state.chunks):
                 if state.gate_after is not None and i == state.gate_after:
-                    await anyio.to_thread.run_sync(state.gate.wait, state.gate_timeout)
+                    state.gate_released = await anyio.to_thread.run_sync(state.gate.wait, state.gate_timeout)
                 yield chunk
+            state.finished.set()
 
         return StreamingResponse(
             stream(), state.status, media_type="text/event-stream", headers={"request-id": "req_fake_1"}

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -37,7 +38,7 @@ from corral.audit import EventSink
 from corral.errors import ModelError
 from corral.events import ModelRefused, ModelRequest, ModelResponse
 from corral.model.playbook import Playbook
-from corral.model.scripted import error_body, scripted_app
+from corral.model.scripted import anthropic_http_error, error_body, scripted_app
 from corral.model.sse import Reassembled, Reassembler, SseParser
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -159,6 +160,7 @@ class ModelProxy:
                 Route("/", self._health, methods=["GET"]),
             ],
             lifespan=self._lifespan,
+            exception_handlers={HTTPException: anthropic_http_error},
         )
 
     # ---- HTTP ------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ class ModelProxy:
 
         try:
             upstream = await self._http().send(self._upstream_request(request, body), stream=True)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # an in-process upstream raises whatever its app raises
             message = f"corral: model upstream {self.upstream.name} failed: {type(exc).__name__}: {exc}"
             reassembler.result.error = message
             reassembler.result.stop_reason = "error"

@@ -50,6 +50,14 @@ def error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}}
 
 
+async def anthropic_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors (404, 405, 400) in the Anthropic envelope instead of plain text."""
+    assert isinstance(exc, HTTPException)
+    kind = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}
+    message = exc.detail if exc.status_code == 400 else f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(error_body(kind.get(exc.status_code, "api_error"), message), exc.status_code)
+
+
 def assistant_turns(messages: list[Any]) -> int:
     """How many assistant turns a request holds. Consecutive assistant messages count once: a client
     may split one response's blocks across messages, and that is still one turn of the playbook."""
@@ -195,19 +203,11 @@ def scripted_app(playbook: Playbook, workspace: str) -> Starlette:
             {"status": "ok", "model": "scripted", "playbook": script.source, "turns": len(script.turns)}
         )
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        kind = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}
-        message = (
-            exc.detail if exc.status_code == 400 else f"{request.method} {request.url.path}: {exc.detail}"
-        )
-        return JSONResponse(error_body(kind.get(exc.status_code, "api_error"), message), exc.status_code)
-
     return Starlette(
         routes=[
             Route("/", health, methods=["GET"]),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: anthropic_http_error},
     )
