@@ -24,11 +24,13 @@ from corral.audit.chain import Checkpoint, EventRow, genesis_hash
 from corral.audit.recorder import RunLock, RunRecorder
 from corral.audit.redact import Redactor
 from corral.audit.spool import (
+    SpoolCorrupt,
     SpoolWriter,
     check_run_id,
     count_events,
     last_record,
     list_spools,
+    quarantine,
     read_chunk,
     read_marker,
     recover,
@@ -57,6 +59,7 @@ class AuditStatus:
     reachable: bool
     backlog: int
     spools: int
+    corrupt_spools: int
     error: str
     description: str
 
@@ -296,7 +299,12 @@ class AuditLog:
                 try:
                     recover(path)
                     offset = min(read_marker(path), path.stat().st_size)
-                    _, n, closed_cleanly = self._ship_file(path, offset)
+                    try:
+                        _, n, closed_cleanly = self._ship_file(path, offset)
+                    except SpoolCorrupt as exc:
+                        moved = quarantine(path)
+                        log.error("%s; the events before it were shipped; the file is kept as %s", exc, moved)
+                        continue
                     shipped += n
                     tail = last_record(path)
                     if tail and not closed_cleanly:
@@ -342,11 +350,15 @@ class AuditLog:
         desc = f"audit store {url} " + (
             "reachable" if reachable else f"UNREACHABLE ({error.splitlines()[0]})"
         )
+        corrupt = len(list(self.spool_dir.glob("*.corrupt"))) if self.spool_dir.is_dir() else 0
+        if corrupt:
+            desc += f"; {corrupt} corrupt spool files kept in {self.spool_dir} (*.corrupt)"
         return AuditStatus(
             url=url,
             reachable=reachable,
             backlog=self.backlog(),
             spools=len(list_spools(self.spool_dir)),
+            corrupt_spools=corrupt,
             error=error,
             description=desc,
         )

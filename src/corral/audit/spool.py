@@ -33,6 +33,10 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _READ_CHUNK = 8 * 1024 * 1024
 
 
+class SpoolCorrupt(StoreError):
+    """A spool line that is not JSON with whole lines after it: real corruption, not a torn tail."""
+
+
 def check_run_id(run_id: str) -> str:
     if not _RUN_ID.match(run_id):
         raise StoreError(
@@ -174,7 +178,10 @@ def read_chunk(path: Path, offset: int, *, limit: int = _READ_CHUNK) -> Chunk:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise StoreError(
+            if chunk.events or chunk.checkpoints:
+                chunk.end = pos  # ship what precedes the bad line first; the next read raises
+                return chunk
+            raise SpoolCorrupt(
                 f"audit spool {path} is corrupt at byte {pos}: {exc.msg}",
                 hint="this is not a torn tail (whole lines follow it); keep the file for inspection",
             ) from exc
@@ -248,6 +255,14 @@ def count_events(path: Path, offset: int) -> int:
     with open(path, "rb") as f:
         f.seek(offset)
         return sum(1 for line in f if line.endswith(b"\n") and not line.startswith(_CHECKPOINT_PREFIX))
+
+
+def quarantine(path: Path) -> Path:
+    """Move a corrupt spool aside (kept for inspection, no longer shipped)."""
+    target = path.with_name(path.name + ".corrupt")
+    path.rename(target)
+    marker_path(path).unlink(missing_ok=True)
+    return target
 
 
 def list_spools(spool_dir: Path, run_id: str | None = None) -> list[Path]:

@@ -1,0 +1,109 @@
+"""Redaction: a secret printed by a tool, raw, base64 or URL-encoded, never reaches the spool or store."""
+
+from __future__ import annotations
+
+import base64
+import os
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from corral.audit.log import AuditLog
+from corral.audit.redact import Redactor
+from corral.errors import ConfigError
+from corral.events import ShellCommand, ToolCall, ToolResult
+from corral.settings import Settings
+from tests.audit.conftest import SECRET, file_bytes
+
+
+def encoded_forms(secret: str) -> dict[str, str]:
+    raw = secret.encode()
+    return {
+        "raw": secret,
+        "b64": base64.b64encode(raw).decode(),
+        "b64-nopad": base64.b64encode(raw).decode().rstrip("="),
+        "b64-url": base64.urlsafe_b64encode(raw).decode(),
+        "url": quote(secret, safe=""),
+        "url-plus": quote_plus(secret + " x"),
+    }
+
+
+def embedded_b64(secret: str, offset: int) -> str:
+    """The secret inside a larger file that was base64-encoded as a whole (`base64 .env`)."""
+    blob = b"K" * offset + b"API_TOKEN=" + secret.encode() + b"\nDEBUG=1\n"
+    return base64.b64encode(blob).decode()
+
+
+@pytest.mark.parametrize("form", list(encoded_forms(SECRET)))
+def test_each_form_is_redacted(form: str) -> None:
+    r = Redactor()
+    r.register("API_TOKEN", SECRET)
+    text = f"before {encoded_forms(SECRET)[form]} after"
+    out = r.redact_text(text)
+    assert "[secret:API_TOKEN]" in out
+    assert encoded_forms(SECRET)[form] not in out
+
+
+@pytest.mark.parametrize("offset", range(6))
+def test_secret_inside_a_larger_base64_blob_at_any_alignment(offset: int) -> None:
+    r = Redactor()
+    r.register("API_TOKEN", SECRET)
+    encoded = embedded_b64(SECRET, offset)
+    out = r.redact_text(encoded)
+    assert "[secret:API_TOKEN]" in out
+    # What is left cannot be decoded back into the secret, nor into most of it.
+    leftover = out.replace("[secret:API_TOKEN]", "")
+    for piece in (leftover, leftover[: len(leftover) // 4 * 4]):
+        decoded = base64.b64decode(piece + "=" * (-len(piece) % 4), validate=False)
+        assert SECRET[2:-2].encode() not in decoded
+
+
+def test_percent_escapes_in_lower_case_and_keys_and_nesting() -> None:
+    r = Redactor()
+    r.register("K", "p@ss/w:rd+42")
+    lower = quote("p@ss/w:rd+42", safe="").lower()  # %40, %2f, %3a, %2b
+    payload = {"a": [{"p@ss/w:rd+42": f"x {lower} y"}], "n": 3, "b": True}
+    out = r.redact(payload)
+    assert out == {"a": [{"[secret:K]": "x [secret:K] y"}], "n": 3, "b": True}
+
+
+def test_short_values_are_refused() -> None:
+    r = Redactor()
+    with pytest.raises(ConfigError, match="too short"):
+        r.register("PORT", "5432")
+    with pytest.raises(ConfigError, match="redaction label"):
+        r.register("bad name!", SECRET)
+
+
+def test_unregistered_text_is_untouched() -> None:
+    r = Redactor()
+    payload = {"x": "nothing secret here"}
+    assert r.redact(payload) is payload
+    r.register("T", SECRET)
+    assert r.redact({"x": "nothing secret here"}) == {"x": "nothing secret here"}
+
+
+def test_secret_never_reaches_spool_or_store(settings: Settings) -> None:
+    """Grep the raw bytes of the spool (before shipping) and of the SQLite store (after)."""
+    audit = AuditLog.open(settings, background=False)
+    recorder = audit.for_run("run-redact", secrets={"API_TOKEN": SECRET})
+    forms = [*encoded_forms(SECRET).values(), *(embedded_b64(SECRET, k) for k in range(3))]
+    for i, form in enumerate(forms):
+        recorder.emit(ToolCall(tool_name="Bash", tool_call_id=f"t{i}", input={"command": f"echo {form}"}),
+                      durable=True)
+        recorder.emit(ToolResult(tool_name="Bash", tool_call_id=f"t{i}", output=f"out: {form}\n"))
+        recorder.emit(ShellCommand(tool_call_id=f"t{i}", command="printenv", exit_code=0, output=form))
+    spooled = file_bytes(settings.spool_dir)
+    assert b"[secret:API_TOKEN]" in spooled  # the spool really holds the events...
+    for form in forms:
+        assert form.encode() not in spooled  # ...but no form of the secret
+    assert SECRET[1:-1].encode() not in spooled
+    recorder.close()
+    audit.close()
+    stored = file_bytes(settings.home)
+    assert stored.count(b"[secret:API_TOKEN]") >= len(forms) * 3
+    for form in forms:
+        assert form.encode() not in stored
+    assert SECRET[1:-1].encode() not in stored
+    assert not any(p.name.endswith(".jsonl") for p in settings.spool_dir.iterdir())  # shipped and removed
+    assert os.path.getsize(settings.audit_db) > 0
