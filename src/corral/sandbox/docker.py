@@ -21,7 +21,6 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -365,10 +364,9 @@ class HostProbe:
         return self.connections
 
 
-def start_host_probe() -> tuple[int, Callable[[], int]]:
-    """Start a HostProbe; return its port and a `stop()` that returns the connection count."""
-    probe = HostProbe()
-    return probe.port, probe.stop
+def start_host_probe() -> HostProbe:
+    """Start a HostProbe on 127.0.0.1; use `.port`, and `.stop()` (returns the connection count)."""
+    return HostProbe()
 
 
 def run_self_test(sandbox: Sandbox) -> SelfTestReport:
@@ -377,11 +375,11 @@ def run_self_test(sandbox: Sandbox) -> SelfTestReport:
     It passes only when the container lists no interface but `lo`, its connection to the host
     probe fails, and the probe itself saw no connection.
     """
-    port, stop = start_host_probe()
+    probe = start_host_probe()
     try:
-        report = sandbox.self_test(port)
+        report = sandbox.self_test(probe.port)
     finally:
-        seen = stop()
+        seen = probe.stop()
     if seen:
         detail = f"the host probe saw {seen} connection(s); {report.detail}"
         report = SelfTestReport(report.interfaces, report.host_probe, False, detail)

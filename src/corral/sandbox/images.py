@@ -169,6 +169,17 @@ def image_claude_code(image: Any) -> str | None:
     return labels.get(CLAUDE_CODE_LABEL)
 
 
+def image_claude_version(client: docker.DockerClient, name: str) -> str | None:
+    """The Claude Code version image `name` is labelled with; None when the image does not exist.
+
+    An existing image without the label gives "" so callers can tell it from a missing image.
+    """
+    image = find_image(client, name)
+    if image is None:
+        return None
+    return image_claude_code(image) or ""
+
+
 @dataclass(frozen=True)
 class ImageSummary:
     id: str

@@ -20,7 +20,8 @@ HOME_IN_CONTAINER = "/home/agent"
 AGENT_UID = 1000
 # nosuid/nodev on every scratch filesystem; /tmp keeps exec because tools (pytest plugins, Claude
 # Code's own helpers) may run files from it, and without setuid files or capabilities that adds no
-# privilege.
+# privilege. Docker copies the image directory's owner and mode onto the tmpfs, so the image sets
+# /home/agent to 1000:1000 0700 as well.
 TMPFS = {
     "/tmp": "rw,nosuid,nodev,exec,mode=1777,size=1g",
     HOME_IN_CONTAINER: f"rw,nosuid,nodev,exec,uid={AGENT_UID},gid={AGENT_UID},mode=0700,size=1g",
@@ -88,6 +89,27 @@ def _outermost(paths: set[str]) -> list[str]:
     return sorted(kept)
 
 
+def grant_agent_access(workspace: Path) -> None:
+    """Make the workspace writable by the agent (uid 1000), which the container runs as.
+
+    As root: hand every file to uid/gid 1000 (links themselves, never their targets). Host-side git
+    then needs `-c safe.directory=<path>` because the tree is no longer root's. As another user,
+    the tree must already belong to uid 1000, since only root may give files away.
+    """
+    if os.geteuid() != 0:
+        owner = workspace.stat().st_uid
+        if owner != AGENT_UID:
+            raise SandboxError(
+                f"workspace {workspace} belongs to uid {owner}, but the agent runs as uid {AGENT_UID}",
+                hint="run corral as uid 1000 or as root, so the agent can write its worktree",
+            )
+        return
+    os.lchown(workspace, AGENT_UID, AGENT_UID)
+    for root, dirs, files in os.walk(workspace):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(root, name), AGENT_UID, AGENT_UID)
+
+
 def _make_mask_file(mask_dir: Path, relative: str) -> Path:
     mask_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     mask = mask_dir / relative.replace("/", "%")
@@ -138,6 +160,14 @@ def plan_mounts(spec: SandboxSpec, mask_dir: Path) -> MountPlan:
     if spec.socket_dir is not None:
         if not spec.socket_dir.is_dir():
             raise SandboxError(f"socket directory {spec.socket_dir} does not exist")
+        info = spec.socket_dir.stat()
+        if info.st_uid != AGENT_UID and not info.st_mode & 0o001:
+            raise SandboxError(
+                f"socket directory {spec.socket_dir} (mode {info.st_mode & 0o777:o}) cannot be entered by "
+                f"the agent's uid {AGENT_UID}, so its bridges would fail",
+                hint="chmod the run's socket directory 0755 (it is private to the run's containers)"
+                " and its sockets 0666",
+            )
         # Read-only: the agent may connect to the sockets (connect ignores a read-only mount) but
         # cannot replace one with its own listener or delete it.
         plan.mounts.append(

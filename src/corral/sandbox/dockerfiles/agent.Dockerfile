@@ -15,6 +15,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/agent --shell /bin/bash agent \
+ && chmod 0700 /home/agent \
  && mkdir -p /workspace /run/corral \
  && chown agent:agent /workspace
 

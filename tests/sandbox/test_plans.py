@@ -1,0 +1,109 @@
+"""Pure parts of the sandbox layer, without Docker: apt sources, mount plans, the bridge script."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from corral.errors import SandboxError
+from corral.sandbox import SOCKETS_IN_CONTAINER, SandboxSpec
+from corral.sandbox.docker import bridge_script
+from corral.sandbox.images import host_apt_mirror
+from corral.sandbox.mounts import plan_mounts, resolve_patterns
+
+
+def test_mirror_from_deb822_sources(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# http://snapshot.example/archive\nURIs: http://mirror.internal/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.internal/debian-security\nSuites: bookworm-security\n"
+    )
+    (tmp_path / "sources.list.d" / "other.list.disabled").write_text("deb http://nope/debian bookworm main\n")
+    assert host_apt_mirror(tmp_path) == "http://mirror.internal/debian"
+
+
+def test_mirror_from_one_line_sources_of_another_release(tmp_path: Path) -> None:
+    (tmp_path / "sources.list").write_text(
+        "# deb http://commented/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/x.gpg] http://vendor.example/apt nodistro main\n"
+        "deb http://mirror.lan/debian trixie main\n"
+    )
+    assert host_apt_mirror(tmp_path) == "http://mirror.lan/debian"
+
+
+def test_no_mirror_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="no Debian archive"):
+        host_apt_mirror(tmp_path)
+
+
+def _tree(root: Path) -> Path:
+    for rel in (
+        "billing/sub/a.py",
+        "secrets/k",
+        "secrets/inner/ro.txt",
+        "conf/pub.yaml",
+        "conf/priv.env",
+        "x.pem",
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    (root / ".git").write_text("gitdir: /elsewhere\n")
+    return root
+
+
+def test_patterns_resolve_to_outermost_existing_paths(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    assert resolve_patterns(ws, ["billing/**", "billing/sub/**", "missing/**", "*.pem"]) == [
+        "billing",
+        "x.pem",
+    ]
+    with pytest.raises(SandboxError, match="whole workspace"):
+        resolve_patterns(ws, ["**"])
+
+
+def test_plan_masks_hidden_paths_and_drops_mounts_inside_hidden_dirs(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    (tmp_path / "sockets").mkdir(mode=0o755)
+    spec = SandboxSpec(
+        run_id="r",
+        image="i",
+        workspace=ws,
+        readonly_paths=("billing/**", "conf/**", "secrets/inner/**"),
+        hidden_paths=("secrets/**", "conf/priv.env"),
+        socket_dir=tmp_path / "sockets",
+    )
+    plan = plan_mounts(spec, tmp_path / "masks")
+    assert plan.readonly == [".git", "billing", "conf"]  # secrets/inner would show through the mask
+    assert plan.hidden == ["conf/priv.env", "secrets"]
+    assert "mode=0000" in plan.tmpfs["/workspace/secrets"] and "ro" in plan.tmpfs["/workspace/secrets"]
+    binds = {m["Target"]: m for m in plan.mounts}
+    mask = Path(binds["/workspace/conf/priv.env"]["Source"])
+    assert mask.parent == tmp_path / "masks" and mask.stat().st_size == 0
+    assert os.stat(mask).st_mode & 0o777 == 0
+    assert binds["/workspace/conf/priv.env"]["ReadOnly"] is True
+    assert binds["/workspace/.git"]["ReadOnly"] is True
+    assert binds["/workspace"]["ReadOnly"] is False
+    assert binds[SOCKETS_IN_CONTAINER]["ReadOnly"] is True
+
+
+def test_a_link_escaping_the_workspace_is_refused(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    os.symlink(tmp_path, ws / "billing" / "escape")
+    os.symlink("/nonexistent", ws / "dangling.env")
+    with pytest.raises(SandboxError, match="symbolic link"):
+        resolve_patterns(ws, ["billing/escape"])
+    with pytest.raises(SandboxError, match="symbolic link"):
+        resolve_patterns(ws, ["*.env"])
+
+
+def test_bridge_script_rejects_odd_socket_names_and_ports() -> None:
+    script = bridge_script({18080: "model.sock"})
+    assert "TCP-LISTEN:18080,bind=127.0.0.1,fork,reuseaddr" in script
+    assert "0100007F:46A0 00000000:0000 0A" in script
+    with pytest.raises(SandboxError, match="plain file name"):
+        bridge_script({18080: "../x,fork"})
+    with pytest.raises(SandboxError, match="not a TCP port"):
+        bridge_script({70000: "model.sock"})
