@@ -1,0 +1,150 @@
+"""The real Claude Code CLI (the one claude-agent-sdk bundles) against the proxy and scripted model.
+
+These run on the host, not in a sandbox: they prove the wire contract (SSE grammar, ids, turn choice,
+pinning, recording) with the actual client, which is what no fake can.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.model.demo_repo import DEMO_FILES, bundled_playbook, write_demo_repo
+from corral.model.playbook import Playbook
+from corral.model.proxy import ModelProxy, Upstream
+
+from .conftest import PINNED, RUN_TOKEN, SMALL, RecordingSink
+
+TIMEOUT = 120
+
+
+def claude_binary() -> Path:
+    import claude_agent_sdk
+
+    path = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    if not path.is_file():
+        pytest.fail(f"the bundled Claude Code CLI is missing at {path}: reinstall claude-agent-sdk")
+    return path
+
+
+@dataclass
+class Session:
+    workspace: Path
+    home: Path
+    bin_dir: Path
+    sink: RecordingSink
+
+    def run(
+        self,
+        playbook: Playbook,
+        *,
+        model: str = PINNED,
+        pinned: frozenset[str] = frozenset({PINNED, SMALL}),
+        allowed: str = "Bash",
+    ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+        proxy = ModelProxy(RUN_TOKEN, pinned, Upstream.scripted(playbook, str(self.workspace)), self.sink)
+        port = proxy.serve_tcp()
+        # Built from nothing: no ANTHROPIC_* or other host variable reaches the CLI by inheritance.
+        env = {
+            "PATH": f"{self.bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "ANTHROPIC_API_KEY": RUN_TOKEN,
+            "ANTHROPIC_SMALL_FAST_MODEL": SMALL,
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL": SMALL,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
+        }
+        command = [
+            str(claude_binary()), "-p", "do it", "--output-format", "stream-json", "--verbose",
+            "--model", model, "--max-turns", "8", "--allowedTools", allowed,
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                command, env=env, cwd=self.workspace, capture_output=True, text=True, timeout=TIMEOUT
+            )
+        finally:
+            proxy.stop()
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        return done, lines
+
+
+@pytest.fixture
+def session(tmp_path: Path, sink: RecordingSink) -> Iterator[Session]:
+    workspace, home, bin_dir = tmp_path / "ws", tmp_path / "home", tmp_path / "bin"
+    for d in (workspace, home, bin_dir):
+        d.mkdir()
+    # The demo playbook calls `python3 -m pytest`: give it this venv's interpreter, which has pytest.
+    (bin_dir / "python3").symlink_to(sys.executable)
+    yield Session(workspace, home, bin_dir, sink)
+
+
+def result_of(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    results = [line for line in lines if line.get("type") == "result"]
+    assert results, f"no result line in Claude Code's output: {lines[-3:]}"
+    return results[-1]
+
+
+def test_claude_code_runs_a_scripted_tool_call(session: Session) -> None:
+    playbook = Playbook.from_text(
+        'turns:\n  - tool_use: [{name: Bash, input: {command: "echo hello > {workspace}/out.txt"}}]\n'
+        "  - text: wrote it\n",
+        "echo.yaml",
+    )
+    done, lines = session.run(playbook)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (session.workspace / "out.txt").read_text() == "hello\n"
+    result = result_of(lines)
+    assert result["is_error"] is False and result["result"] == "wrote it"
+
+    requests, responses = session.sink.of("model.request"), session.sink.of("model.response")
+    assert len(requests) == len(responses) == 2, [e.kind for e in session.sink.events]
+    assert {r.request_model for r in requests} == {PINNED}
+    assert all(r.tools > 0 and r.stream for r in requests)
+    (call,) = responses[0].tool_uses
+    assert (call.name, call.input) == ("Bash", {"command": f"echo hello > {session.workspace}/out.txt"})
+    assert call.id.startswith("toolu_") and responses[0].stop_reason == "tool_use"
+    # Claude Code's next request carries the tool result back: that is turn 1.
+    assert call.id in requests[1].last_user
+    assert responses[1].stop_reason == "end_turn" and responses[1].text == "wrote it"
+    assert len({r.response_id for r in responses}) == 2
+    assert session.sink.of("model.refused") == []
+
+
+def test_claude_code_plays_the_demo_playbook(session: Session) -> None:
+    write_demo_repo(session.workspace)
+    done, lines = session.run(bundled_playbook(), allowed="Bash Read Edit")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ops = (session.workspace / "calc/ops.py").read_text()
+    assert ops == DEMO_FILES["calc/ops.py"].replace("return a - b", "return a + b")
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=session.workspace, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout
+
+    responses = session.sink.of("model.response")
+    calls = [t.name for r in responses for t in r.tool_uses]
+    assert calls == ["Bash", "Read", "Edit", "Bash"]
+    requests = session.sink.of("model.request")
+    assert "tool_result error" in requests[1].last_user and "assert -1 == 5" in requests[1].last_user
+    assert "2 passed" in requests[4].last_user, "the rerun passes after the fix"
+    assert "passes" in result_of(lines)["result"]
+
+
+def test_claude_code_unpinned_model_is_refused(session: Session) -> None:
+    playbook = Playbook.from_text("turns: [{text: never}]", "never.yaml")
+    done, lines = session.run(playbook, model=SMALL, pinned=frozenset({PINNED}))
+    assert done.returncode != 0
+    result = result_of(lines)
+    assert result["is_error"] is True and "is not pinned for this run" in result["result"]
+    refused = session.sink.of("model.refused")
+    assert refused and {r.request_model for r in refused} == {SMALL}
+    assert session.sink.of("model.request") == [] and session.sink.of("model.response") == []
