@@ -7,20 +7,19 @@ data directory, so killing it cannot disturb other tests.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
 import pytest
 
 from corral.audit.log import AuditLog
-from corral.events import FileEdit, ModelRequest, ModelResponse, ShellCommand, ToolCall, ToolResult
+from corral.events import FileEdit, ModelRequest, ModelResponse, ShellCommand, ToolCall
 from corral.settings import Settings
 from tests.conftest import require_env
 
@@ -73,9 +72,16 @@ class FerretDB:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
-             f"--listen-addr=127.0.0.1:{self.port}", "--telemetry=disable", "--debug-addr=-"],
-            stdout=subprocess.DEVNULL, stderr=open(self.data / "ferretdb.log", "ab"),  # noqa: SIM115
+            [
+                self.binary,
+                "--handler=sqlite",
+                f"--sqlite-url=file:{self.data}/",
+                f"--listen-addr=127.0.0.1:{self.port}",
+                "--telemetry=disable",
+                "--debug-addr=-",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data / "ferretdb.log", "ab"),  # noqa: SIM115
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -110,21 +116,34 @@ def sample_events(n: int) -> list[object]:
     for i in range(n):
         match i % 5:
             case 0:
-                out.append(ModelRequest(request_model="claude-sonnet-4-5-20250929", exchange_id=f"x{i}",
-                                        messages=i, tools=3, last_user=f"step {i}"))
+                out.append(
+                    ModelRequest(
+                        request_model="claude-sonnet-4-5-20250929",
+                        exchange_id=f"x{i}",
+                        messages=i,
+                        tools=3,
+                        last_user=f"step {i}",
+                    )
+                )
             case 1:
-                out.append(ModelResponse(request_model="claude-sonnet-4-5-20250929", exchange_id=f"x{i}",
-                                         text="running it", input_tokens=10, output_tokens=5))
+                out.append(
+                    ModelResponse(
+                        request_model="claude-sonnet-4-5-20250929",
+                        exchange_id=f"x{i}",
+                        text="running it",
+                        input_tokens=10,
+                        output_tokens=5,
+                    )
+                )
             case 2:
                 out.append(ToolCall(tool_name="Bash", tool_call_id=f"t{i}", input={"command": f"echo {i}"}))
             case 3:
-                out.append(ShellCommand(tool_call_id=f"t{i}", command=f"echo {i}", exit_code=0, output=str(i)))
+                out.append(
+                    ShellCommand(tool_call_id=f"t{i}", command=f"echo {i}", exit_code=0, output=str(i))
+                )
             case _:
                 out.append(FileEdit(tool_call_id=f"t{i}", path="app.py", diff=f"-a = {i}\n+a = {i + 1}\n"))
     return out
-
-
-EmitFn = Callable[[AuditLog, str, int], None]
 
 
 def record_run(audit: AuditLog, run_id: str, n: int) -> None:
@@ -137,7 +156,3 @@ def record_run(audit: AuditLog, run_id: str, n: int) -> None:
 def file_bytes(root: Path) -> bytes:
     """Every byte of every file under `root` (spools, markers, SQLite database and WAL)."""
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
-
-
-__all__ = ["SECRET", "FerretDB", "ToolResult", "file_bytes", "free_port", "record_run", "sample_events"]
-_ = os

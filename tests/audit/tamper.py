@@ -44,8 +44,10 @@ class SqliteTamper:
         return dict(json.loads(row[0]))
 
     def edit(self, run_id: str, seq: int, payload: dict[str, Any]) -> None:
-        self.db.execute("UPDATE events SET data=?, hash=? WHERE run_id=? AND seq=?",
-                        (dumps_line(payload), payload["hash"], run_id, seq))
+        self.db.execute(
+            "UPDATE events SET data=?, hash=? WHERE run_id=? AND seq=?",
+            (dumps_line(payload), payload["hash"], run_id, seq),
+        )
 
     def delete(self, run_id: str, seq: int) -> None:
         self.db.execute("DELETE FROM events WHERE run_id=? AND seq=?", (run_id, seq))
@@ -63,8 +65,14 @@ class SqliteTamper:
     def append(self, payload: dict[str, Any]) -> None:
         self.db.execute(
             "INSERT INTO events (run_id, seq, kind, ts, hash, data) VALUES (?,?,?,?,?,?)",
-            (payload["run_id"], payload["seq"], payload["kind"], payload["ts"], payload["hash"],
-             dumps_line(payload)),
+            (
+                payload["run_id"],
+                payload["seq"],
+                payload["kind"],
+                payload["ts"],
+                payload["hash"],
+                dumps_line(payload),
+            ),
         )
 
     def close(self) -> None:
@@ -82,8 +90,9 @@ class MongoTamper:
         return dict(json.loads(doc["e"]))
 
     def edit(self, run_id: str, seq: int, payload: dict[str, Any]) -> None:
-        self.events.update_one({"run_id": run_id, "seq": seq},
-                               {"$set": {"e": dumps_line(payload), "hash": payload["hash"]}})
+        self.events.update_one(
+            {"run_id": run_id, "seq": seq}, {"$set": {"e": dumps_line(payload), "hash": payload["hash"]}}
+        )
 
     def delete(self, run_id: str, seq: int) -> None:
         self.events.delete_one({"run_id": run_id, "seq": seq})
@@ -100,8 +109,16 @@ class MongoTamper:
         self.append(payload)
 
     def append(self, payload: dict[str, Any]) -> None:
-        self.events.insert_one({"run_id": payload["run_id"], "seq": payload["seq"], "kind": payload["kind"],
-                                "ts": payload["ts"], "hash": payload["hash"], "e": dumps_line(payload)})
+        self.events.insert_one(
+            {
+                "run_id": payload["run_id"],
+                "seq": payload["seq"],
+                "kind": payload["kind"],
+                "ts": payload["ts"],
+                "hash": payload["hash"],
+                "e": dumps_line(payload),
+            }
+        )
 
     def close(self) -> None:
         self.client.close()

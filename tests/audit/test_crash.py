@@ -24,7 +24,11 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(settings: Settings, store
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.audit.crash_child", store_url, "run-crash"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     acked: list[int] = []
     assert child.stdout is not None

@@ -24,8 +24,10 @@ def wait_for(predicate: object, timeout: float = 30.0) -> bool:
 
 
 def emit_pair(rec: object, i: int) -> None:
-    rec.emit(ToolCall(tool_name="Bash", tool_call_id=f"t{i}", input={"command": f"make {i}"}),  # type: ignore[attr-defined]
-             durable=True)
+    rec.emit(
+        ToolCall(tool_name="Bash", tool_call_id=f"t{i}", input={"command": f"make {i}"}),  # type: ignore[attr-defined]
+        durable=True,
+    )
     rec.emit(ShellCommand(tool_call_id=f"t{i}", command=f"make {i}", exit_code=0))  # type: ignore[attr-defined]
 
 

@@ -89,8 +89,9 @@ def test_secret_never_reaches_spool_or_store(settings: Settings) -> None:
     recorder = audit.for_run("run-redact", secrets={"API_TOKEN": SECRET})
     forms = [*encoded_forms(SECRET).values(), *(embedded_b64(SECRET, k) for k in range(3))]
     for i, form in enumerate(forms):
-        recorder.emit(ToolCall(tool_name="Bash", tool_call_id=f"t{i}", input={"command": f"echo {form}"}),
-                      durable=True)
+        recorder.emit(
+            ToolCall(tool_name="Bash", tool_call_id=f"t{i}", input={"command": f"echo {form}"}), durable=True
+        )
         recorder.emit(ToolResult(tool_name="Bash", tool_call_id=f"t{i}", output=f"out: {form}\n"))
         recorder.emit(ShellCommand(tool_call_id=f"t{i}", command="printenv", exit_code=0, output=form))
     spooled = file_bytes(settings.spool_dir)
