@@ -1,0 +1,127 @@
+"""Team scoping: on Postgres, row-level security hides another team's rows even from a hand-written
+query; on SQLite (and through the API on both) every query filters by team."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from corral.errors import NotFound
+from corral.state import preferences as prefs
+from corral.state.db import StateStore
+from corral.state.schema import TEAM_SCOPED
+
+
+def _seed(store: StateStore, project: str) -> str:
+    store.ensure_project(project, config_snapshot={"team": store.team})
+    run_id = store.create_run(project, f"{store.team} task", "/r", "abc").run_id
+    store.transition(run_id, "preparing")  # type: ignore[arg-type]
+    store.record_approval(run_id, f"human:{store.team}", "approved")
+    store.pin_model(project, "claude-a-20250101", "claude-b-20250101", "2.1.332", pinned_by=store.team)
+    store.issue_token(["forge.comment"], ttl=600, run_id=run_id)
+    prefs.add_preference(store, project, f"{store.team} secret rule about billing")
+    return run_id
+
+
+@pytest.fixture
+def two_teams(open_store: Callable[[str], StateStore]) -> tuple[StateStore, StateStore, str, str]:
+    team_a, team_b = open_store("team-a"), open_store("team-b")
+    # The same project name in both teams, so only the team tells the rows apart.
+    return team_a, team_b, _seed(team_a, "shop"), _seed(team_b, "shop")
+
+
+def test_the_api_never_shows_another_teams_rows(two_teams: tuple[StateStore, StateStore, str, str]) -> None:
+    team_a, team_b, run_a, run_b = two_teams
+    assert [r.run_id for r in team_a.list_runs()] == [run_a]
+    assert [r.run_id for r in team_b.list_runs()] == [run_b]
+    with pytest.raises(NotFound):
+        team_a.get_run(run_b)
+    with pytest.raises(NotFound):
+        team_a.transition(run_b, "failed", "cross-team")  # type: ignore[arg-type]
+    assert team_b.get_run(run_b).phase == "preparing"
+    assert [p.rule for p in prefs.list_preferences(team_a)] == ["team-a secret rule about billing"]
+    assert [p.rule for p in prefs.retrieve(team_a, "shop", "billing rule")] == [
+        "team-a secret rule about billing"
+    ]
+    assert [a.actor for a in team_a.list_approvals()] == ["human:team-a"]
+    pin = team_a.current_pin("shop")
+    assert pin is not None and pin.pinned_by == "team-a"
+    assert team_a.get_project("shop").config_snapshot == {"team": "team-a"}
+
+
+@pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
+def test_rls_hides_team_bs_rows_from_team_as_hand_written_queries(
+    two_teams: tuple[StateStore, StateStore, str, str], state_url: str
+) -> None:
+    team_a, _team_b, run_a, run_b = two_teams
+    with team_a.transaction() as conn:
+        assert conn.execute(sa.text("SELECT current_user")).scalar() == "corral_app"
+        runs = conn.execute(sa.text("SELECT run_id, team FROM runs")).all()
+        assert [tuple(r) for r in runs] == [(run_a, "team-a")]
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM runs WHERE run_id = :b"), {"b": run_b}).scalar() == 0
+        )
+        rules = conn.execute(sa.text("SELECT rule FROM preferences")).scalars().all()
+        assert rules == ["team-a secret rule about billing"]
+        for table in TEAM_SCOPED:
+            teams = conn.execute(sa.text(f"SELECT DISTINCT team FROM {table}")).scalars().all()
+            assert teams == ["team-a"], table
+        # Nor can team A change or delete team B's rows behind the API's back.
+        assert (
+            conn.execute(
+                sa.text("UPDATE runs SET task = 'hijacked' WHERE run_id = :b"), {"b": run_b}
+            ).rowcount
+            == 0
+        )
+        assert conn.execute(sa.text("DELETE FROM preferences WHERE team = 'team-b'")).rowcount == 0
+    # Writing a row into another team is refused by the policy's WITH CHECK.
+    with (
+        pytest.raises(sa.exc.ProgrammingError, match="row-level security"),
+        team_a.transaction(write=True) as conn,
+    ):
+        conn.execute(
+            sa.text(
+                "INSERT INTO preferences (team, project, rule, source_kind, confidence, created_at, "
+                "valid_from) VALUES ('team-b', 'shop', 'planted', 'manual', 1, now(), now())"
+            )
+        )
+    # The rows are there (as the owner sees them): it is the policy that hides them.
+    engine = sa.create_engine(state_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar() == 2
+            assert conn.execute(
+                sa.text("SELECT task FROM runs WHERE run_id = :b"), {"b": run_b}
+            ).scalar() == ("team-b task")
+            conn.rollback()
+            # A session in the app role that never set corral.team sees no team at all.
+            with conn.begin():
+                conn.execute(sa.text("SET LOCAL ROLE corral_app"))
+                for table in TEAM_SCOPED:
+                    assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
+def test_every_team_scoped_table_has_rls_forced_with_the_team_policy(
+    state_url: str, store: StateStore
+) -> None:
+    engine = sa.create_engine(state_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, p.qual FROM pg_class c "
+                    "JOIN pg_policies p ON p.tablename = c.relname WHERE c.relname = ANY(:tables)"
+                ),
+                {"tables": list(TEAM_SCOPED)},
+            ).all()
+    finally:
+        engine.dispose()
+    assert {r.relname for r in rows} == set(TEAM_SCOPED)
+    for row in rows:
+        assert row.relrowsecurity and row.relforcerowsecurity, row.relname
+        assert "current_setting('corral.team'" in row.qual, row.relname
