@@ -1,0 +1,303 @@
+"""Grants: which tools a token may call, and with which arguments. Default deny.
+
+Grammar of one grant (a string in corral.toml `[gateway] grants`):
+
+    grant       := pattern [":read"] ["(" constraint ("," constraint)* ")"]
+    pattern     := <upstream>.<tool>, where either part may use the globs * ? [..]
+    constraint  := ARG OP LITERAL
+    OP          := "==" | "!=" | "in" | "~" | "!~"
+    LITERAL     := a JSON value; `in` takes a JSON list; `~` and `!~` take a "quoted" regex, read raw
+
+    sentry.*:read                                  every sentry tool the operator classed 'read'
+    deploy.stage(target == "preview")
+    github.update_pull_request(state != "merged")
+    db.query(sql ~ "^\\s*select\\b")               re.search, case-sensitive
+
+Validation at load (each error names the rule): a pattern that matches no tool; `:read` matching no
+read-class tool; a constraint on a glob (it must name exactly one tool); an argument not in that
+tool's inputSchema; a literal of the wrong JSON type; a bad regex; and, for agent tokens, any rule
+naming a never-grantable tool (globs silently skip those tools, so `forge.*` stays usable).
+
+At call time an absent argument takes its schema `default`; with no default, `==`, `in` and `~` fail
+and `!=`, `!~` hold. A tool whose schema hash differs from the one validated is refused until the
+policy is compiled again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import rfc8785
+
+from corral.errors import ConfigError
+from corral.gateway.catalog import NEVER_GRANTABLE_TO_AGENTS, Catalog, ToolEntry
+
+OPS = ("==", "!=", "in", "!~", "~")
+_RULE = re.compile(r"^(?P<pattern>[A-Za-z0-9_*?\[\]!.-]+?)(?P<read>:read)?(?:\((?P<body>.*)\))?$", re.S)
+_HEAD = re.compile(r"^\s*(?P<arg>[A-Za-z_][A-Za-z0-9_-]*)\s*(?P<op>==|!=|!~|~|in\b)\s*", re.S)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    arg: str
+    op: str
+    value: Any
+    text: str
+    regex: re.Pattern[str] | None = None
+
+    def failure(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> str | None:
+        """None when the argument satisfies this constraint, else why not (for the agent to read)."""
+        present = self.arg in arguments
+        prop = schema_props.get(self.arg, {})
+        if not present and isinstance(prop, dict) and "default" in prop:
+            present, actual = True, prop["default"]
+        else:
+            actual = arguments.get(self.arg)
+        if not present:
+            return None if self.op in ("!=", "!~") else f"argument '{self.arg}' is required by `{self.text}`"
+        ok: bool
+        if self.op == "==":
+            ok = actual == self.value
+        elif self.op == "!=":
+            ok = actual != self.value
+        elif self.op == "in":
+            ok = actual in self.value
+        else:
+            assert self.regex is not None
+            found = isinstance(actual, str) and self.regex.search(actual) is not None
+            ok = found if self.op == "~" else (isinstance(actual, str) and not found)
+        return None if ok else f"`{self.text}` does not hold for {self.arg}={json.dumps(actual)[:200]}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    text: str
+    pattern: str
+    read_only: bool
+    constraints: tuple[Constraint, ...] = ()
+
+    def covers(self, entry: ToolEntry, *, agent: bool) -> bool:
+        if agent and entry.qualified in NEVER_GRANTABLE_TO_AGENTS:
+            return False
+        if self.read_only and entry.access != "read":
+            return False
+        return fnmatch.fnmatchcase(entry.qualified, self.pattern)
+
+    def failures(self, entry: ToolEntry, arguments: Mapping[str, Any]) -> list[str]:
+        return [f for c in self.constraints if (f := c.failure(arguments, entry.properties)) is not None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _split_constraints(body: str, rule: str) -> list[str]:
+    parts, depth, quote, start, i = [], 0, False, 0, 0
+    while i < len(body):
+        ch = body[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quote = False
+        elif ch == '"':
+            quote = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+        i += 1
+    if quote or depth:
+        raise ConfigError(f"grant {rule!r}: unbalanced quotes or brackets", hint='quote strings with "..."')
+    parts.append(body[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _parse_constraint(text: str, rule: str) -> Constraint:
+    head = _HEAD.match(text)
+    if head is None:
+        raise ConfigError(
+            f"grant {rule!r}: cannot read constraint {text!r}",
+            hint='write ARG OP VALUE, with OP one of ==, !=, in, ~, !~ (e.g. target == "preview")',
+        )
+    arg, op, literal = head["arg"], head["op"], text[head.end() :].strip()
+    if op in ("~", "!~"):
+        if len(literal) < 2 or literal[0] != '"' or literal[-1] != '"':
+            raise ConfigError(
+                f'grant {rule!r}: the regex in {text!r} must be "quoted"', hint='e.g. sql ~ "^select"'
+            )
+        source = literal[1:-1].replace('\\"', '"')
+        try:
+            regex = re.compile(source)
+        except re.error as exc:
+            raise ConfigError(f"grant {rule!r}: bad regex {source!r}: {exc}", hint="fix the pattern") from exc
+        return Constraint(arg, op, source, text, regex)
+    try:
+        value = json.loads(literal)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"grant {rule!r}: {literal!r} is not a JSON value", hint='quote strings: target == "preview"'
+        ) from exc
+    if op == "in" and not isinstance(value, list):
+        raise ConfigError(
+            f"grant {rule!r}: `in` needs a JSON list, got {literal!r}", hint='e.g. target in ["a", "b"]'
+        )
+    return Constraint(arg, op, value, text)
+
+
+def parse_rule(text: str) -> Rule:
+    match = _RULE.match(text.strip())
+    if match is None or "." not in match["pattern"]:
+        raise ConfigError(
+            f"grant {text!r} is not of the form <upstream>.<tool>[:read][(constraints)]",
+            hint='e.g. "sentry.*:read" or \'deploy.stage(target == "preview")\'',
+        )
+    body = match["body"]
+    constraints = (
+        () if body is None else tuple(_parse_constraint(c, text) for c in _split_constraints(body, text))
+    )
+    if body is not None and not constraints:
+        raise ConfigError(f"grant {text!r}: empty constraint list", hint="drop the () or add a constraint")
+    return Rule(text.strip(), match["pattern"], bool(match["read"]), constraints)
+
+
+def _type_ok(value: Any, prop: Mapping[str, Any]) -> bool:
+    kinds = prop.get("type")
+    if kinds is None:
+        return True
+    names = kinds if isinstance(kinds, list) else [kinds]
+    allowed = tuple(t for n in names for t in _JSON_TYPES.get(str(n), (object,)))
+    # bool is an int in Python, never in JSON Schema.
+    return isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+
+
+def _validate(rule: Rule, catalog: Catalog, agent: bool) -> list[ToolEntry]:
+    is_glob = any(ch in rule.pattern for ch in "*?[")
+    if agent and not is_glob and rule.pattern in NEVER_GRANTABLE_TO_AGENTS:
+        raise ConfigError(
+            f"grant {rule.text!r}: {rule.pattern} is never grantable to an agent token",
+            hint="merges and promotions need a recorded human approval "
+            "(`corral approve`, `corral deploy promote`)",
+        )
+    matched = [e for e in catalog.entries.values() if rule.covers(e, agent=agent)]
+    if not matched:
+        what = "read-class tool" if rule.read_only else "tool"
+        raise ConfigError(
+            f"grant {rule.text!r} matches no {what} of this gateway",
+            hint="check the spelling against `corral gateway check`; classes come from [annotations]",
+        )
+    if rule.constraints:
+        if is_glob:
+            raise ConfigError(
+                f"grant {rule.text!r}: argument constraints need one exact tool, not a glob",
+                hint="write one constrained grant per tool",
+            )
+        entry = matched[0]
+        for c in rule.constraints:
+            prop = entry.properties.get(c.arg)
+            if prop is None:
+                known = ", ".join(sorted(entry.properties)) or "none"
+                raise ConfigError(
+                    f"grant {rule.text!r}: {entry.qualified} has no argument {c.arg!r} "
+                    f"(its arguments: {known})",
+                    hint="constrain an argument from the tool's inputSchema",
+                )
+            values = c.value if c.op == "in" else [] if c.op in ("~", "!~") else [c.value]
+            if isinstance(prop, dict) and not all(_type_ok(v, prop) for v in values):
+                raise ConfigError(
+                    f"grant {rule.text!r}: {c.arg} is {prop.get('type')} in the schema; "
+                    f"{c.value!r} can never match",
+                    hint="use a literal of the argument's type",
+                )
+            if c.op in ("~", "!~") and isinstance(prop, dict) and prop.get("type") not in (None, "string"):
+                raise ConfigError(
+                    f"grant {rule.text!r}: {c.arg} is not a string; regexes need one", hint="use == or in"
+                )
+    return matched
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    agent: bool
+    version: str
+    schema_hashes: Mapping[str, str]
+    """The schema hash each covered tool had when the policy was validated."""
+
+    def covered(self, entry: ToolEntry) -> bool:
+        return self.schema_hashes.get(entry.qualified) == entry.schema_hash and any(
+            r.covers(entry, agent=self.agent) for r in self.rules
+        )
+
+    def decide(self, qualified: str, entry: ToolEntry | None, arguments: Mapping[str, Any]) -> Decision:
+        if entry is None:
+            return Decision(False, "default-deny", f"no tool named {qualified} on this gateway")
+        if self.agent and qualified in NEVER_GRANTABLE_TO_AGENTS:
+            return Decision(
+                False, "never-grantable", f"{qualified} needs a recorded human approval, not an agent token"
+            )
+        rules = [r for r in self.rules if r.covers(entry, agent=self.agent)]
+        if not rules:
+            return Decision(False, "default-deny", f"no grant of this token covers {qualified}")
+        validated = self.schema_hashes.get(qualified)
+        if validated != entry.schema_hash:
+            return Decision(
+                False,
+                "schema-changed",
+                f"{qualified} changed its schema since the policy was validated; "
+                "it is refused until re-validated",
+                {"validated_hash": validated, "current_hash": entry.schema_hash},
+            )
+        failures: dict[str, list[str]] = {}
+        for rule in rules:
+            failed = rule.failures(entry, arguments)
+            if not failed:
+                return Decision(True, rule.text, "granted")
+            failures[rule.text] = failed
+        first = next(iter(failures))
+        return Decision(False, first, "; ".join(failures[first]), {"failed": failures})
+
+
+def compile_policy(grants: Iterable[str], catalog: Catalog, *, agent: bool = True) -> Policy:
+    """Parse and validate grants against the catalog; ConfigError names the first bad rule."""
+    rules = tuple(parse_rule(g) for g in grants)
+    hashes: dict[str, str] = {}
+    for rule in rules:
+        for entry in _validate(rule, catalog, agent):
+            hashes[entry.qualified] = entry.schema_hash
+    doc = {"rules": [r.text for r in rules], "agent": agent, "tools": hashes}
+    version = hashlib.sha256(rfc8785.dumps(cast(Any, doc))).hexdigest()[:16]
+    return Policy(rules, agent, version, hashes)
+
+
+def argument_shape(entry: ToolEntry) -> dict[str, str]:
+    """`{arg: "type"}` with `?` for optional arguments: what `corral gateway check` prints."""
+    shape = {}
+    for name, prop in entry.properties.items():
+        kind = prop.get("type", "any") if isinstance(prop, dict) else "any"
+        shape[name] = (
+            f"{kind if isinstance(kind, str) else '|'.join(kind)}{'' if name in entry.required else '?'}"
+        )
+    return shape

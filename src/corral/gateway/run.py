@@ -1,0 +1,165 @@
+"""The run integration point: one gateway per run on the run's `gateway.sock`, with one agent token.
+
+handle = RunGateway.start(run_id, grants, socket_path, sink, forge=..., deploy=..., repo=..., head=...)
+mcp = handle.mcp_config("http://127.0.0.1:PORT/mcp")   # for the container's --mcp-config
+allowed = handle.allowed_tool_names()                   # for Claude Code's allowedTools
+...
+handle.stop()                                           # revokes the token, stops upstreams
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.audit import EventSink
+from corral.deploy import DeployTarget
+from corral.forge import Forge
+from corral.gateway.catalog import claude_code_name
+from corral.gateway.config import GatewayFileConfig
+from corral.gateway.redact import Redactor
+from corral.gateway.serve import GatewayServer
+from corral.gateway.server import Gateway
+from corral.gateway.tokens import InMemoryTokenStore, TokenAuthority, TokenStore
+from corral.gateway.tools import RunBinding
+from corral.gateway.tools.deploy import deploy_upstream
+from corral.gateway.tools.forge import forge_upstream
+from corral.gateway.upstreams import Upstream, build_upstreams
+from corral.secrets import SecretResolver
+
+MCP_SERVER_NAME = "corral"
+
+
+def build_gateway(
+    config: GatewayFileConfig,
+    *,
+    secret_refs: Mapping[str, str],
+    sink: EventSink | None,
+    forge: Forge | None = None,
+    deploy: DeployTarget | None = None,
+    token_store: TokenStore | None = None,
+    audience: str = "corral-gateway",
+    log_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Gateway:
+    """A gateway with the built-ins (when given a forge / deploy) and the configured upstreams.
+
+    Upstream credentials resolve through the secrets providers: each resolution is audited on `sink`
+    (name only) and its value registered for redaction, by the sink and by the gateway itself.
+    """
+    redactor = Redactor()
+    resolver = SecretResolver({**config.secrets, **secret_refs}, sink, environ)
+
+    def secret(name: str) -> str:
+        value = resolver.get(name, consumer="gateway")
+        redactor.add(name, value)
+        return value
+
+    bindings: dict[str, RunBinding] = {}
+    upstreams: list[Upstream] = []
+    if forge is not None:
+        upstreams.append(forge_upstream(forge, bindings))
+    if deploy is not None:
+        upstreams.append(deploy_upstream(deploy, bindings))
+    upstreams.extend(build_upstreams(config.upstreams, secret, resolver.check, log_dir))
+    gateway = Gateway(
+        authority=TokenAuthority(token_store or InMemoryTokenStore(), audience),
+        upstreams=upstreams,
+        annotations=config.annotations,
+        rate_limits=config.rate_limits,
+        redactor=redactor,
+        default_sink=sink,
+    )
+    gateway.bindings = bindings  # the built-ins read the same mapping the gateway registers runs in
+    return gateway
+
+
+@dataclass
+class RunGatewayHandle:
+    run_id: str
+    token: str
+    """The clear run token: for the container's MCP config only. Never log it."""
+    token_id: str
+    policy_version: str
+    socket_path: Path
+    gateway: Gateway
+    server: GatewayServer = field(repr=False)
+
+    def mcp_config(self, url: str) -> dict[str, Any]:
+        """The `--mcp-config` document: Claude Code reaches `url` through the in-container bridge."""
+        return {
+            "mcpServers": {
+                MCP_SERVER_NAME: {
+                    "type": "http",
+                    "url": url,
+                    "headers": {"Authorization": f"Bearer {self.token}"},
+                }
+            }
+        }
+
+    def allowed_tool_names(self) -> list[str]:
+        """Claude Code's names (`mcp__corral__<upstream>_<tool>`) of every tool this token may call."""
+        record = self.gateway.authority.store.get(self.token_id)
+        if record is None:
+            return []
+        return sorted(
+            claude_code_name(e.qualified, MCP_SERVER_NAME) for e in self.gateway.visible_tools(record)
+        )
+
+    def revoke(self) -> None:
+        self.gateway.authority.revoke(self.token_id)
+
+    def stop(self) -> None:
+        self.revoke()
+        self.gateway.forget_run(self.run_id)
+        self.server.stop()
+
+
+class RunGateway:
+    @staticmethod
+    def start(
+        run_id: str,
+        grants: list[str],
+        socket_path: Path,
+        sink: EventSink,
+        *,
+        config: GatewayFileConfig | None = None,
+        secret_refs: Mapping[str, str] | None = None,
+        forge: Forge | None = None,
+        deploy: DeployTarget | None = None,
+        repo: Path | None = None,
+        head: str = "",
+        base: str = "main",
+        ttl_seconds: float = 3600.0,
+        max_uses: int | None = None,
+        token_store: TokenStore | None = None,
+        log_dir: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> RunGatewayHandle:
+        """Start upstreams, validate `grants` (ConfigError names a bad rule), serve on `socket_path`,
+        and mint the run's agent token."""
+        gateway = build_gateway(
+            config or GatewayFileConfig(),
+            secret_refs=secret_refs or {},
+            sink=sink,
+            forge=forge,
+            deploy=deploy,
+            token_store=token_store,
+            audience=f"corral-gateway:{run_id}",
+            log_dir=log_dir,
+            environ=environ,
+        )
+        gateway.register_run(RunBinding(run_id=run_id, repo=repo, head=head, base=base, sink=sink), sink)
+        server = GatewayServer(gateway, uds=socket_path)
+        server.start()
+        try:
+            policy = gateway.policy(grants, agent=True)
+            token, record = gateway.authority.mint(
+                run_id=run_id, grants=grants, ttl_seconds=ttl_seconds, max_uses=max_uses, principal="agent"
+            )
+        except BaseException:
+            server.stop()
+            raise
+        return RunGatewayHandle(run_id, token, record.token_id, policy.version, socket_path, gateway, server)
