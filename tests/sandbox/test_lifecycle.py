@@ -142,3 +142,15 @@ def test_our_image_is_reused_and_a_foreign_pin_is_refused(
         build_agent_image(client, "9.9.9")
     with pytest.raises(SandboxError, match="names another Claude Code"):
         ensure_images(client, PIN, "corral/agent:cc-9.9.9")
+
+
+def test_a_bridge_that_cannot_start_fails_fast_and_leaves_nothing(
+    backend: DockerBackend, client: docker.DockerClient, workspace: Path, tmp_path: Path, agent_image: str
+) -> None:
+    # The bare base image has no socat: the bridge dies at once and create() must say so.
+    socket_dir = tmp_path / "s"
+    socket_dir.mkdir(mode=0o755)
+    spec = spec_for(workspace, BASE_IMAGE, socket_dir=socket_dir, bridges={18080: "model.sock"})
+    with pytest.raises(SandboxError, match=r"socket bridges .* did not start"):
+        backend.create(spec)
+    assert _labelled(client, spec.run_id) == []

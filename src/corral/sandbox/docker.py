@@ -11,6 +11,7 @@ to uid 1000). The socket directory is per run and bound only into that run's con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,13 +76,14 @@ def bridge_script(bridges: dict[int, str]) -> str:
             )
         target = shlex.quote(f"UNIX-CONNECT:{SOCKETS_IN_CONTAINER}/{name}")
         listen = f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"
-        lines.append(f"socat {listen} {target} &")
+        lines.append(f"socat {listen} {target} & pid{port}=$!")
         # /proc/net/tcp lists 127.0.0.1:port as 0100007F:<PORT hex>, state 0A = LISTEN.
-        waits.append(f"0100007F:{port:04X} 00000000:0000 0A")
-    for needle in waits:
+        waits.append((port, f"0100007F:{port:04X} 00000000:0000 0A"))
+    for port, needle in waits:
         lines.append(
             f"n=0; until grep -q '{needle}' /proc/net/tcp; do n=$((n+1));"
-            f" if [ $n -gt 1000 ]; then echo 'corral-bridge-failed {needle}'; exit 1; fi; sleep 0.01; done"
+            f" if [ $n -gt 1000 ] || ! kill -0 $pid{port} 2>/dev/null; then"
+            f" echo 'corral-bridge-failed: port {port}'; exit 1; fi; sleep 0.01; done"
         )
     lines += [f"echo {READY_LINE}", "exec sleep infinity"]
     return "\n".join(lines)
@@ -300,14 +302,17 @@ class DockerBackend:
 
     def _wait_ready(self, container: Any) -> None:
         deadline = time.monotonic() + _BRIDGE_WAIT_SECONDS
+        polls = 0
         while time.monotonic() < deadline:
             logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
             if READY_LINE in logs:
                 return
-            container.reload()
-            if container.status not in ("created", "running"):
-                break
-            time.sleep(0.01)
+            polls += 1
+            if polls % 10 == 0:  # a dead main process never prints the line: stop waiting
+                container.reload()
+                if container.status not in ("created", "running"):
+                    break
+            time.sleep(0.005)
         raise SandboxError(
             f"the socket bridges of container {container.id[:12]} did not start: "
             f"{container.logs().decode(errors='replace').strip()[-500:]!r}",
@@ -338,7 +343,6 @@ class HostProbe:
 
     def __init__(self) -> None:
         self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.2)
         self.port: int = self._server.getsockname()[1]
         self.connections = 0
         self._done = threading.Event()
@@ -346,12 +350,13 @@ class HostProbe:
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._done.is_set():
+        while True:
             try:
                 conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+            except OSError:  # stop() shut the socket down
+                return
+            if self._done.is_set():
+                conn.close()
                 return
             self.connections += 1
             conn.close()
@@ -359,6 +364,9 @@ class HostProbe:
     def stop(self) -> int:
         """Stop serving; return how many connections arrived."""
         self._done.set()
+        # shutdown() wakes the blocked accept() at once (no polling timeout to wait out).
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=2)
         self._server.close()
         return self.connections
