@@ -108,6 +108,8 @@ class McpUpstream:
             # Values are resolved at each (re)start, so a rotated file secret takes effect on restart.
             env = {k: interpolate(v, self._secret) for k, v in cfg.env.items()}
             params = StdioServerParameters(command=cfg.command, args=cfg.args, env=env, cwd=cfg.cwd)
+            if self._errlog is not None:
+                self._errlog.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.ExitStack() as files:
                 err: TextIO = files.enter_context(
                     open(self._errlog if self._errlog else os.devnull, "a", encoding="utf-8")
