@@ -9,8 +9,8 @@ import pytest
 
 from corral.errors import SandboxError
 from corral.sandbox import SOCKETS_IN_CONTAINER, SandboxSpec
-from corral.sandbox.docker import bridge_script
-from corral.sandbox.images import host_apt_mirror
+from corral.sandbox.docker import DockerSandbox, bridge_script
+from corral.sandbox.images import docker_client, host_apt_mirror
 from corral.sandbox.mounts import plan_mounts, resolve_patterns
 
 
@@ -107,3 +107,30 @@ def test_bridge_script_rejects_odd_socket_names_and_ports() -> None:
         bridge_script({18080: "../x,fork"})
     with pytest.raises(SandboxError, match="not a TCP port"):
         bridge_script({70000: "model.sock"})
+
+
+def test_a_clone_git_dir_is_masked_when_paths_are_hidden(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".git" / "objects").mkdir(parents=True)
+    (ws / ".env").write_text("x")
+    hiding = plan_mounts(
+        SandboxSpec(run_id="r", image="i", workspace=ws, hidden_paths=(".env",)), tmp_path / "m"
+    )
+    assert ".git" in hiding.hidden and ".git" not in hiding.readonly
+    assert "mode=0000" in hiding.tmpfs["/workspace/.git"]
+    plain = plan_mounts(SandboxSpec(run_id="r", image="i", workspace=ws), tmp_path / "m")
+    assert plain.readonly == [".git"] and plain.hidden == []
+
+
+def test_an_unreachable_engine_is_a_sandbox_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(SandboxError) as caught:
+        docker_client()
+    assert "Docker Engine is not running" in caught.value.message
+    assert caught.value.hint is not None and "corral doctor" in caught.value.hint
+
+
+def test_a_probe_port_that_is_a_bridge_port_fails_closed(tmp_path: Path) -> None:
+    spec = SandboxSpec(run_id="r", image="i", workspace=tmp_path, bridges={40000: "model.sock"})
+    report = DockerSandbox(None, None, spec, tmp_path).self_test(40000)  # type: ignore[arg-type]
+    assert not report.passed and "also a bridge port" in report.detail

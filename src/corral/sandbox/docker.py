@@ -19,7 +19,6 @@ import secrets
 import shlex
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from corral.sandbox import (
     SelfTestReport,
 )
 from corral.sandbox.mounts import plan_mounts
+from corral.settings import load_settings
 
 AGENT_USER = "1000:1000"
 HOST_PID_LABEL = "io.corral.host-pid"
@@ -50,8 +50,11 @@ _BRIDGE_WAIT_SECONDS = 10.0
 
 
 def default_mask_root() -> Path:
-    """Where per-run empty mask files live on the host (one directory per container)."""
-    return Path(tempfile.gettempdir()) / "corral-masks"
+    """Where per-run empty mask files live on the host: `<corral home>/masks/<container name>/`.
+
+    Under corral's own home rather than a shared /tmp, where another user could plant links.
+    """
+    return load_settings().home / "masks"
 
 
 def _container_name(spec: SandboxSpec) -> str:
@@ -179,6 +182,10 @@ class DockerSandbox:
         return [*command, self.id, *argv]
 
     def self_test(self, host_probe_port: int) -> SelfTestReport:
+        if host_probe_port in self.spec.bridges:
+            # The connection would reach our own bridge, not the host: no verdict, so fail closed.
+            detail = f"host probe port {host_probe_port} is also a bridge port; use bridge ports below 32768"
+            return SelfTestReport((), "unknown", False, detail)
         result = self.exec(["python3", "-c", SELF_TEST, str(host_probe_port)], timeout=10)
         try:
             data = json.loads(result.output.strip().splitlines()[-1])
@@ -187,7 +194,8 @@ class DockerSandbox:
             routes = [str(route) for route in data["routes"]]
         except (ValueError, KeyError, IndexError):
             # No verdict is a failed verdict: fail closed.
-            return SelfTestReport((), "unknown", False, f"self-test printed no result: {result.output!r}")
+            detail = f"the self-test printed no result (the image needs python3): {result.output[-300:]!r}"
+            return SelfTestReport((), "unknown", False, detail)
         problems = []
         if interfaces != ("lo",):
             problems.append(f"network interfaces besides loopback: {', '.join(interfaces)}")

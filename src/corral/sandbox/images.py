@@ -447,12 +447,16 @@ def build_images(
     client: docker.DockerClient, claude_code_version: str, *, force: bool = False, progress: Progress = _quiet
 ) -> BuildReport:
     """`corral image build`: the base and the agent image, timed."""
-    had_base = find_image(client, BASE_IMAGE) is not None
+    old_base = find_image(client, BASE_IMAGE)
     had_agent = find_image(client, agent_tag(claude_code_version)) is not None
     start = time.monotonic()
     base_id = build_base_image(client, force=force, progress=progress)
     middle = time.monotonic()
     agent_id = build_agent_image(client, claude_code_version, force=force, progress=progress)
+    had_base = old_base is not None
+    if old_base is not None and old_base.id != base_id:
+        # Only now is the old base free: the old agent image, its child, is gone.
+        _drop_untagged(client, {old_base.id})
     return BuildReport(
         base_id,
         agent_id,

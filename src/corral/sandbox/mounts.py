@@ -136,9 +136,14 @@ def plan_mounts(spec: SandboxSpec, mask_dir: Path) -> MountPlan:
         return any(path.startswith(outer + "/") for outer in hidden_dirs)
 
     readonly = resolve_patterns(workspace, spec.readonly_paths)
-    # A worktree's `.git` is a file naming the gitdir the host's git later uses; a clone's is the
-    # repository itself. Either way the agent must not repoint or rewrite it (hooks, config).
-    if (workspace / ".git").exists() and not (workspace / ".git").is_symlink():
+    # A worktree's `.git` is a file naming the gitdir the host's git later uses: the agent must not
+    # repoint it. A clone's `.git` is the repository itself: read-only (hooks, config), and masked
+    # whole when paths are hidden, since its objects hold the hidden files' content.
+    dot_git = workspace / ".git"
+    if dot_git.is_dir() and not dot_git.is_symlink() and hidden:
+        hidden = _outermost({*hidden, ".git"})
+        hidden_dirs.append(".git")
+    elif dot_git.exists() and not dot_git.is_symlink():
         readonly = _outermost({*readonly, ".git"})
     # A mount inside a hidden directory would be laid over its tmpfs and show through; drop it.
     plan.readonly = [path for path in readonly if not under_hidden_dir(path) and path not in hidden]
