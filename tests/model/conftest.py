@@ -130,6 +130,7 @@ def _fake_app(state: FakeUpstream) -> Starlette:
 def fake_upstream() -> Iterator[FakeUpstream]:
     state = FakeUpstream()
     sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     port = sock.getsockname()[1]
