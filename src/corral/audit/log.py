@@ -272,7 +272,7 @@ class AuditLog:
             chunk = read_chunk(path, offset)
             if chunk.end == offset:
                 return offset, shipped, ends_closed
-            rows = [EventRow.from_payload(p, line) for p, line in chunk.events]
+            rows = chunk.events
             self.shipped += self.store.insert_many(rows)
             self.store.insert_checkpoints(chunk.checkpoints)
             write_marker(path, chunk.end)
@@ -382,9 +382,9 @@ class AuditLog:
                     chunk = read_chunk(path, 0, limit=1 << 40)
                 except (FileNotFoundError, StoreError):
                     continue
-                for payload, line in chunk.events:
-                    if int(payload["seq"]) > after_seq:
-                        by_seq[int(payload["seq"])] = EventRow.from_payload(payload, line)
+                for row in chunk.events:
+                    if row.seq > after_seq:
+                        by_seq[row.seq] = row
         try:
             stored = self._need_store().read(run_id, after_seq)
         except StoreError:

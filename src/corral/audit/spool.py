@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.audit.chain import CHECKPOINT_KIND, Checkpoint
+from corral.audit.chain import CHECKPOINT_KIND, Checkpoint, EventRow
 from corral.errors import StoreError
 
 log = logging.getLogger("corral.audit")
@@ -158,11 +158,34 @@ class SpoolWriter:
 class Chunk:
     """Whole records read from a spool, and the offset just past the last of them."""
 
-    events: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     end: int = 0
     ends_closed: bool = False
     """The last record read is a `close` checkpoint: its writer finished cleanly."""
+
+
+# The recorder writes every event line as `{"kind":..,"run_id":..,"seq":..,"ts":..,...,"hash":".."}`
+# (the Event base fields lead, `hash` is appended last), so the index fields can be read without
+# parsing the whole line: the shipper's hot path. Anything else takes the full JSON parse.
+_INDEX = re.compile(
+    r'\{"kind":"([a-z._]+)","run_id":"([A-Za-z0-9_.-]+)","seq":(\d+),"ts":"([0-9T:.+Z-]+)",'
+    r'.*,"hash":"([0-9a-f]{64})"\}\Z',
+    re.DOTALL,
+)
+
+
+def parse_line(line: str) -> EventRow | Checkpoint:
+    """One spool line as an event row or a checkpoint; ValueError if it is not a record."""
+    m = _INDEX.match(line)
+    if m:
+        return EventRow(m.group(2), int(m.group(3)), m.group(1), m.group(4), m.group(5), line)
+    value = json.loads(line)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    if value.get("kind") == CHECKPOINT_KIND:
+        return Checkpoint.model_validate(value)
+    return EventRow.from_payload(value, line)
 
 
 def read_chunk(path: Path, offset: int, *, limit: int = _READ_CHUNK) -> Chunk:
@@ -174,24 +197,22 @@ def read_chunk(path: Path, offset: int, *, limit: int = _READ_CHUNK) -> Chunk:
     chunk = Chunk(end=offset + cut)
     pos = offset
     for raw in data[:cut].splitlines():
-        line = raw.decode()
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
+            record = parse_line(raw.decode())
+        except (ValueError, KeyError, TypeError) as exc:
             if chunk.events or chunk.checkpoints:
                 chunk.end = pos  # ship what precedes the bad line first; the next read raises
                 return chunk
             raise SpoolCorrupt(
-                f"audit spool {path} is corrupt at byte {pos}: {exc.msg}",
+                f"audit spool {path} is corrupt at byte {pos}: {exc}",
                 hint="this is not a torn tail (whole lines follow it); keep the file for inspection",
             ) from exc
         pos += len(raw) + 1
-        if value.get("kind") == CHECKPOINT_KIND:
-            cp = Checkpoint.model_validate(value)
-            chunk.checkpoints.append(cp)
-            chunk.ends_closed = cp.reason == "close"
+        if isinstance(record, Checkpoint):
+            chunk.checkpoints.append(record)
+            chunk.ends_closed = record.reason == "close"
         else:
-            chunk.events.append((value, line))
+            chunk.events.append(record)
             chunk.ends_closed = False
     return chunk
 
