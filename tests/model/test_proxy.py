@@ -15,7 +15,7 @@ from corral.errors import ModelError
 from corral.model.playbook import Playbook
 from corral.model.proxy import ModelProxy, Upstream
 
-from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink, parse_sse, sse_bytes
+from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink, parse_sse, sse_bytes, wait_for
 
 PLAYBOOK = Playbook.from_text(
     'turns: [{tool_use: [{name: Bash, input: {command: "echo hi > {workspace}/x"}}]}]', "p.yaml"
@@ -279,3 +279,23 @@ def test_upstream_select() -> None:
     assert real.base_url == "https://api.anthropic.com" and real.api_key == "sk-ant-canary-1"
     with pytest.raises(ModelError, match="ANTHROPIC_API_KEY is not set"):
         Upstream.select({"ANTHROPIC_BASE_URL": "http://x"}, playbook=None, workspace="/w")
+
+
+def test_client_hangup_mid_stream_still_recorded(
+    serve: Any, sink: RecordingSink, fake_upstream: FakeUpstream
+) -> None:
+    _, url = serve(Upstream.anthropic("sk-ant-canary-x", fake_upstream.url))
+    fake_upstream.chunks = sse_bytes(TOOL_STREAM)
+    fake_upstream.gate_after = 3
+    with httpx.stream("POST", f"{url}/v1/messages", json=body(), headers=auth()) as response:
+        raw = b""
+        for chunk in response.iter_bytes():
+            raw += chunk
+            if raw.count(b"\n\n") >= 3:
+                break  # hang up while the upstream is still mid-response
+    # Recorded on the hang-up itself, not when the upstream eventually finishes.
+    wait_for(lambda: bool(sink.of("model.response")))
+    fake_upstream.gate.set()
+    (recorded,) = sink.of("model.response")
+    assert recorded.response_id == "msg_up1" and recorded.text == "Running it."
+    assert recorded.stop_reason is None  # the stream never reached message_delta

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx
 import uvicorn
 from starlette.applications import Starlette
@@ -152,7 +153,6 @@ class ModelProxy:
         if upstream.api_key:
             # Redact the real key from every event, should an upstream ever echo it back.
             sink.register_secret("ANTHROPIC_API_KEY", upstream.api_key)
-        sink.register_secret("CORRAL_RUN_TOKEN", run_token)
         self.app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
@@ -283,8 +283,10 @@ class ModelProxy:
                     reassembler.add(event)
             finally:
                 # Also runs when Claude Code hangs up mid-stream: the audit keeps what it was sent.
-                await upstream.aclose()
+                # Record first, then close shielded: a cancelled await here must not lose either.
                 record()
+                with anyio.CancelScope(shield=True):
+                    await upstream.aclose()
 
         return StreamingResponse(
             passthrough(), status_code=upstream.status_code, headers=_response_headers(upstream)
