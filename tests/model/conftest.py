@@ -86,6 +86,8 @@ class FakeUpstream:
     gate: threading.Event = field(default_factory=threading.Event)
     gate_timeout: float = 20.0
     gate_released: bool | None = None
+    fail_after: int | None = None
+    """Break the connection after this many chunks, as a dying upstream would."""
     finished: threading.Event = field(default_factory=threading.Event)
     """Set once the whole body has been handed to the server: a client that sees data before this
     was streamed to, not buffered for."""
@@ -109,6 +111,8 @@ def _fake_app(state: FakeUpstream) -> Starlette:
             import anyio.to_thread
 
             for i, chunk in enumerate(state.chunks):
+                if state.fail_after is not None and i == state.fail_after:
+                    raise RuntimeError("fake upstream dies mid-stream")
                 if state.gate_after is not None and i == state.gate_after:
                     state.gate_released = await anyio.to_thread.run_sync(state.gate.wait, state.gate_timeout)
                 yield chunk

@@ -299,3 +299,22 @@ def test_client_hangup_mid_stream_still_recorded(
     (recorded,) = sink.of("model.response")
     assert recorded.response_id == "msg_up1" and recorded.text == "Running it."
     assert recorded.stop_reason is None  # the stream never reached message_delta
+
+
+def test_upstream_dying_mid_stream_ends_with_an_error_event(
+    serve: Any, sink: RecordingSink, fake_upstream: FakeUpstream
+) -> None:
+    _, url = serve(Upstream.anthropic("sk-ant-canary-x", fake_upstream.url))
+    fake_upstream.chunks = sse_bytes(TOOL_STREAM)
+    fake_upstream.fail_after = 3
+    response = httpx.post(f"{url}/v1/messages", json=body(), headers=auth())
+    events = parse_sse(response.content)
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "error",
+    ]
+    assert events[-1][1]["error"]["type"] == "api_error"
+    (recorded,) = sink.of("model.response")
+    assert recorded.stop_reason == "error" and recorded.text.startswith("Running it.")

@@ -225,7 +225,7 @@ class ModelProxy:
             return refusal
         try:
             upstream = await self._http().send(self._upstream_request(request, body))
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # an in-process upstream raises whatever its app raises
             return _error(502, "api_error", f"corral: model upstream {self.upstream.name} failed: {exc}")
         return Response(upstream.content, upstream.status_code, headers=_response_headers(upstream))
 
@@ -254,18 +254,26 @@ class ModelProxy:
         def record() -> None:
             self._record(model, exchange_id, reassembler.finish(), started)
 
-        try:
-            upstream = await self._http().send(self._upstream_request(request, body), stream=True)
-        except Exception as exc:  # an in-process upstream raises whatever its app raises
+        def failed(exc: Exception) -> str:
             message = f"corral: model upstream {self.upstream.name} failed: {type(exc).__name__}: {exc}"
             reassembler.result.error = message
             reassembler.result.stop_reason = "error"
+            return message
+
+        try:
+            upstream = await self._http().send(self._upstream_request(request, body), stream=True)
+        except Exception as exc:  # an in-process upstream raises whatever its app raises
+            message = failed(exc)
             record()
             return _error(502, "api_error", message)
 
         if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
             try:
                 content = await upstream.aread()
+            except httpx.HTTPError as exc:
+                message = failed(exc)
+                record()
+                return _error(502, "api_error", message)
             finally:
                 await upstream.aclose()
             _reassemble_json(reassembler, content, upstream.status_code)
@@ -281,6 +289,11 @@ class ModelProxy:
                     yield chunk
                 for event in parser.close():
                     reassembler.add(event)
+            except httpx.HTTPError as exc:
+                # The headers are gone already; end the stream the way the API reports a mid-stream
+                # failure, so Claude Code sees an error event rather than a silently cut response.
+                error = error_body("api_error", failed(exc))
+                yield f"\n\nevent: error\ndata: {json.dumps(error)}\n\n".encode()
             finally:
                 # Also runs when Claude Code hangs up mid-stream: the audit keeps what it was sent.
                 # Record first, then close shielded: a cancelled await here must not lose either.
