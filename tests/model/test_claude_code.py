@@ -7,6 +7,8 @@ pinning, recording) with the actual client, which is what no fake can.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from corral.model.demo_repo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook
 from corral.model.proxy import ModelProxy, Upstream
 
-from .conftest import PINNED, RUN_TOKEN, SMALL, RecordingSink
+from .conftest import PINNED, RUN_TOKEN, SMALL, RecordingSink, wait_for
 
 TIMEOUT = 120
 
@@ -48,9 +50,20 @@ class Session:
         model: str = PINNED,
         pinned: frozenset[str] = frozenset({PINNED, SMALL}),
         allowed: str = "Bash",
+        unix_socket: Path | None = None,
     ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
         proxy = ModelProxy(RUN_TOKEN, pinned, Upstream.scripted(playbook, str(self.workspace)), self.sink)
-        port = proxy.serve_tcp()
+        bridge: subprocess.Popen[bytes] | None = None
+        if unix_socket is None:
+            port = proxy.serve_tcp()
+        else:
+            # What the sandbox does: a socat bridge from a loopback port to the proxy's unix socket.
+            proxy.serve_unix(unix_socket)
+            port = free_port()
+            bridge = subprocess.Popen(
+                ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{unix_socket}"]
+            )
+            wait_for(lambda: port_open(port))
         # Built from nothing: no ANTHROPIC_* or other host variable reaches the CLI by inheritance.
         env = {
             "PATH": f"{self.bin_dir}:/usr/local/bin:/usr/bin:/bin",
@@ -71,9 +84,23 @@ class Session:
                 command, env=env, cwd=self.workspace, capture_output=True, text=True, timeout=TIMEOUT
             )
         finally:
+            if bridge is not None:
+                bridge.terminate()
+                bridge.wait(10)
             proxy.stop()
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
         return done, lines
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -92,13 +119,21 @@ def result_of(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return results[-1]
 
 
-def test_claude_code_runs_a_scripted_tool_call(session: Session) -> None:
-    playbook = Playbook.from_text(
-        'turns:\n  - tool_use: [{name: Bash, input: {command: "echo hello > {workspace}/out.txt"}}]\n'
-        "  - text: wrote it\n",
-        "echo.yaml",
-    )
-    done, lines = session.run(playbook)
+ECHO = Playbook.from_text(
+    'turns:\n  - tool_use: [{name: Bash, input: {command: "echo hello > {workspace}/out.txt"}}]\n'
+    "  - text: wrote it\n",
+    "echo.yaml",
+)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix+socat"])
+def test_claude_code_runs_a_scripted_tool_call(session: Session, short_tmp: Path, transport: str) -> None:
+    unix_socket = None
+    if transport == "unix+socat":
+        if shutil.which("socat") is None:
+            pytest.skip("socat is not installed on this host (apt-get install socat)")
+        unix_socket = short_tmp / "model.sock"
+    done, lines = session.run(ECHO, unix_socket=unix_socket)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (session.workspace / "out.txt").read_text() == "hello\n"
     result = result_of(lines)
