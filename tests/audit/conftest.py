@@ -1,4 +1,4 @@
-"""Audit fixtures: stores on SQLite and on FerretDB, a private FerretDB process, a secret to redact.
+"""Audit fixtures: stores on SQLite, FerretDB and Postgres, a private FerretDB process, a secret to redact.
 
 FerretDB tests use one database per test (a unique name), dropped afterwards, so runs never mix.
 The store-outage test starts its OWN FerretDB (CORRAL_TEST_FERRETDB_BIN) on a free port with its own
@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pymongo
 import pytest
 
@@ -43,10 +44,27 @@ def mongo_url() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(params=["sqlite", "ferretdb"])
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the test server, dropped afterwards (with any connection left open)."""
+    admin = require_env("CORRAL_TEST_POSTGRES_URL")
+    name = f"corral_audit_test_{uuid.uuid4().hex[:10]}"
+    info = "postgresql://" + admin.split("://", 1)[1]
+    with psycopg.connect(info, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(info, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "ferretdb", "postgres"])
 def store_url(request: pytest.FixtureRequest, settings: Settings) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{settings.audit_db}"
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
     return str(request.getfixturevalue("mongo_url"))
 
 

@@ -1,7 +1,7 @@
 """What an attacker with direct access to a store could do: edit, delete, swap, insert, append.
 
-Each backend gets the same five operations on the raw rows, bypassing corral entirely (for SQLite
-the append-only triggers are dropped first, as someone holding the file could).
+Each backend gets the same five operations on the raw rows, bypassing corral entirely (the SQLite
+and Postgres append-only triggers are dropped or disabled first, as a file holder or superuser could).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import pymongo
 
 from corral.audit.chain import dumps_line, event_hash
@@ -124,7 +125,58 @@ class MongoTamper:
         self.client.close()
 
 
+class PostgresTamper:
+    """As the superuser: disable the append-only triggers, then rewrite rows."""
+
+    def __init__(self, url: str) -> None:
+        self.db = psycopg.connect("postgresql://" + url.split("://", 1)[1], autocommit=True)
+        self.db.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+
+    def payload(self, run_id: str, seq: int) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT data FROM audit_events WHERE run_id=%s AND seq=%s", (run_id, seq)
+        ).fetchone()
+        assert row is not None
+        return dict(json.loads(row[0]))
+
+    def edit(self, run_id: str, seq: int, payload: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE audit_events SET data=%s, hash=%s WHERE run_id=%s AND seq=%s",
+            (dumps_line(payload), payload["hash"], run_id, seq),
+        )
+
+    def delete(self, run_id: str, seq: int) -> None:
+        self.db.execute("DELETE FROM audit_events WHERE run_id=%s AND seq=%s", (run_id, seq))
+
+    def swap(self, run_id: str, a: int, b: int) -> None:
+        for old, new in ((a, -1), (b, a), (-1, b)):
+            self.db.execute("UPDATE audit_events SET seq=%s WHERE run_id=%s AND seq=%s", (new, run_id, old))
+
+    def insert_at(self, run_id: str, seq: int, payload: dict[str, Any]) -> None:
+        self.db.execute("UPDATE audit_events SET seq=-(seq+1) WHERE run_id=%s AND seq>=%s", (run_id, seq))
+        self.db.execute("UPDATE audit_events SET seq=-seq WHERE run_id=%s AND seq<0", (run_id,))
+        self.append(payload)
+
+    def append(self, payload: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO audit_events (run_id, seq, kind, ts, hash, data) VALUES (%s,%s,%s,%s,%s,%s)",
+            (
+                payload["run_id"],
+                payload["seq"],
+                payload["kind"],
+                payload["ts"],
+                payload["hash"],
+                dumps_line(payload),
+            ),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
 def tamper_for(url: str) -> Tamper:
     if url.startswith("sqlite:///"):
         return SqliteTamper(Path(url.removeprefix("sqlite:///")))
+    if url.startswith("postgresql"):
+        return PostgresTamper(url)
     return MongoTamper(url)

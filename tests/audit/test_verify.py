@@ -7,6 +7,7 @@ the way someone with database access could, then asserts the kind and the seq th
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,32 @@ def test_sqlite_store_refuses_update_and_delete(settings: Settings) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.execute("DELETE FROM events")
     db.close()
+
+
+def test_postgres_writer_role_may_insert_but_not_update_or_delete(
+    settings: Settings, postgres_url: str
+) -> None:
+    import psycopg
+
+    with AuditLog.open(settings, postgres_url, background=False) as log:
+        record_run(log, RUN, 3)
+    info = "postgresql://" + postgres_url.split("://", 1)[1]
+    login = f"corral_test_writer_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(info, autocommit=True)
+    admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE corral_audit_writer")
+    try:
+        writer_url = postgres_url.replace("postgres@", f"{login}@", 1)
+        with AuditLog.open(settings, writer_url, background=False) as log:  # migrated already: no DDL
+            record_run(log, "run-writer", 2)
+            assert log.verify("run-writer", strict=True).ok
+        writer = psycopg.connect("postgresql://" + writer_url.split("://", 1)[1], autocommit=True)
+        for sql in ("UPDATE audit_events SET data='{}'", "DELETE FROM audit_events", "TRUNCATE audit_events"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                writer.execute(sql)
+        writer.close()
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            admin.execute("DELETE FROM audit_events")  # even the owner meets the trigger
+    finally:
+        admin.execute(f"DROP OWNED BY {login}")
+        admin.execute(f"DROP ROLE {login}")
+        admin.close()
