@@ -1,1 +1,10 @@
+"""The reasoning core (L/02): how a sandboxed Claude Code reaches a model.
 
+- `playbook`  load and validate playbooks (the scripted model's script).
+- `scripted`  an Anthropic Messages API server that plays a playbook (`scripted_app`).
+- `proxy`     the host-side model proxy: run token, model pinning, key injection, recording.
+- `sse`       SSE parsing and response reassembly, shared by the proxy and tests.
+- `demo_repo` the `corral demo` sample repository and its bundled playbook.
+
+Nothing is imported here, so `import corral.model.playbook` stays light.
+"""
