@@ -16,11 +16,12 @@ validators. `runs()` is built from `distinct` and sorted `find`s instead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
@@ -30,6 +31,9 @@ from corral.errors import StoreError
 
 DEFAULT_DB = "corral_audit"
 _DUPLICATE_KEY = 11000
+_UNAUTHORIZED = 13
+
+log = logging.getLogger("corral.audit")
 
 
 class MongoStore:
@@ -63,10 +67,18 @@ class MongoStore:
     def _ensure_indexes(self) -> None:
         if self._indexed:
             return
-        self._events.create_index([("run_id", ASCENDING), ("seq", ASCENDING)], unique=True)
-        self._checkpoints.create_index(
-            [("run_id", ASCENDING), ("seq", ASCENDING), ("reason", ASCENDING)], unique=True
-        )
+        try:
+            self._events.create_index([("run_id", ASCENDING), ("seq", ASCENDING)], unique=True)
+            self._checkpoints.create_index(
+                [("run_id", ASCENDING), ("seq", ASCENDING), ("reason", ASCENDING)], unique=True
+            )
+        except OperationFailure as exc:
+            if exc.code != _UNAUTHORIZED:
+                raise
+            # The insert-only role may not create indexes; an admin creates them once (docs/audit.md).
+            log.warning(
+                "audit store %s: cannot create indexes (%s); assuming an admin did", safe_url(self.url), exc
+            )
         self._indexed = True
 
     def _fail(self, what: str, exc: Exception) -> StoreError:
