@@ -64,9 +64,11 @@ BAD = [
     ("turns: [{tool_use: [{name: Bash, input: [ls]}]}]", "input.*must be a mapping", 0),
     ("turns: [{tool_use: [{name: Shell, input: {}}]}]", "'Shell' is not a Claude Code tool", 0),
     ("turns: [{tool_use: [{name: mcp__corral, input: {}}]}]", "not a Claude Code tool", 0),
-    ("turns: [{tool_use: [{name: Bash, input: {}, id: x}]}]", "unknown key.*id", 0),
+    ("turns: [{tool_use: [{name: Bash, input: {command: ls}, id: x}]}]", "unknown key.*id", 0),
     ("turns: [{tool_use: [Bash]}]", "must be a mapping with `name` and `input`", 0),
     ("turns: [{text: [a]}]", "`text` must be a string", 0),
+    ("turns: [{text: a}, {tool_use: [{name: Bash, input: {cmd: ls}}]}]", "Bash input is missing command", 1),
+    ("turns: [{tool_use: [{name: Edit, input: {file_path: /a, old_string: x}}]}]", "missing new_string", 0),
 ]
 
 

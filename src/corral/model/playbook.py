@@ -46,6 +46,21 @@ CLAUDE_CODE_TOOLS: frozenset[str] = frozenset(
 )
 """Built-in tool names a playbook may call. MCP tools are `mcp__<server>__<tool>`."""
 
+REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
+    "Bash": ("command",),
+    "Read": ("file_path",),
+    "Edit": ("file_path", "old_string", "new_string"),
+    "MultiEdit": ("file_path", "edits"),
+    "Write": ("file_path", "content"),
+    "Glob": ("pattern",),
+    "Grep": ("pattern",),
+    "WebFetch": ("url", "prompt"),
+    "WebSearch": ("query",),
+    "TodoWrite": ("todos",),
+}
+"""Arguments Claude Code's schema requires. A playbook missing one fails here, at load, rather than as
+a tool-validation error deep inside a sandboxed run."""
+
 _MCP_TOOL = re.compile(r"^mcp__[A-Za-z0-9_-]+?__[A-Za-z0-9_.-]+$")
 _TURN_KEYS = ("tool_use", "text")
 
@@ -217,6 +232,12 @@ def _parse_call(raw: Any, index: int, item: int, source: str) -> ToolCallSpec:
         raise PlaybookError(
             f"{where}: `input` of {name} must be a mapping, got {type(raw['input']).__name__}",
             hint='write the tool\'s arguments as a mapping, e.g. `input: {command: "ls"}`',
+        )
+    missing_args = [k for k in REQUIRED_INPUTS.get(name, ()) if k not in raw["input"]]
+    if missing_args:
+        raise PlaybookError(
+            f"{where}: {name} input is missing {', '.join(missing_args)}",
+            hint=f"{name} needs {', '.join(REQUIRED_INPUTS[name])} in its input",
         )
     bad_keys = [k for k in raw["input"] if not isinstance(k, str)]
     if bad_keys:
