@@ -64,7 +64,8 @@ def entry(event: AnyEvent) -> Entry:
             parts = [f"tool_use {t.name}({_short(str(t.input), 80)})" for t in event.tool_uses]
             if event.text:
                 parts.insert(0, f"text: {_short(event.text)}")
-            summary = f"{event.stop_reason or ''} " + "; ".join(parts or ["(empty)"])
+            stop = f"  [stop: {event.stop_reason}]" if event.stop_reason else ""
+            summary = "; ".join(parts or ["(empty)"]) + stop
         case ev.ToolDenied():
             section = "decided"
             summary = f"DENIED {event.tool_name}: {event.rule}: {event.reason}"
@@ -114,6 +115,14 @@ def entry(event: AnyEvent) -> Entry:
             summary = f"task: {_short(event.task)} ({event.repo} @ {event.base_commit[:12]})"
         case ev.RunFinished():
             summary = f"finished: {event.phase} {event.reason}"
+        case ev.SandboxCreated():
+            summary = f"{event.purpose} sandbox {event.container_id[:12]} from {event.image}"
+        case ev.SandboxSelfTest():
+            summary = f"egress self-test {'passed' if event.passed else 'FAILED'} {_short(event.detail, 80)}"
+        case ev.SandboxRemoved():
+            summary = f"sandbox {event.container_id[:12]} removed {event.exit_reason}"
+        case ev.AgentStopped():
+            summary = f"agent stopped after {event.turns} turns: {event.reason}"
         case _:
             summary = event.kind
     return Entry(
@@ -131,6 +140,17 @@ def timeline(events: Sequence[AnyEvent]) -> list[Entry]:
     return [entry(e) for e in sorted(events, key=lambda e: e.seq)]
 
 
+_DETAIL_LINES = 20
+
+
+def _clip(text: str) -> str:
+    """The last lines of a long output (the full text is in `--json` and the store)."""
+    lines = text.rstrip("\n").splitlines()
+    if len(lines) <= _DETAIL_LINES:
+        return "\n".join(lines)
+    return f"… {len(lines) - _DETAIL_LINES} lines above\n" + "\n".join(lines[-_DETAIL_LINES:])
+
+
 def render(entries: Sequence[Entry], console: Console, *, details: bool = True) -> None:
     for e in entries:
         line = Text.assemble(
@@ -144,7 +164,13 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
         if details and e.detail:
             lexer = "diff" if e.kind == "file.edit" else "text"
             parts.append(
-                Syntax(e.detail.rstrip("\n"), lexer, theme="ansi_dark", word_wrap=True, padding=(0, 6))
+                Syntax(
+                    e.detail if e.kind == "file.edit" else _clip(e.detail),
+                    lexer,
+                    theme="ansi_dark",
+                    word_wrap=True,
+                    padding=(0, 6),
+                )
             )
         console.print(Group(*parts))
 
