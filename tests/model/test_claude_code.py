@@ -21,6 +21,7 @@ import pytest
 from corral.model.demo_repo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook
 from corral.model.proxy import ModelProxy, Upstream
+from corral.model.scripted import SUBAGENT_TEXT
 
 from .conftest import PINNED, RUN_TOKEN, SMALL, RecordingSink, wait_for
 
@@ -183,3 +184,21 @@ def test_claude_code_unpinned_model_is_refused(session: Session) -> None:
     refused = session.sink.of("model.refused")
     assert refused and {r.request_model for r in refused} == {SMALL}
     assert session.sink.of("model.request") == [] and session.sink.of("model.response") == []
+
+
+def test_claude_code_subagent_does_not_replay_the_playbook(session: Session) -> None:
+    playbook = Playbook.from_text(
+        "turns:\n"
+        "  - tool_use: [{name: Agent, input: {description: look, prompt: list the files, "
+        "subagent_type: general-purpose}}]\n"
+        "  - text: delegated\n",
+        "agent.yaml",
+    )
+    done, lines = session.run(playbook, allowed="Bash Agent")
+    assert result_of(lines)["is_error"] is False
+    assert done.returncode == 0, done.stderr[-2000:]
+    responses = session.sink.of("model.response")
+    spawned = [t for r in responses for t in r.tool_uses if t.name == "Agent"]
+    assert len(spawned) == 1, "the subagent must not replay turn 0 and spawn itself again"
+    assert any(r.text == SUBAGENT_TEXT for r in responses)
+    assert len(responses) < 10

@@ -7,7 +7,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from corral.model.playbook import Playbook
-from corral.model.scripted import FINAL_TEXT, SIDE_REQUEST_TEXT, assistant_turns, scripted_app
+from corral.model.scripted import FINAL_TEXT, SIDE_REQUEST_TEXT, SUBAGENT_TEXT, assistant_turns, scripted_app
 
 from .conftest import PINNED, parse_sse
 
@@ -161,3 +161,18 @@ def test_count_tokens_health_and_errors(client: TestClient) -> None:
     assert missing.json()["type"] == "error" and missing.json()["error"]["type"] == "not_found_error"
     bad = client.post("/v1/messages", content=b"{not json")
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_subagent_conversation_gets_a_final_text(client: TestClient) -> None:
+    main_first = ask(client, conversation(0))
+    assert blocks_of(main_first)[0][0]["name"] == "Bash"
+    subagent = [{"role": "user", "content": [{"type": "text", "text": "list files (subagent prompt)"}]}]
+    blocks, delta = blocks_of(ask(client, subagent))
+    assert blocks[0]["text"] == SUBAGENT_TEXT and delta["delta"]["stop_reason"] == "end_turn"
+    # The main thread goes on where it was, even when its first message gains a cache_control marker.
+    marked = conversation(1)
+    marked[0] = {
+        "role": "user",
+        "content": [{"type": "text", "text": "do it", "cache_control": {"type": "ephemeral"}}],
+    }
+    assert blocks_of(ask(client, marked))[0][0]["name"] == "Edit"

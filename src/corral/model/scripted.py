@@ -5,6 +5,7 @@ DESIGN.md § Contracts (Playbook) and § Seams (Claude Code's wire behaviour) sp
 
 - a request that holds k assistant messages is answered with turn k;
 - a request that carries no tools (a side request, such as title generation) gets a short text;
+- a subagent's request (another conversation, with tools) gets a short final text;
 - once the turns run out, a final text with `end_turn`;
 - every response has a fresh `msg_` id and every tool_use a fresh `toolu_` id, because Claude Code
   drops a response whose id it has seen and asks again, forever.
@@ -27,6 +28,7 @@ from corral.model.playbook import Playbook, TextTurn, ToolUseTurn
 
 SIDE_REQUEST_TEXT = "corral scripted run"
 FINAL_TEXT = "The playbook is complete."
+SUBAGENT_TEXT = "Nothing to do: this scripted run plays its playbook in the main conversation only."
 _FRAGMENT = 48
 """Characters per text or input_json delta: small enough that a tool input spans several fragments,
 as it does from the real API, so clients that mishandle fragments fail here and not in production."""
@@ -71,10 +73,42 @@ def assistant_turns(messages: list[Any]) -> int:
     return count
 
 
-def choose_content(playbook: Playbook, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+def conversation_key(messages: Any) -> str:
+    """What identifies a conversation: the text of its first user message. Only text, because Claude
+    Code moves `cache_control` markers between requests of the same conversation."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
+        return ""
+    content = messages[0].get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return ""
+
+
+class MainThread:
+    """Tells the main conversation from subagents (Claude Code's Agent tool). The first request with
+    tools is the main thread; a tool-bearing request from another conversation is a subagent, which
+    gets a short final text instead of replaying the playbook from turn 0 (and spawning itself again)."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+
+    def is_main(self, body: dict[str, Any]) -> bool:
+        key = conversation_key(body.get("messages"))
+        if self.key is None:
+            self.key = key
+        return key == self.key
+
+
+def choose_content(
+    playbook: Playbook, body: dict[str, Any], main: MainThread | None = None
+) -> tuple[list[dict[str, Any]], str]:
     """The content blocks and stop_reason that answer `body`. Ids are fresh on every call."""
     if not body.get("tools"):
         return [{"type": "text", "text": SIDE_REQUEST_TEXT}], "end_turn"
+    if main is not None and not main.is_main(body):
+        return [{"type": "text", "text": SUBAGENT_TEXT}], "end_turn"
     messages = body.get("messages")
     k = assistant_turns(messages if isinstance(messages, list) else [])
     if k >= len(playbook.turns):
@@ -161,11 +195,12 @@ async def _read_json(request: Request) -> dict[str, Any]:
 def scripted_app(playbook: Playbook, workspace: str) -> Starlette:
     """An ASGI app answering the Messages API from `playbook`, with `{workspace}` substituted."""
     script = playbook.for_workspace(workspace)
+    main = MainThread()
 
     async def messages(request: Request) -> Response:
         body = await _read_json(request)
         model = str(body.get("model", ""))
-        blocks, stop_reason = choose_content(script, body)
+        blocks, stop_reason = choose_content(script, body, main)
         message_id = new_message_id()
         input_tokens = estimate_tokens(
             json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
