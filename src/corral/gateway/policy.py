@@ -60,28 +60,36 @@ class Constraint:
     text: str
     regex: re.Pattern[str] | None = None
 
+    def _actual(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> tuple[bool, Any]:
+        if self.arg in arguments:
+            return True, arguments[self.arg]
+        prop = schema_props.get(self.arg)
+        if isinstance(prop, dict) and "default" in prop:
+            return True, prop["default"]
+        return False, None
+
+    def holds(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> bool:
+        present, actual = self._actual(arguments, schema_props)
+        if not present:
+            return self.op in ("!=", "!~")
+        if self.op == "==":
+            return bool(actual == self.value)
+        if self.op == "!=":
+            return bool(actual != self.value)
+        if self.op == "in":
+            return actual in self.value
+        assert self.regex is not None
+        found = isinstance(actual, str) and self.regex.search(actual) is not None
+        return found if self.op == "~" else (isinstance(actual, str) and not found)
+
     def failure(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> str | None:
         """None when the argument satisfies this constraint, else why not (for the agent to read)."""
-        present = self.arg in arguments
-        prop = schema_props.get(self.arg, {})
-        if not present and isinstance(prop, dict) and "default" in prop:
-            present, actual = True, prop["default"]
-        else:
-            actual = arguments.get(self.arg)
+        if self.holds(arguments, schema_props):
+            return None
+        present, actual = self._actual(arguments, schema_props)
         if not present:
-            return None if self.op in ("!=", "!~") else f"argument '{self.arg}' is required by `{self.text}`"
-        ok: bool
-        if self.op == "==":
-            ok = actual == self.value
-        elif self.op == "!=":
-            ok = actual != self.value
-        elif self.op == "in":
-            ok = actual in self.value
-        else:
-            assert self.regex is not None
-            found = isinstance(actual, str) and self.regex.search(actual) is not None
-            ok = found if self.op == "~" else (isinstance(actual, str) and not found)
-        return None if ok else f"`{self.text}` does not hold for {self.arg}={json.dumps(actual)[:200]}"
+            return f"argument '{self.arg}' is required by `{self.text}`"
+        return f"`{self.text}` does not hold for {self.arg}={json.dumps(actual)[:200]}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,10 @@ class Rule:
         if self.read_only and entry.access != "read":
             return False
         return fnmatch.fnmatchcase(entry.qualified, self.pattern)
+
+    def holds(self, entry: ToolEntry, arguments: Mapping[str, Any]) -> bool:
+        props = entry.properties
+        return all(c.holds(arguments, props) for c in self.constraints)
 
     def failures(self, entry: ToolEntry, arguments: Mapping[str, Any]) -> list[str]:
         return [f for c in self.constraints if (f := c.failure(arguments, entry.properties)) is not None]
@@ -245,11 +257,17 @@ class Policy:
     version: str
     schema_hashes: Mapping[str, str]
     """The schema hash each covered tool had when the policy was validated."""
+    by_tool: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+    """The rules covering each validated tool, in grant order: matched once, at compile time."""
+
+    def rules_for(self, entry: ToolEntry) -> tuple[Rule, ...]:
+        known = self.by_tool.get(entry.qualified)
+        if known is not None:
+            return known
+        return tuple(r for r in self.rules if r.covers(entry, agent=self.agent))
 
     def covered(self, entry: ToolEntry) -> bool:
-        return self.schema_hashes.get(entry.qualified) == entry.schema_hash and any(
-            r.covers(entry, agent=self.agent) for r in self.rules
-        )
+        return self.schema_hashes.get(entry.qualified) == entry.schema_hash and bool(self.rules_for(entry))
 
     def decide(self, qualified: str, entry: ToolEntry | None, arguments: Mapping[str, Any]) -> Decision:
         if entry is None:
@@ -258,7 +276,7 @@ class Policy:
             return Decision(
                 False, "never-grantable", f"{qualified} needs a recorded human approval, not an agent token"
             )
-        rules = [r for r in self.rules if r.covers(entry, agent=self.agent)]
+        rules = self.rules_for(entry)
         if not rules:
             return Decision(False, "default-deny", f"no grant of this token covers {qualified}")
         validated = self.schema_hashes.get(qualified)
@@ -270,13 +288,12 @@ class Policy:
                 "it is refused until re-validated",
                 {"validated_hash": validated, "current_hash": entry.schema_hash},
             )
-        failures: dict[str, list[str]] = {}
         for rule in rules:
-            failed = rule.failures(entry, arguments)
-            if not failed:
+            if rule.holds(entry, arguments):
                 return Decision(True, rule.text, "granted")
-            failures[rule.text] = failed
-        first = next(iter(failures))
+        # Only a refusal pays for the explanation.
+        failures = {rule.text: rule.failures(entry, arguments) for rule in rules}
+        first = rules[0].text
         return Decision(False, first, "; ".join(failures[first]), {"failed": failures})
 
 
@@ -284,12 +301,14 @@ def compile_policy(grants: Iterable[str], catalog: Catalog, *, agent: bool = Tru
     """Parse and validate grants against the catalog; ConfigError names the first bad rule."""
     rules = tuple(parse_rule(g) for g in grants)
     hashes: dict[str, str] = {}
+    by_tool: dict[str, list[Rule]] = {}
     for rule in rules:
         for entry in _validate(rule, catalog, agent):
             hashes[entry.qualified] = entry.schema_hash
+            by_tool.setdefault(entry.qualified, []).append(rule)
     doc = {"rules": [r.text for r in rules], "agent": agent, "tools": hashes}
     version = hashlib.sha256(rfc8785.dumps(cast(Any, doc))).hexdigest()[:16]
-    return Policy(rules, agent, version, hashes)
+    return Policy(rules, agent, version, hashes, {k: tuple(v) for k, v in by_tool.items()})
 
 
 def argument_shape(entry: ToolEntry) -> dict[str, str]:

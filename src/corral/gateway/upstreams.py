@@ -192,6 +192,9 @@ class McpUpstream:
         await self.wait_ready(self.config.start_timeout_seconds)
 
     async def wait_ready(self, timeout: float) -> ClientSession:
+        session = self._session
+        if session is not None and self._ready.is_set():  # the hot path: no scope, no checkpoint
+            return session
         with anyio.move_on_after(timeout):
             while True:
                 ready = self._ready
