@@ -39,3 +39,9 @@ def test_write_of_a_new_file_diffs_against_empty() -> None:
 def test_failed_edit_records_no_file_edit() -> None:
     events = result_events("Edit", {"file_path": "/workspace/a"}, "t5", error="String not found")
     assert [type(e) for e in events] == [ToolResult]
+
+
+def test_a_reinterpreted_exit_is_recorded_as_unknown_not_zero() -> None:
+    response = {"stdout": "", "stderr": "", "returnCodeInterpretation": "No matches found"}
+    events = result_events("Bash", {"command": "grep x f"}, "t6", response=response)
+    assert isinstance(events[1], ShellCommand) and events[1].exit_code is None

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from corral.sandbox.docker import HOST_PID_LABEL
 
 from corral.settings import Settings
 from tests.e2e.conftest import make_repo
@@ -15,35 +18,33 @@ from tests.e2e.conftest import make_repo
 PLAYBOOK_OK = "turns:\n  - text: hi\n"
 
 
-def corral(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    pid: int
+
+
+def corral(*args: str, env: dict[str, str] | None = None) -> Outcome:
+    proc = subprocess.Popen(
         [sys.executable, "-m", "corral", *args],
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         env={**os.environ, **(env or {})},
     )
+    _, stderr = proc.communicate(timeout=120)
+    return Outcome(proc.returncode, stderr, proc.pid)
 
 
-def corral_containers() -> set[str]:
-    listing = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.corral.run"], capture_output=True, text=True)
-    return set(listing.stdout.split())
-
-
-@pytest.fixture(autouse=True)
-def _containers_before() -> None:
-    global _BEFORE
-    _BEFORE = corral_containers()
-
-
-_BEFORE: set[str] = set()
-
-
-def assert_nothing_left() -> None:
+def assert_nothing_left(outcome: Outcome) -> None:
     settings = Settings()
     for folder in (settings.worktrees_dir, settings.sockets_dir):
         assert not folder.exists() or not any(folder.iterdir()), f"{folder} has leftovers"
-    assert corral_containers() <= _BEFORE
+    listing = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={HOST_PID_LABEL}={outcome.pid}"], capture_output=True, text=True
+    )
+    assert listing.stdout.strip() == ""
 
 
 @pytest.fixture
@@ -72,14 +73,14 @@ def test_bad_config_names_the_key_and_file(repo: Path, playbook: Path, config: s
     proc = corral("run", "task", "--repo", str(repo), "--playbook", str(playbook))
     assert proc.returncode == 2
     assert expected in proc.stderr and str(repo / "corral.toml") in proc.stderr
-    assert_nothing_left()
+    assert_nothing_left(proc)
 
 
 def test_not_a_git_repo(tmp_path: Path, playbook: Path) -> None:
     proc = corral("run", "task", "--repo", str(tmp_path), "--playbook", str(playbook))
     assert proc.returncode == 2
     assert f"{tmp_path}: not a git repository" in proc.stderr
-    assert_nothing_left()
+    assert_nothing_left(proc)
 
 
 def test_missing_base_branch(repo: Path, playbook: Path) -> None:
@@ -87,14 +88,14 @@ def test_missing_base_branch(repo: Path, playbook: Path) -> None:
     proc = corral("run", "task", "--repo", str(repo), "--playbook", str(playbook))
     assert proc.returncode == 2
     assert "base branch 'develop' does not exist" in proc.stderr and "[project].base_branch" in proc.stderr
-    assert_nothing_left()
+    assert_nothing_left(proc)
 
 
 def test_no_docker_engine(repo: Path, playbook: Path) -> None:
     proc = corral("run", "task", "--repo", str(repo), "--playbook", str(playbook), env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert proc.returncode == 2
     assert "Docker Engine" in proc.stderr and "dockerd" in proc.stderr
-    assert_nothing_left()
+    assert_nothing_left(proc)
 
 
 @pytest.mark.parametrize(
@@ -111,4 +112,4 @@ def test_bad_playbook_names_the_file_and_turn(repo: Path, tmp_path: Path, text: 
     proc = corral("run", "task", "--repo", str(repo), "--playbook", str(path))
     assert proc.returncode == 2
     assert expected in proc.stderr and str(path) in proc.stderr
-    assert_nothing_left()
+    assert_nothing_left(proc)

@@ -76,7 +76,11 @@ def result_events(
         ToolResult(tool_name=tool_name, tool_call_id=tool_use_id, output=output, is_error=error is not None)
     ]
     if tool_name == "Bash":
-        exit_code = 0
+        exit_code: int | None = 0
+        if isinstance(response, dict) and response.get("returnCodeInterpretation"):
+            # Claude Code reports some non-zero exits as success (grep's 1 is "no matches"), without
+            # the number: record that the code is not known rather than a wrong 0.
+            exit_code = None
         if error is not None:
             match = _EXIT_CODE.search(error)
             exit_code = int(match.group(1)) if match else 1
