@@ -201,25 +201,8 @@ class Gateway:
         tool = entry.qualified if entry else exposed
         redacted = self.redactor.value(arguments)
         args_hash = arguments_hash(redacted)
-        try:
-            record = self.authority.store.consume(record.token_id)
-        except TokenRejected as exc:
-            decision = Decision(False, f"token:{exc.problem}", "this token has no uses left")
-            policy_version = ""
-        else:
-            policy = self.policy_for(record)
-            policy_version = policy.version
-            limited = self.limiter.check(record.token_id, tool)
-            if limited is not None:
-                rule, wait = limited
-                decision = Decision(
-                    False,
-                    rule,
-                    f"rate limit reached; retry in {wait:.2f}s",
-                    {"retry_after_s": round(wait, 3)},
-                )
-            else:
-                decision = policy.decide(tool, entry, arguments)
+        decision = self._decide(record, tool, entry, arguments)
+        policy_version = self.policy_for(record).version
         # Durable before the upstream runs: an acknowledged call is never lost (invariant 4).
         self._emit(
             record.run_id,
@@ -253,6 +236,25 @@ class Gateway:
         result = self._redact_result(result)
         self._emit_call(record, tool, redacted, args_hash, outcome, result, upstream_ms)
         return result
+
+    def _decide(
+        self, record: TokenRecord, tool: str, entry: ToolEntry | None, arguments: dict[str, Any]
+    ) -> Decision:
+        """Rate limits first (they also slow a flood of refused calls), then the policy, and a use is
+        counted only for a call that will reach its upstream."""
+        limited = self.limiter.check(record.token_id, tool)
+        if limited is not None:
+            rule, wait = limited
+            return Decision(
+                False, rule, f"rate limit reached; retry in {wait:.2f}s", {"retry_after_s": round(wait, 3)}
+            )
+        decision = self.policy_for(record).decide(tool, entry, arguments)
+        if decision.allowed:
+            try:
+                self.authority.store.consume(record.token_id)
+            except TokenRejected as exc:
+                return Decision(False, f"token:{exc.problem}", "this token has no uses left")
+        return decision
 
     def _redact_result(self, result: types.CallToolResult) -> types.CallToolResult:
         data = result.model_dump(by_alias=True, mode="json", exclude_none=True)
