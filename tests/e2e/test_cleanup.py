@@ -19,7 +19,12 @@ from tests.e2e.conftest import leftovers, make_repo, run_task
 
 pytestmark = pytest.mark.docker
 
-SLOW = "turns:\n  - tool_use: [{name: Bash, input: {command: 'sleep 120', timeout: 600000}}]\n  - text: done\n"
+# A plain `sleep 120` is refused by Claude Code's Bash tool, which asks for background jobs instead.
+SLOW = (
+    "turns:\n"
+    "  - tool_use: [{name: Bash, input: {command: 'python3 -c \"import time; time.sleep(120)\"', timeout: 600000}}]\n"
+    "  - text: done\n"
+)
 
 
 def test_wall_clock_limit_fails_the_run_and_cleans_up(

@@ -64,7 +64,13 @@ _register_subcommands()
 def main() -> None:
     """Entry point: turn corral's errors into a clear message and exit code 2, Ctrl-C into 130."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode Typer returns, rather than raises, the code of a `typer.Exit`
+        # (Ctrl-C included, as 130), so pass it on as the process's exit status.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                err.print("interrupted: the run was recorded as failed and its container removed")
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
