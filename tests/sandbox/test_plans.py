@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from corral.errors import SandboxError
 from corral.sandbox import SOCKETS_IN_CONTAINER, SandboxSpec
 from corral.sandbox.docker import DockerSandbox, bridge_script
-from corral.sandbox.images import docker_client, host_apt_mirror
+from corral.sandbox.images import build_base_image, docker_client, host_apt_mirror
 from corral.sandbox.mounts import plan_mounts, resolve_patterns
 
 
@@ -134,3 +135,18 @@ def test_a_probe_port_that_is_a_bridge_port_fails_closed(tmp_path: Path) -> None
     spec = SandboxSpec(run_id="r", image="i", workspace=tmp_path, bridges={40000: "model.sock"})
     report = DockerSandbox(None, None, spec, tmp_path).self_test(40000)  # type: ignore[arg-type]
     assert not report.passed and "also a bridge port" in report.detail
+
+
+class _NoImages:
+    """A client stand-in whose engine has no image at all (so nothing is reused)."""
+
+    class images:
+        @staticmethod
+        def get(name: str) -> None:
+            raise docker.errors.ImageNotFound(name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root check comes first for other users")
+def test_a_mirror_with_credentials_is_never_baked_into_the_base(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="credentials in its URL"):
+        build_base_image(_NoImages(), mirror="http://user:s3cret@mirror.lan/debian")  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -271,6 +272,13 @@ def build_base_image(
             hint="run `sudo corral image build` once; later runs reuse the image",
         )
     mirror = mirror or host_apt_mirror()
+    if urlsplit(mirror).username or urlsplit(mirror).password:
+        # The image's sources.list would carry them into every sandbox (DESIGN invariant 1).
+        raise SandboxError(
+            f"the apt mirror {urlsplit(mirror).hostname} has credentials in its URL; corral will not bake "
+            "them into an image",
+            hint="pass mirror= an address without credentials (apt's auth.conf is not copied)",
+        )
     progress(f"debootstrap {SUITE} (minbase) from {mirror}")
     tree = Path(tempfile.mkdtemp(prefix="corral-rootfs-"))
     try:
@@ -280,6 +288,9 @@ def build_base_image(
             for path in (tree / junk).glob("*"):
                 if path.is_file():
                     path.unlink()
+        # debootstrap copies these from the host; Docker provides its own at run time.
+        for host_file in ("etc/resolv.conf", "etc/hostname"):
+            (tree / host_file).unlink(missing_ok=True)
         progress(f"docker import as {BASE_IMAGE}")
         changes = [f"LABEL {IMAGE_KIND_LABEL}=base", 'CMD ["/bin/bash"]', "ENV LANG=C.UTF-8"]
         try:
