@@ -14,7 +14,13 @@ import pytest
 from corral.errors import EgressError, SandboxError
 from corral.sandbox import RUN_LABEL
 from corral.sandbox.docker import DockerBackend, DockerSandbox, run_self_test, start_host_probe
-from corral.sandbox.images import BASE_IMAGE, build_agent_image, ensure_images, image_claude_version
+from corral.sandbox.images import (
+    BASE_IMAGE,
+    build_agent_image,
+    docker_client,
+    ensure_images,
+    image_claude_version,
+)
 
 from .conftest import PIN, new_run_id, spec_for
 
@@ -154,3 +160,30 @@ def test_a_bridge_that_cannot_start_fails_fast_and_leaves_nothing(
     with pytest.raises(SandboxError, match=r"socket bridges .* did not start"):
         backend.create(spec)
     assert _labelled(client, spec.run_id) == []
+
+
+def test_sweep_masks_removes_only_directories_without_a_container(
+    backend: DockerBackend, make_sandbox: Callable[..., DockerSandbox], workspace: Path, tmp_path: Path
+) -> None:
+    live = make_sandbox(workspace)
+    stale = tmp_path / "masks" / "corral-gone-agent-000000"
+    stale.mkdir(parents=True)
+    fresh = tmp_path / "masks" / "corral-starting-agent-111111"
+    fresh.mkdir()
+    os.utime(stale, (0, 0))
+    os.utime(live.mask_dir, (0, 0))
+    assert backend.sweep_masks() == [stale]
+    assert live.mask_dir.is_dir() and fresh.is_dir() and not stale.exists()
+
+
+def test_a_long_silent_exec_outlives_the_client_request_timeout(
+    workspace: Path, tmp_path: Path, agent_image: str
+) -> None:
+    # A test suite may print nothing for longer than the SDK's request timeout; exec must wait.
+    impatient = DockerBackend(docker_client(timeout=3), mask_root=tmp_path / "m2")
+    sandbox = impatient.create(spec_for(workspace, agent_image, readonly_paths=(), hidden_paths=()))
+    try:
+        result = sandbox.exec(["sh", "-c", "sleep 5; echo finished"])
+        assert (result.exit_code, result.output) == (0, "finished\n")
+    finally:
+        sandbox.remove()

@@ -26,7 +26,6 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.utils.socket import frames_iter
 
 from corral.errors import EgressError, SandboxError
 from corral.sandbox import (
@@ -152,25 +151,12 @@ class DockerSandbox:
         command = list(argv)
         if timeout is not None:
             command = ["timeout", "--kill-after=2", f"{timeout:.3f}", *command]
-        api = self._client.api
         try:
-            exec_id = api.exec_create(
-                self.id,
-                command,
-                stdout=True,
-                stderr=True,
-                user=AGENT_USER,
-                workdir=self.spec.workdir,
-                environment=env or None,
-            )["Id"]
-            sock = api.exec_start(exec_id, socket=True)
-            try:
-                # The client's request timeout must not cut a long, silent command (a test suite).
-                api._disable_socket_timeout(sock)
-                output = b"".join(data for _, data in frames_iter(sock, tty=False))
-            finally:
-                sock.close()
-            exit_code = api.exec_inspect(exec_id)["ExitCode"]
+            # The SDK polls the attach socket before each read, so its request timeout does not cut
+            # a long, silent command (a test suite); tests/sandbox proves it with a 3 s client.
+            exit_code, output = self._container.exec_run(
+                command, user=AGENT_USER, workdir=self.spec.workdir, environment=env or None
+            )
         except docker.errors.DockerException as exc:
             raise _wrap(f"exec {argv[:1]}", exc, self.id) from exc
         return ExecResult(int(exit_code if exit_code is not None else -1), output.decode(errors="replace"))
@@ -340,6 +326,26 @@ class DockerBackend:
 
     def remove_container(self, container_id: str) -> None:
         remove_container(self._client, container_id, self._mask_root)
+
+    def sweep_masks(self, min_age_seconds: float = 60.0) -> list[Path]:
+        """Remove mask directories whose container no longer exists (for `corral gc`).
+
+        Directories younger than `min_age_seconds` are kept: `create` makes one just before its
+        container exists.
+        """
+        if not self._mask_root.is_dir():
+            return []
+        try:
+            names = {c.name for c in self._client.containers.list(all=True, filters={"label": RUN_LABEL})}
+        except docker.errors.DockerException as exc:
+            raise _wrap("list corral containers", exc) from exc
+        removed = []
+        for path in self._mask_root.iterdir():
+            if path.name in names or time.time() - path.stat().st_mtime < min_age_seconds:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        return removed
 
 
 # ---------------------------------------------------------------------------------------------------
