@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import secrets as pysecrets
 import shutil
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from corral.agent.claude import AgentSettings, ClaudeDriver
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.config import Config, load_config
@@ -112,6 +112,10 @@ class RunOrchestrator:
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
+        # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
+        # warm them in the background while the worktree, proxy and container are being set up.
+        warm = threading.Thread(target=importlib.import_module, args=("corral.agent.claude",), daemon=True)
+        warm.start()
         config, playbook = self.prepare_inputs(request)
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
@@ -191,6 +195,9 @@ class RunOrchestrator:
 
             move(Phase.RUNNING)
             state.update_run(run_id, started_at=datetime.now(UTC), container_id=sandbox.id)
+            warm.join()
+            from corral.agent.claude import AgentSettings, ClaudeDriver
+
             policy = PathPolicy(
                 config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
             )

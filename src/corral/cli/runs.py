@@ -23,7 +23,7 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool) -> str:
+def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool) -> Any:
     from corral.runs import RunOrchestrator, RunRequest
 
     printer = ProgressPrinter(err, json_lines=as_json)
@@ -40,7 +40,7 @@ def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_j
         emit_json({"summary": record.model_dump(mode="json")})
     else:
         _print_summary(record)
-    return run_id
+    return record
 
 
 def _print_summary(record: Any) -> None:
@@ -69,9 +69,8 @@ def register(app: typer.Typer) -> None:
 
         Without ANTHROPIC_API_KEY in the environment, or with --playbook, the model is the scripted one.
         """
-        run_id = _run(task, repo, playbook, config, as_json)
-        record_phase = _services().state().get_run(run_id).phase
-        if record_phase != "awaiting_approval":
+        record = _run(task, repo, playbook, config, as_json)
+        if record.phase != "awaiting_approval":
             raise typer.Exit(1)
 
     @app.command()
@@ -83,14 +82,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a small repo with a failing test and let the scripted agent fix it, end to end."""
         from corral.demo import create_demo_repo, demo_playbook_path
+        from corral.model.demo_repo import DEMO_TASK
 
         services = _services()
         target = directory or services.settings.home / "demo" / time.strftime("sample-%Y%m%d-%H%M%S")
         repo = create_demo_repo(target)
         if not as_json:
             err.print(f"sample repository: {repo} (calc.add has a bug; its test fails)", highlight=False)
-        run_id = _run("Fix the failing test in calc/ops.py", repo, demo_playbook_path(), None, as_json)
-        record = _services().state().get_run(run_id)
+        record = _run(DEMO_TASK, repo, demo_playbook_path(), None, as_json)
+        run_id = record.run_id
         if not as_json:
             out.print("\nwhere to look next:", highlight=False)
             out.print(f"  corral show {run_id}           the summary, diff and checks", highlight=False)

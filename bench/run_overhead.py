@@ -1,0 +1,161 @@
+"""Run overhead: `corral run` against bare `claude -p` in a plain `docker run`, same image and playbook.
+
+Both sides play the same 50-Bash-call playbook with the scripted model, in the same bench run:
+  (a) corral: `corral run --playbook` (worktree, proxy, hardened sandbox, self-test, hooks, audit,
+      commit, checks);
+  (b) baseline: `docker run` of the same image with the scripted model on a bind-mounted unix socket
+      bridged by socat, and `claude -p` with the same tools allowed.
+Prints the wall-time ratio a/b, corral's time to its first model request, the added latency per tool
+call (a−b)/50, and the orchestrator's peak memory. Run: `python bench/run_overhead.py [--repeat N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import uvicorn
+
+from corral.config import DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE
+from corral.model.playbook import Playbook
+from corral.model.scripted import scripted_app
+from corral.sandbox.images import docker_client, ensure_images
+
+CALLS = 50
+MODEL = "claude-sonnet-4-5-20250929"
+CANARY = "sk-ant-bench-canary-0000000000000000"
+
+
+def playbook_text() -> str:
+    lines = ["turns:"]
+    for i in range(CALLS):
+        lines.append(f"  - tool_use: [{{name: Bash, input: {{command: 'echo call-{i}'}}}}]")
+    lines.append("  - text: done")
+    return "\n".join(lines) + "\n"
+
+
+def make_repo(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "a.txt").write_text("a\n")
+    (root / "corral.toml").write_text("[checks]\ncommand = 'true'\n")
+    git = ["git", "-C", str(root)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "i"], check=True)
+    return root
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env["CORRAL_HOME"] = str(home)
+    return env
+
+
+def run_corral(playbook: Path, work: Path, index: int) -> tuple[float, float, int]:
+    """Wall seconds, seconds to the first model request, and peak RSS (KiB) of `corral run`."""
+    home = Path(tempfile.mkdtemp(prefix="cb", dir="/tmp"))
+    repo = make_repo(work / f"repo-{index}")
+    started_wall = time.time()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "run", "bench", "--repo", str(repo), "--playbook", str(playbook), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(home),
+        text=True,
+    )
+    assert proc.stdout is not None
+    first_request: float | None = None
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if first_request is None and line.startswith("{") and '"model.request"' in line:
+            ts = json.loads(line)["ts"]
+            first_request = datetime.fromisoformat(ts).timestamp() - started_wall
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("corral run failed:\n" + "".join(output[-20:]))
+    return wall, first_request or float("nan"), usage.ru_maxrss
+
+
+def serve_scripted(playbook: Playbook, sock_path: Path) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(scripted_app(playbook, "/workspace"), uds=str(sock_path), log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    sock_path.chmod(0o666)
+    return server
+
+
+def run_baseline(playbook: Playbook, work: Path, index: int) -> float:
+    sock_dir = Path(tempfile.mkdtemp(prefix="cbs", dir="/tmp"))
+    sock_dir.chmod(0o755)
+    server = serve_scripted(playbook, sock_dir / "model.sock")
+    workspace = work / f"ws-{index}"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    script = (
+        "socat TCP-LISTEN:7301,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/run/corral/model.sock & "
+        "while ! (exec 3<>/dev/tcp/127.0.0.1/7301) 2>/dev/null; do sleep 0.01; done; "
+        f"claude -p 'bench' --model {MODEL} --max-turns 200 --allowedTools Bash --output-format json > /dev/null"
+    )
+    argv = [
+        "docker", "run", "--rm", "--network", "none", "--user", "1000:1000", "--read-only",
+        "--tmpfs", "/tmp", "--tmpfs", "/home/agent:uid=1000,gid=1000",
+        "-v", f"{sock_dir}:/run/corral", "-v", f"{workspace}:/workspace", "-w", "/workspace",
+        "-e", "HOME=/home/agent", "-e", "ANTHROPIC_BASE_URL=http://127.0.0.1:7301", "-e", f"ANTHROPIC_API_KEY={CANARY}",
+        "-e", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "-e", "DISABLE_AUTOUPDATER=1",
+        DEFAULT_IMAGE, "bash", "-c", script,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    server.should_exit = True
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
+    work = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    playbook_path = work / "fifty.yaml"
+    playbook_path.write_text(playbook_text())
+    playbook = Playbook.from_path(playbook_path)
+    corral_walls, firsts, rss, base_walls = [], [], [], []
+    for i in range(args.repeat):  # interleaved, so drift in machine load hits both sides alike
+        wall, first, peak = run_corral(playbook_path, work, i)
+        corral_walls.append(wall)
+        firsts.append(first)
+        rss.append(peak)
+        base_walls.append(run_baseline(playbook, work, i))
+        print(f"  round {i + 1}: corral {wall:.2f}s (first request {first:.2f}s)  baseline {base_walls[-1]:.2f}s", flush=True)
+    a, b = statistics.median(corral_walls), statistics.median(base_walls)
+    rows = [
+        ("wall time, corral run (a), p50", f"{a:.2f} s", ""),
+        ("wall time, bare claude -p in docker run (b), p50", f"{b:.2f} s", ""),
+        ("ratio a/b", f"{a / b:.2f}", "≤ 1.25"),
+        ("corral run start → first model request, p50", f"{statistics.median(firsts):.2f} s", "≤ 1.5 s"),
+        ("added latency per tool call (a−b)/50", f"{(a - b) / CALLS * 1000:.1f} ms", "≤ 5 ms"),
+        ("orchestrator peak RSS, max", f"{max(rss) / 1024:.0f} MiB", ""),
+    ]
+    print(f"\n### Run overhead ({CALLS} Bash calls, {args.repeat} rounds)\n")
+    print("| measure | value | target |\n|---|---|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value} | {target} |")
+
+
+if __name__ == "__main__":
+    main()
