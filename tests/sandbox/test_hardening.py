@@ -237,8 +237,12 @@ def test_stop_ends_a_running_exec(sandbox: DockerSandbox) -> None:
     results: list[int] = []
     thread = threading.Thread(target=lambda: results.append(sandbox.exec(["sleep", "300"]).exit_code))
     thread.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while sandbox.exec(["pgrep", "-x", "sleep", "-a"]).output.count("sleep 300") == 0:
+        assert time.monotonic() < deadline, "the exec never started"
+        time.sleep(0.05)
     sandbox.stop(timeout=1)
     thread.join(timeout=30)
     assert not thread.is_alive()
+    assert results and results[0] != 0  # killed, not finished
     assert sandbox.inspect()["State"]["Running"] is False
