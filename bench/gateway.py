@@ -115,7 +115,7 @@ async def through_gateway(socket_path: Path, token: str, run: Runner) -> None:
         await run(session)
 
 
-def serve(socket_path: Path, rules: int) -> None:
+def serve(socket_path: Path, rules: int, transport: str) -> None:
     """Child-process mode: the gateway gets its own interpreter, as in a run, where the caller is Claude
     Code in the container (in one process the client and the gateway would fight over the GIL)."""
     config = GatewayFileConfig(
@@ -123,12 +123,16 @@ def serve(socket_path: Path, rules: int) -> None:
     )
     grants = [f'everything.echo(message == "never-{i}")' for i in range(rules - 1)] + ["everything.echo"]
     sink = ListSink()
-    handle = RunGateway.start("bench", grants, socket_path, sink, config=config)
+    handle = RunGateway.start(
+        "bench", grants, socket_path, sink, config=config, transport="sdk" if transport == "sdk" else "lean"
+    )
     print(handle.token, flush=True)
+    cpu_before = time.process_time()  # this process only: the node upstream is not counted
     sys.stdin.read()  # until the parent closes our stdin
+    cpu = time.process_time() - cpu_before
     handle.stop()
     calls = sum(1 for e in sink.events if e.kind == "gateway.call")
-    print(calls, flush=True)
+    print(calls, cpu, flush=True)
 
 
 def main() -> None:
@@ -136,9 +140,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rules", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--transport", default="lean", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.rules)
+        serve(args.serve, args.rules, args.transport)
         return
     results: dict[str, dict[str, Any]] = {}
 
@@ -157,10 +162,15 @@ def main() -> None:
         return run
 
     asyncio.run(direct(recorder("direct", "echo")))
-    for label, rules in (("gateway, 1 rule", 1), ("gateway, 200 rules", 200)):
+    paths = (
+        ("gateway, 1 rule", 1, "lean"),
+        ("gateway, 200 rules", 200, "lean"),
+        ("gateway sdk, 1 rule", 1, "sdk"),
+    )
+    for label, rules, transport in paths:
         sock = Path(tempfile.mkdtemp(prefix="cgwb-", dir="/tmp")) / "gateway.sock"
         child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(sock), "--rules", str(rules)],
+            [sys.executable, __file__, "--serve", str(sock), "--rules", str(rules), "--transport", transport],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -171,9 +181,11 @@ def main() -> None:
             asyncio.run(through_gateway(sock, token, recorder(label, "everything_echo")))
         finally:
             child.stdin.close()
-            audited = int(child.stdout.readline() or 0)
+            audited_text, cpu_text = (child.stdout.readline() or "0 0").split()
             child.wait(30)
+        audited = int(audited_text)
         assert audited >= 2 * args.calls, f"the gateway audited {audited} calls"
+        results[label]["cpu_ms"] = float(cpu_text) / audited * 1000
 
     core = policy_cost()
     base = results["direct"]
@@ -188,6 +200,8 @@ def main() -> None:
             f"{label:<22}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['p50'] - base['p50']:>9.2f}"
             f"{r['p99'] - base['p99']:>9.2f}{r['rate']:>9.0f}{r['rate8']:>12.0f}"
         )
+    for label in ("gateway, 1 rule", "gateway, 200 rules", "gateway sdk, 1 rule"):
+        print(f"gateway process CPU per call, {label}: {results[label]['cpu_ms']:.2f} ms")
     for label in ("gateway, 1 rule", "gateway, 200 rules"):
         print(
             f"ratio {label} / direct: p50 {results[label]['p50'] / base['p50']:.2f}x, "

@@ -20,7 +20,7 @@ from corral.forge import Forge
 from corral.gateway.catalog import claude_code_name
 from corral.gateway.config import GatewayFileConfig
 from corral.gateway.redact import Redactor
-from corral.gateway.serve import GatewayServer
+from corral.gateway.serve import GatewayServer, Transport
 from corral.gateway.server import Gateway
 from corral.gateway.tokens import InMemoryTokenStore, TokenAuthority, TokenStore
 from corral.gateway.tools import RunBinding
@@ -137,6 +137,7 @@ class RunGateway:
         token_store: TokenStore | None = None,
         log_dir: Path | None = None,
         environ: Mapping[str, str] | None = None,
+        transport: Transport = "lean",
     ) -> RunGatewayHandle:
         """Start upstreams, validate `grants` (ConfigError names a bad rule), serve on `socket_path`,
         and mint the run's agent token."""
@@ -152,7 +153,7 @@ class RunGateway:
             environ=environ,
         )
         gateway.register_run(RunBinding(run_id=run_id, repo=repo, head=head, base=base, sink=sink), sink)
-        server = GatewayServer(gateway, uds=socket_path)
+        server = GatewayServer(gateway, uds=socket_path, transport=transport)
         server.start()
         try:
             policy = gateway.policy(grants, agent=True)

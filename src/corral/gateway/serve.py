@@ -10,7 +10,7 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import uvicorn
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.errors import CorralError
+from corral.gateway.lean import LeanMcpApp
 from corral.gateway.server import TOKEN_STATE_KEY, Gateway
 from corral.gateway.tokens import TokenRejected
 
@@ -84,8 +85,20 @@ async def _unauthorized(send: Send, problem: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def build_app(gateway: Gateway, *, allowed_hosts: list[str] | None = None) -> Starlette:
-    """The ASGI app. On a unix socket there is no Host to rebind, so host checks are off unless asked."""
+Transport = Literal["lean", "sdk"]
+
+
+def build_app(
+    gateway: Gateway, *, allowed_hosts: list[str] | None = None, transport: Transport = "lean"
+) -> Starlette:
+    """The ASGI app. `lean` (default) answers JSON only and never streams (gateway/lean.py); `sdk` is the
+    MCP SDK's session manager with SSE. On a unix socket there is no Host to rebind, so host and origin
+    checks are off unless `allowed_hosts` is given."""
+    if transport == "lean":
+        origins = tuple(f"http://{h.replace(':*', '')}" for h in allowed_hosts) if allowed_hosts else None
+        lean = LeanMcpApp(gateway, allowed_origins=origins)
+        guarded = TokenGuard(lean, gateway)
+        return Starlette(routes=[Route(MCP_PATH, endpoint=guarded, methods=["GET", "POST", "DELETE"])])
     security = (
         TransportSecuritySettings(
             enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=[]
@@ -94,10 +107,7 @@ def build_app(gateway: Gateway, *, allowed_hosts: list[str] | None = None) -> St
         else TransportSecuritySettings(enable_dns_rebinding_protection=False)
     )
     manager = StreamableHTTPSessionManager(
-        app=gateway.mcp_server(),
-        json_response=True,
-        security_settings=security,
-        session_idle_timeout=3600,
+        app=gateway.mcp_server(), json_response=True, security_settings=security, session_idle_timeout=3600
     )
 
     @contextlib.asynccontextmanager
@@ -115,9 +125,16 @@ class GatewayServer:
     """Runs a gateway (upstreams and HTTP server) on its own event loop in a background thread."""
 
     def __init__(
-        self, gateway: Gateway, *, uds: Path | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        gateway: Gateway,
+        *,
+        uds: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        transport: Transport = "lean",
     ) -> None:
         self.gateway = gateway
+        self.transport: Transport = transport
         self.uds = uds
         self.host = host
         self.port = port
@@ -133,7 +150,7 @@ class GatewayServer:
             await self.gateway.start(tg)
             hosts = None if self.uds else [f"{self.host}:*", "localhost:*"]
             config = uvicorn.Config(
-                build_app(self.gateway, allowed_hosts=hosts),
+                build_app(self.gateway, allowed_hosts=hosts, transport=self.transport),
                 uds=str(self.uds) if self.uds else None,
                 host=self.host,
                 port=self.port,
