@@ -93,3 +93,32 @@ async def test_lean_transport_shape(
             assert after.status_code == 404
     finally:
         h.stop()
+
+
+class FailingSink(MemorySink):
+    """An audit store that cannot persist: durable appends fail."""
+
+    def emit(self, event: Any, *, durable: bool = False) -> Any:
+        if durable:
+            raise OSError("audit spool is full")
+        return super().emit(event, durable=durable)
+
+
+async def test_a_decision_that_cannot_be_audited_does_not_run(sock: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    forge = LocalForge(tmp_path / "f")
+    h = RunGateway.start("run-a", ["forge.open_pull_request"], sock, FailingSink(), forge=forge, repo=repo,
+                         head="corral/run-a")  # fmt: skip
+    try:
+        async with client(h) as http:
+            session = (await post(http, INIT)).headers["mcp-session-id"]
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "forge_open_pull_request", "arguments": {"title": "t"}}}  # fmt: skip
+            answer = (await post(http, call, session)).json()
+        assert (
+            answer["error"]["code"] == -32603 and "could not serve tools/call" in answer["error"]["message"]
+        )
+        assert forge.list() == []  # fail closed: the upstream never ran
+    finally:
+        h.stop()

@@ -18,6 +18,7 @@ every tool call. Messages are still parsed and results built with the SDK's `mcp
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections import OrderedDict
 from typing import Any
@@ -29,6 +30,8 @@ from starlette.types import Receive, Scope, Send
 
 from corral.gateway.server import TOKEN_STATE_KEY, Gateway
 from corral.gateway.tokens import TokenRecord
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_SESSIONS = 10_000
@@ -156,6 +159,12 @@ class LeanMcpApp:
             return _error(msg_id, INVALID_PARAMS, f"invalid params for {method}: {exc.error_count()} errors")
         except LookupError:
             return _error(msg_id, METHOD_NOT_FOUND, f"method {method} is not served by the corral gateway")
+        except Exception as exc:
+            # E.g. the audit sink failed to persist the decision: the call did not run (fail closed).
+            log.exception("gateway %s failed", method)
+            return _error(
+                msg_id, INTERNAL_ERROR, f"the gateway could not serve {method}: {type(exc).__name__}"
+            )
         return {"jsonrpc": "2.0", "id": msg_id, "result": result}
 
     async def _dispatch(

@@ -192,8 +192,9 @@ class Gateway:
     ) -> types.CallToolResult:
         upstream_name = exposed.partition("_")[0]
         pending = self.upstreams.get(upstream_name)
-        if pending is not None:
+        if pending is not None and pending.generation > 0:
             # A restarting upstream may come back with other schemas: decide on the tools it serves now.
+            # (One that never started has no tools, so nothing can be granted on it: no wait.)
             with contextlib.suppress(UpstreamFailure):
                 await pending.ready()
         generation = pending.generation if pending is not None else None
