@@ -18,7 +18,7 @@ from corral.state.db import StateStore, resolve_state_url
 from corral.state.schema import TEAM_SCOPED
 from tests.state.conftest import fresh_postgres_database
 
-HEAD = "0002_row_level_security"
+HEAD = "0003_preference_search"
 
 
 @contextmanager
@@ -69,7 +69,7 @@ def test_migrations_run_up_from_empty_and_twice_in_a_row(
 
 def test_head_is_the_newest_packaged_revision() -> None:
     assert migrate.head_revision() == HEAD
-    assert migrate.known_revisions() == {"0001_initial", HEAD}
+    assert migrate.known_revisions() == {"0001_initial", "0002_row_level_security", HEAD}
 
 
 def test_a_database_migrated_by_a_newer_corral_is_refused_with_its_version(

@@ -218,7 +218,7 @@ class StateStore(GovernanceStore):
         run_id = run_id.strip().lower()
         if not run_id or not RUN_ID_PREFIX.match(run_id):
             raise NotFound(
-                f"{run_id!r} is not a run id", hint="run ids look like r1ngjv22w8tmk; see `corral runs`"
+                f"{run_id!r} is not a run id", hint="run ids look like r1ngjv22w8tmkq; see `corral runs`"
             )
         with self.transaction() as conn:
             row = conn.execute(

@@ -10,6 +10,7 @@ is rendered as one clearly marked section for the agent's system prompt.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -17,15 +18,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from corral.errors import NotFound, StoreError
+from corral.state import search
 from corral.state.base import StoreBase, row_dict, run_not_found, utcnow
 from corral.state.models import Preference, PreferenceSource
 from corral.state.schema import preferences, runs
+from corral.state.search import LIGHT_COLUMNS
 
 SECTION_TITLE = "## Team preferences (corral)"
 MAX_RULE_CHARS = 2000
 CANDIDATE_CONFIDENCE = 0.5
 """A rejection's feedback is a candidate: injected, but ranked below rules a human wrote on purpose."""
-TEXT_CANDIDATES = 200
 GLOB_BONUS = 0.5
 
 # Words too common to say anything about relevance. Postgres' english configuration drops these
@@ -285,36 +287,34 @@ def glob_matches(glob: str, paths: list[str]) -> bool:
     return any(pattern.match(path.lstrip("./")) for path in paths)
 
 
-def _text_candidates(store: StoreBase, project: str, words: list[str], now: datetime) -> list[sa.Row[Any]]:
-    scope = sa.and_(preferences.c.team == store.team, preferences.c.project == project, _active(now))
-    if store.backend == "postgresql":
-        tsquery = sa.func.to_tsquery(sa.literal_column("'english'::regconfig"), " | ".join(words))
-        tsv: sa.ColumnElement[Any] = sa.literal_column("preferences.tsv")
-        rank = sa.func.ts_rank(tsv, tsquery, 1).label("rank")
-        query = sa.select(preferences, rank).where(scope, tsv.op("@@")(tsquery))
-    else:
-        fts = sa.table("preferences_fts", sa.column("rowid"))
-        match = " OR ".join(f'"{w}"' for w in words)
-        rank = (-sa.func.bm25(sa.literal_column("preferences_fts"))).label("rank")
-        query = (
-            sa.select(preferences, rank)
-            .join(fts, fts.c.rowid == preferences.c.id)
-            .where(scope, sa.literal_column("preferences_fts").op("MATCH")(match))
-        )
-    query = query.order_by(sa.desc("rank"), preferences.c.id.desc()).limit(TEXT_CANDIDATES)
-    with store.transaction() as conn:
-        return list(conn.execute(query).all())
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """What ranking needs of a preference, without fetching (and validating) the whole row."""
+
+    id: int
+    confidence: float
+    scope_glob: str | None
+    rule_chars: int
+    text_score: float = 0.0
+
+    def line_chars(self) -> int:
+        """An upper bound of its rendered line's length (the line collapses whitespace)."""
+        scope = len(f" (applies to {self.scope_glob})") if self.scope_glob else 0
+        return len(f"- [pref {self.id}] ") + scope + self.rule_chars + 1
 
 
-def _scoped_candidates(store: StoreBase, project: str, now: datetime) -> list[sa.Row[Any]]:
-    query = sa.select(preferences).where(
-        preferences.c.team == store.team,
-        preferences.c.project == project,
-        preferences.c.scope_glob.is_not(None),
-        _active(now),
-    )
-    with store.transaction() as conn:
-        return list(conn.execute(query).all())
+def _rank(candidates: dict[int, _Candidate], likely_paths: list[str] | None) -> list[_Candidate]:
+    scored: list[tuple[float, _Candidate]] = []
+    for cand in candidates.values():
+        weight = 0.5 + 0.5 * cand.confidence
+        score = cand.text_score * weight
+        if likely_paths and cand.scope_glob is not None:
+            if not glob_matches(cand.scope_glob, likely_paths):
+                continue
+            score += GLOB_BONUS * weight
+        scored.append((score, cand))
+    scored.sort(key=lambda item: (-item[0], -item[1].confidence, -item[1].id))
+    return [cand for _score, cand in scored]
 
 
 def retrieve(
@@ -330,37 +330,46 @@ def retrieve(
 
     A preference qualifies when its rule shares a (stemmed) word with the task, or when its path glob
     matches one of `likely_paths`. When `likely_paths` is known, a preference scoped to other paths
-    is left out however well its words match.
+    is left out however well its words match. Ranking runs on light rows (id, confidence, glob,
+    length); only the chosen preferences are fetched whole.
     """
     now = now or utcnow()
     words = query_words(task_text)
-    scored: dict[int, tuple[float, Preference]] = {}
-    rows = _text_candidates(store, project, words, now) if words else []
-    top = max((float(r.rank) for r in rows), default=0.0) or 1.0
-    for row in rows:
-        pref = _pref(row)
-        scored[pref.id] = (max(float(row.rank), 0.0) / top, pref)
-    if likely_paths:
-        for row in _scoped_candidates(store, project, now):
-            pref = _pref(row)
-            scored.setdefault(pref.id, (0.0, pref))
-    ranked: list[tuple[float, Preference]] = []
-    for text_score, pref in scored.values():
-        score = text_score * (0.5 + 0.5 * pref.confidence)
-        if likely_paths and pref.scope_glob is not None:
-            if not glob_matches(pref.scope_glob, likely_paths):
-                continue
-            score += GLOB_BONUS * (0.5 + 0.5 * pref.confidence)
-        ranked.append((score, pref))
-    ranked.sort(key=lambda item: (-item[0], -item[1].confidence, -item[1].id))
-    chosen: list[Preference] = []
-    used = 0
-    for _score, pref in ranked:
-        cost = len(_line(pref)) + 1
-        if used + cost <= budget_chars:
-            chosen.append(pref)
-            used += cost
-    return chosen
+    scope = sa.and_(preferences.c.team == store.team, preferences.c.project == project, _active(now))
+    candidates: dict[int, _Candidate] = {}
+    with store.transaction() as conn:
+        select_by = search.selective_words(conn, project, now, words)
+        active = _active(now)
+        rows = (
+            search.text_candidates(conn, store.team, project, now, active, select_by, words)
+            if select_by
+            else []
+        )
+        top = max((float(r.rank) for r in rows), default=0.0) or 1.0
+        for r in rows:
+            candidates[r.id] = _Candidate(
+                r.id, r.confidence, r.scope_glob, r.rule_chars, max(r.rank, 0.0) / top
+            )
+        if likely_paths:
+            scoped = conn.execute(
+                sa.select(*LIGHT_COLUMNS).where(scope, preferences.c.scope_glob.is_not(None))
+            )
+            for light in scoped:
+                candidates.setdefault(
+                    light.id, _Candidate(light.id, light.confidence, light.scope_glob, light.rule_chars)
+                )
+        chosen: list[int] = []
+        used = 0
+        for cand in _rank(candidates, likely_paths):
+            if used + cand.line_chars() <= budget_chars:
+                chosen.append(cand.id)
+                used += cand.line_chars()
+        if not chosen:
+            return []
+        full = {
+            r.id: _pref(r) for r in conn.execute(sa.select(preferences).where(preferences.c.id.in_(chosen)))
+        }
+    return [full[i] for i in chosen if i in full]
 
 
 # ---- the prompt section -----------------------------------------------------------------------

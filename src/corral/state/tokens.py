@@ -177,9 +177,7 @@ def revoke_token(store: StoreBase, token_id: str, reason: str = "") -> TokenReco
     return _record(row)
 
 
-def list_tokens(
-    store: StoreBase, *, run_id: str | None = None, live_only: bool = False
-) -> list[TokenRecord]:
+def list_tokens(store: StoreBase, *, run_id: str | None = None, live_only: bool = False) -> list[TokenRecord]:
     query = sa.select(tokens).where(tokens.c.team == store.team)
     if run_id is not None:
         query = query.where(tokens.c.run_id == run_id)
