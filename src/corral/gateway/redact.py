@@ -32,6 +32,10 @@ class Redactor:
         # Longest first, so a value that contains another is replaced whole.
         self._needles.sort(key=lambda pair: -len(pair[0]))
 
+    @property
+    def active(self) -> bool:
+        return bool(self._needles)
+
     def text(self, value: str) -> str:
         for needle, marker in self._needles:
             if needle in value:

@@ -258,6 +258,8 @@ class Gateway:
         return decision
 
     def _redact_result(self, result: types.CallToolResult) -> types.CallToolResult:
+        if not self.redactor.active:
+            return result
         data = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         clean = self.redactor.value(data)
         return result if clean == data else types.CallToolResult.model_validate(clean)
