@@ -188,3 +188,50 @@ def test_bad_preferences_are_refused(store: StateStore) -> None:
 )
 def test_glob_matching(glob: str, path: str, matches: bool) -> None:
     assert prefs.glob_matches(glob, [path]) is matches
+
+
+def test_relevance_holds_in_a_large_set_where_common_words_are_pruned(store: StateStore) -> None:
+    import random
+
+    import sqlalchemy as sa
+
+    from corral.state import search
+    from corral.state.schema import preferences
+
+    rng = random.Random(3)
+    filler = [
+        "fix",
+        "update",
+        "code",
+        "test",
+        "file",
+        "function",
+        "change",
+        "error",
+        "bug",
+        "add",
+        "remove",
+        "handle",
+        "check",
+        "module",
+    ]
+    now = utcnow()
+    rows = [
+        {
+            "team": store.team,
+            "project": PROJECT,
+            "rule": " ".join(rng.choices(filler, k=8)),
+            "source_kind": "manual",
+            "confidence": 1.0,
+            "created_at": now,
+            "valid_from": now,
+        }
+        for _ in range(search.PRUNE_ABOVE + 100)
+    ]
+    with store.transaction(write=True) as conn:
+        conn.execute(sa.insert(preferences), rows)
+    relevant = prefs.add_preference(
+        store, PROJECT, "Invoice tax rounding uses Decimal; fix the code with care."
+    )
+    chosen = prefs.retrieve(store, PROJECT, "fix the invoice tax rounding bug in the code")
+    assert chosen[0].id == relevant.id

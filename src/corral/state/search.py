@@ -3,10 +3,10 @@ the SECURITY DEFINER functions of migration 0003, so the index works under row-l
 SQLite FTS5 `bm25`.
 
 An OR query over every word of a task matches a large share of a big preference set, and ranking all
-of those rows is what costs time. So, as search engines do with common terms, once a project has more
-than `PRUNE_ABOVE` preferences the rows are *selected* by the task's selective words (those in at
-most `COMMON_FRACTION` of them, or failing that its `MIN_WORDS` rarest ones) and *ranked* by all of
-its words. A rule that shares only very common words with a task is a weak match anyway.
+of those rows is what costs time. So on SQLite, as search engines do with common terms, once the
+store has more than `PRUNE_ABOVE` preferences the rows are *selected* by the task's selective words
+(those in at most `COMMON_FRACTION` of them, or failing that its `MIN_WORDS` rarest ones). A rule
+that shares only very common words with a task is a weak match anyway.
 """
 
 from __future__ import annotations
@@ -40,17 +40,10 @@ def _fts_match(words: list[str]) -> sa.ColumnElement[bool]:
     return sa.literal_column("preferences_fts").op("MATCH")(match)
 
 
-def _counts(conn: Connection, project: str, now: datetime, words: list[str]) -> tuple[int, dict[str, int]]:
-    """(how many active preferences, how many contain each word)."""
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(
-            sa.text("SELECT word, n FROM corral_preference_term_counts(:project, :words, :now)"),
-            {"project": project, "words": words, "now": now},
-        ).all()
-        total = next(int(r.n) for r in rows if r.word is None)
-        return total, {r.word: int(r.n) for r in rows if r.word is not None}
-    # SQLite counts over the whole FTS index: joining FTS5 to a filter inside a subquery makes SQLite
-    # run the MATCH once per row, and an embedded store mostly holds one team's project anyway.
+def _fts_counts(conn: Connection, words: list[str]) -> tuple[int, dict[str, int]]:
+    """(how many preferences, how many contain each word), over the whole FTS index: joining FTS5 to
+    a filter inside a subquery makes SQLite run the MATCH once per row, and an embedded store mostly
+    holds one team's project anyway."""
     counts = [
         sa.select(sa.func.count()).select_from(_FTS).where(_fts_match([w])).scalar_subquery().label(f"w{i}")
         for i, w in enumerate(words)
@@ -60,13 +53,15 @@ def _counts(conn: Connection, project: str, now: datetime, words: list[str]) -> 
     return int(row.total), {w: int(row[i + 1]) for i, w in enumerate(words)}
 
 
-def selective_words(conn: Connection, project: str, now: datetime, words: list[str]) -> list[str]:
-    """The words to select candidates by: all present ones for a small project; for a big one the
-    rare ones, or at least the `MIN_WORDS` rarest present."""
+def selective_words(conn: Connection, words: list[str]) -> list[str]:
+    """The words to select candidates by. SQLite: all present ones for a small store; for a big one
+    the rare ones, or at least the `MIN_WORDS` rarest present. Postgres: all of them, because
+    counting them there cost more than it saved (an indexed OR query over all the words of a task
+    ranks 10,000 preferences in single-digit milliseconds)."""
     words = words[:MAX_WORDS]
-    if not words:
-        return []
-    total, freq = _counts(conn, project, now, words)
+    if not words or conn.dialect.name == "postgresql":
+        return words
+    total, freq = _fts_counts(conn, words)
     present = sorted((w for w in words if freq.get(w, 0) > 0), key=lambda w: freq[w])
     if total <= PRUNE_ABOVE:
         return present
@@ -84,7 +79,8 @@ def text_candidates(
     rank_by: list[str],
 ) -> list[Any]:
     """Light rows (id, confidence, scope_glob, rule_chars, rank), best first: the active preferences
-    containing any of `select_by`, ranked by all of `rank_by`."""
+    containing any of `select_by`, ranked by all of `rank_by` (Postgres; FTS5's bm25 ranks by the
+    MATCH expression, so by `select_by`, with IDF weighting)."""
     if conn.dialect.name == "postgresql":
         return list(
             conn.execute(
@@ -98,7 +94,6 @@ def text_candidates(
                 },
             ).all()
         )
-    # bm25 scores against the MATCH expression, so FTS5 ranks by the selecting words (with IDF).
     rank = (-sa.func.bm25(sa.literal_column("preferences_fts"))).label("rank")
     query = (
         sa.select(*LIGHT_COLUMNS, rank)
