@@ -33,49 +33,10 @@ GLOB_BONUS = 0.5
 # Words too common to say anything about relevance. Postgres' english configuration drops these
 # anyway; FTS5 has no stop list, and an OR query over them would match every preference.
 _STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "its",
-        "make",
-        "of",
-        "on",
-        "or",
-        "please",
-        "should",
-        "so",
-        "that",
-        "the",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "will",
-        "with",
-        "you",
-        "your",
-        "not",
-        "no",
-        "can",
-        "all",
-        "any",
-    ]
+    (  # noqa: SIM905
+        "a an and are as at be by do does for from has have in is it its make of on or please should so "
+        "that the this to was we were will with you your not no can all any"
+    ).split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _PATHISH = re.compile(
