@@ -235,3 +235,16 @@ def test_relevance_holds_in_a_large_set_where_common_words_are_pruned(store: Sta
     )
     chosen = prefs.retrieve(store, PROJECT, "fix the invoice tax rounding bug in the code")
     assert chosen[0].id == relevant.id
+
+
+def test_scoped_preferences_in_other_directories_and_dotfiles(store: StateStore) -> None:
+    ci = prefs.add_preference(store, PROJECT, "Workflows pin actions by SHA.", scope_glob=".github/**")
+    anywhere = prefs.add_preference(store, PROJECT, "Python files end with a newline.", scope_glob="**/*.py")
+    docs = prefs.add_preference(store, PROJECT, "Docs use sentence case.", scope_glob="docs/**")
+    chosen = {
+        p.id for p in prefs.retrieve(store, PROJECT, "bump it", likely_paths=["./.github/workflows/ci.yml"])
+    }
+    assert chosen == {ci.id}
+    chosen = {p.id for p in prefs.retrieve(store, PROJECT, "bump it", likely_paths=["src/app/main.py"])}
+    assert chosen == {anywhere.id}
+    assert docs.id not in chosen

@@ -243,9 +243,13 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
     return re.compile("".join(out) + "(?:/.*)?$")
 
 
+def _relative(path: str) -> str:
+    return path.removeprefix("./").lstrip("/")
+
+
 def glob_matches(glob: str, paths: list[str]) -> bool:
     pattern = _glob_regex(glob.strip("/"))
-    return any(pattern.match(path.lstrip("./")) for path in paths)
+    return any(pattern.match(_relative(path)) for path in paths)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +317,7 @@ def retrieve(
             )
         if likely_paths:
             scoped = conn.execute(
-                sa.select(*LIGHT_COLUMNS).where(scope, preferences.c.scope_glob.is_not(None))
+                sa.select(*LIGHT_COLUMNS).where(scope, search.glob_may_match(conn, likely_paths))
             )
             for light in scoped:
                 candidates.setdefault(

@@ -103,3 +103,16 @@ def text_candidates(
         .limit(TEXT_CANDIDATES)
     )
     return list(conn.execute(query).all())
+
+
+def glob_may_match(conn: Connection, paths: list[str]) -> sa.ColumnElement[bool]:
+    """A cheap SQL prefilter for scoped preferences that may match `paths`: the glob's first path
+    segment is one of the paths' first segments, or holds a wildcard. The exact match is Python's."""
+    glob = preferences.c.scope_glob
+    if conn.dialect.name == "postgresql":
+        first = sa.func.split_part(glob, "/", 1)
+    else:
+        first = sa.func.substr(glob, 1, sa.func.instr(glob + "/", "/") - 1)
+    firsts = sorted({p.removeprefix("./").lstrip("/").split("/", 1)[0] for p in paths})
+    wildcard = sa.or_(*(first.contains(c, autoescape=True) for c in "*?["))
+    return sa.and_(glob.is_not(None), sa.or_(first.in_(firsts), wildcard))
