@@ -131,20 +131,28 @@ def test_every_team_scoped_table_has_rls_forced_with_the_team_policy(
 
 
 @pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
-def test_the_search_function_is_scoped_to_the_sessions_team(
+def test_the_search_functions_are_scoped_to_the_sessions_team(
     two_teams: tuple[StateStore, StateStore, str, str], state_url: str
 ) -> None:
     team_a, _team_b, _run_a, _run_b = two_teams
     search = "SELECT id FROM corral_preference_search('shop', 'secret | rule', 'secret | rule', now(), 50)"
+    counts = "SELECT word, n FROM corral_preference_term_counts('shop', ARRAY['secret', 'nothing'])"
     with team_a.transaction() as conn:
         ids = conn.execute(sa.text(search)).scalars().all()
         assert [p.id for p in prefs.list_preferences(team_a)] == ids
+        # Team B's rule holds "secret" too, but only team A's own preferences are counted.
+        assert [tuple(r) for r in conn.execute(sa.text(counts))] == [(None, 1), ("secret", 1), ("nothing", 0)]
     engine = sa.create_engine(state_url)
     try:
         with engine.connect() as conn, conn.begin():
-            # The app role without a team finds nothing, though the function runs as the owner.
+            # The app role without a team finds nothing, though the functions run as the owner.
             conn.execute(sa.text("SET LOCAL ROLE corral_app"))
             assert conn.execute(sa.text(search)).all() == []
+            assert [tuple(r) for r in conn.execute(sa.text(counts))] == [
+                (None, 0),
+                ("secret", 0),
+                ("nothing", 0),
+            ]
             # And the team it is given is the only one it searches.
             conn.execute(sa.text("SELECT set_config('corral.team', 'team-b', true)"))
             rules = conn.execute(sa.text(search.replace("id FROM", "id, rank FROM"))).all()

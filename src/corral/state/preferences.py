@@ -303,7 +303,7 @@ def retrieve(
     scope = sa.and_(preferences.c.team == store.team, preferences.c.project == project, _active(now))
     candidates: dict[int, _Candidate] = {}
     with store.transaction() as conn:
-        select_by = search.selective_words(conn, words)
+        select_by = search.selective_words(conn, project, words)
         active = _active(now)
         rows = (
             search.text_candidates(conn, store.team, project, now, active, select_by, words)

@@ -3,10 +3,10 @@ the SECURITY DEFINER functions of migration 0003, so the index works under row-l
 SQLite FTS5 `bm25`.
 
 An OR query over every word of a task matches a large share of a big preference set, and ranking all
-of those rows is what costs time. So on SQLite, as search engines do with common terms, once the
-store has more than `PRUNE_ABOVE` preferences the rows are *selected* by the task's selective words
-(those in at most `COMMON_FRACTION` of them, or failing that its `MIN_WORDS` rarest ones). A rule
-that shares only very common words with a task is a weak match anyway.
+of those rows is what costs time. So, as search engines do with common terms, once a project has more
+than `PRUNE_ABOVE` preferences the rows are *selected* by the task's selective words (those in at
+most `COMMON_FRACTION` of them, or failing that its `MIN_WORDS` rarest ones) and, on Postgres,
+*ranked* by all of its words. A rule that shares only very common words with a task is a weak match.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from corral.state.schema import preferences
 TEXT_CANDIDATES = 200
 COMMON_FRACTION = 0.05
 MIN_WORDS = 3
-MAX_WORDS = 40
+MAX_WORDS = 24
+"""Each word costs a count; a task's first two dozen distinct words say what it is about."""
 PRUNE_ABOVE = 1000
 """Below this many preferences in a project every shared word selects: ranking them all is cheap."""
 
@@ -40,10 +41,19 @@ def _fts_match(words: list[str]) -> sa.ColumnElement[bool]:
     return sa.literal_column("preferences_fts").op("MATCH")(match)
 
 
-def _fts_counts(conn: Connection, words: list[str]) -> tuple[int, dict[str, int]]:
-    """(how many preferences, how many contain each word), over the whole FTS index: joining FTS5 to
-    a filter inside a subquery makes SQLite run the MATCH once per row, and an embedded store mostly
-    holds one team's project anyway."""
+def _counts(conn: Connection, project: str, words: list[str]) -> tuple[int, dict[str, int]]:
+    """(how many preferences, how many contain each word).
+
+    Postgres counts the team's project through the GIN index (migration 0003's function). SQLite
+    counts over the whole FTS index: joining FTS5 to a filter inside a subquery makes SQLite run the
+    MATCH once per row, and an embedded store mostly holds one team's project anyway.
+    """
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            sa.text("SELECT word, n FROM corral_preference_term_counts(:project, :words)"),
+            {"project": project, "words": words},
+        ).all()
+        return next(int(r.n) for r in rows if r.word is None), {r.word: int(r.n) for r in rows if r.word}
     counts = [
         sa.select(sa.func.count()).select_from(_FTS).where(_fts_match([w])).scalar_subquery().label(f"w{i}")
         for i, w in enumerate(words)
@@ -53,15 +63,13 @@ def _fts_counts(conn: Connection, words: list[str]) -> tuple[int, dict[str, int]
     return int(row.total), {w: int(row[i + 1]) for i, w in enumerate(words)}
 
 
-def selective_words(conn: Connection, words: list[str]) -> list[str]:
-    """The words to select candidates by. SQLite: all present ones for a small store; for a big one
-    the rare ones, or at least the `MIN_WORDS` rarest present. Postgres: all of them, because
-    counting them there cost more than it saved (an indexed OR query over all the words of a task
-    ranks 10,000 preferences in single-digit milliseconds)."""
+def selective_words(conn: Connection, project: str, words: list[str]) -> list[str]:
+    """The words to select candidates by: all the present ones for a small project; for a big one
+    the rare ones, or at least the `MIN_WORDS` rarest present."""
     words = words[:MAX_WORDS]
-    if not words or conn.dialect.name == "postgresql":
-        return words
-    total, freq = _fts_counts(conn, words)
+    if not words:
+        return []
+    total, freq = _counts(conn, project, words)
     present = sorted((w for w in words if freq.get(w, 0) > 0), key=lambda w: freq[w])
     if total <= PRUNE_ABOVE:
         return present

@@ -3,8 +3,9 @@
 The full-text match operator (`ts_match_vq`, behind `@@`) is not LEAKPROOF, so on a table with RLS
 the planner must apply the policy first and may not use the GIN index for `@@`: every retrieval
 became a scan of all preferences. Only a superuser can mark the operator leakproof (not possible on
-Supabase), so the search runs in a SECURITY DEFINER function owned by the table owner, which
-filters on `team = current_setting('corral.team', true)` itself, exactly as the policy does.
+Supabase), so the search (and the per-word counts that pick its selective words) run in SECURITY
+DEFINER functions owned by the table owner, which filter on `team = current_setting('corral.team',
+true)` themselves, exactly as the policy does.
 Owners bypass RLS only when it is not FORCEd, so `preferences` drops FORCE (RLS stays enabled, and
 `corral_app` sessions remain bound by the policy for every direct query).
 
@@ -23,6 +24,10 @@ branch_labels = None
 depends_on = None
 
 APP_ROLE = "corral_app"
+SIGNATURES = (
+    "corral_preference_search(text, text, text, timestamptz, integer)",
+    "corral_preference_term_counts(text, text[])",
+)
 ACTIVE = """p.team = current_setting(''corral.team'', true) AND p.project = $1
                  AND p.retired_at IS NULL AND p.superseded_by IS NULL
                  AND p.valid_from <= $4 AND (p.valid_to IS NULL OR p.valid_to > $4)"""
@@ -55,13 +60,29 @@ def upgrade() -> None:
         END
         $fn$"""
     )
-    signature = "corral_preference_search(text, text, text, timestamptz, integer)"
-    op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-    op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}")
+    # How many of the team's project preferences hold each word (the GIN index answers each count):
+    # what lets retrieval select candidates by a task's rarer words.
+    op.execute(
+        f"""CREATE FUNCTION corral_preference_term_counts(p_project text, p_words text[])
+        RETURNS TABLE (word text, n bigint)
+        LANGUAGE sql STABLE SECURITY DEFINER {path} AS $fn$
+          SELECT NULL::text, count(*) FROM preferences p
+          WHERE p.team = current_setting('corral.team', true) AND p.project = p_project
+          UNION ALL
+          SELECT w.word, (SELECT count(*) FROM preferences p
+                          WHERE p.tsv @@ plainto_tsquery('english'::regconfig, w.word)
+                            AND p.team = current_setting('corral.team', true) AND p.project = p_project)
+          FROM unnest(p_words) AS w(word)
+        $fn$"""
+    )
+    for signature in SIGNATURES:
+        op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP FUNCTION IF EXISTS corral_preference_search(text, text, text, timestamptz, integer)")
+    for signature in SIGNATURES:
+        op.execute(f"DROP FUNCTION IF EXISTS {signature}")
     op.execute("ALTER TABLE preferences FORCE ROW LEVEL SECURITY")
