@@ -3,45 +3,53 @@
 `upgrade(conn)` brings a database to head inside the caller's transaction, under a lock, so two
 processes opening a fresh database at once do not both create the tables. A database stamped with
 a revision this corral does not know was migrated by a newer corral: it is refused, not touched.
+
+The revisions are also listed here, so that opening a database already at head (every open but the
+first) neither imports Alembic nor reads the scripts; a test keeps this list equal to the scripts.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from corral.errors import StoreError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 SCRIPT_LOCATION = "corral.state:migrations"
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral": pg advisory lock id shared by every corral process
+REVISIONS = ("0001_initial", "0002_row_level_security", "0003_preference_search")
+"""Every packaged revision, oldest first; the last is head."""
 
 
 def alembic_config(conn: Connection | None = None) -> AlembicConfig:
-    cfg = AlembicConfig()
+    from alembic.config import Config
+
+    cfg = Config()
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     if conn is not None:
         cfg.attributes["connection"] = conn
     return cfg
 
 
-@lru_cache(maxsize=1)
-def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+def script_revisions() -> list[str]:
+    """The revisions the packaged scripts define, oldest first (reads them through Alembic)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return [script.revision for script in scripts.walk_revisions()][::-1]
 
 
 def head_revision() -> str:
-    head = _script().get_current_head()
-    assert head is not None, "the packaged migrations have no head"
-    return head
+    return REVISIONS[-1]
 
 
 def known_revisions() -> frozenset[str]:
-    return frozenset(script.revision for script in _script().walk_revisions())
+    return frozenset(REVISIONS)
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -65,7 +73,8 @@ def upgrade(conn: Connection, where: str) -> str:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     revision = current_revision(conn)
     refuse_newer(revision, where)
-    head = head_revision()
-    if revision != head:
+    if revision != head_revision():
+        from alembic import command
+
         command.upgrade(alembic_config(conn), "head")
-    return head
+    return head_revision()
