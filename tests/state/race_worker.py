@@ -38,3 +38,28 @@ def add_usage_many(url: str, team: str, run_id: str, times: int, barrier: Barrie
             store.add_usage(run_id, input_tokens=1, cost_usd=0.5)
     finally:
         store.close()
+
+
+def open_fresh(url: str, barrier: Barrier, results: Any) -> None:
+    """Open (and so migrate) a database at the same moment as another process."""
+    barrier.wait(timeout=60)
+    try:
+        with StateStore.open(url, Settings(), team="t") as store:
+            results.put(("ok", store.describe().revision))
+    except Exception as exc:  # reported to the test, which fails on it
+        results.put(("error", repr(exc)))
+
+
+def use_token(url: str, team: str, secret: str, barrier: Barrier, results: Any) -> None:
+    from corral.state.tokens import TokenRefused
+
+    store = StateStore.open(url, Settings(), team=team)
+    try:
+        barrier.wait(timeout=60)
+        try:
+            store.check_token(secret)
+            results.put("accepted")
+        except TokenRefused as exc:
+            results.put(f"refused:{exc.reason}")
+    finally:
+        store.close()

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import Counter
+from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+from corral.state import migrate
 from corral.state.db import StateStore
 from corral.state.machine import Phase
-from tests.state.conftest import PROJECT, TEAM
-from tests.state.race_worker import add_usage_many, race_transition
+from tests.state.conftest import PROJECT, TEAM, fresh_postgres_database
+from tests.state.race_worker import add_usage_many, open_fresh, race_transition, use_token
 
 RUNS = 12
 
@@ -71,3 +76,42 @@ def test_usage_added_from_two_processes_at_once_is_never_lost(store: StateStore,
         assert proc.exitcode == 0
     run = store.get_run(run_id)
     assert (run.input_tokens, run.cost_usd) == (80, 40.0)
+
+
+def _run_pair(target: object, args: tuple[object, ...]) -> list[object]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, results)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    return outcomes
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_processes_opening_a_fresh_database_both_succeed(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        outcomes = _run_pair(open_fresh, (f"sqlite:///{tmp_path / 'fresh.db'}",))
+        assert outcomes == [("ok", migrate.head_revision())] * 2
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    with fresh_postgres_database(admin, "corral_race") as url:
+        outcomes = _run_pair(open_fresh, (url,))
+        assert outcomes == [("ok", migrate.head_revision())] * 2
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+        finally:
+            engine.dispose()
+
+
+def test_a_one_use_token_used_by_two_processes_at_once_passes_once(store: StateStore, state_url: str) -> None:
+    _record, secret = store.issue_token(["forge.comment"], ttl=600, max_uses=1)
+    outcomes = _run_pair(use_token, (state_url, TEAM, secret))
+    assert sorted(outcomes) == ["accepted", "refused:exhausted"]  # type: ignore[type-var]
