@@ -115,3 +115,26 @@ def test_a_one_use_token_used_by_two_processes_at_once_passes_once(store: StateS
     _record, secret = store.issue_token(["forge.comment"], ttl=600, max_uses=1)
     outcomes = _run_pair(use_token, (state_url, TEAM, secret))
     assert sorted(outcomes) == ["accepted", "refused:exhausted"]  # type: ignore[type-var]
+
+
+def test_one_store_is_safe_to_share_between_threads(store: StateStore) -> None:
+    import threading
+
+    run_id = _running_run(store)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(25):
+                store.add_usage(run_id, output_tokens=1)
+                store.get_run(run_id)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.get_run(run_id).output_tokens == 100
