@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
 from corral.config import DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE
 from corral.errors import SandboxError
 from corral.events import AnyEvent
+from corral.model.playbook import Playbook
+from corral.model.scripted import scripted_app
 from corral.runs import RunOrchestrator, RunRequest
 from corral.sandbox import RUN_LABEL
 from corral.services import Services
@@ -107,3 +115,61 @@ def write_playbook(tmp_path: Path) -> Iterator[Any]:
         return path
 
     yield write
+
+
+class RecordingUpstream:
+    """The scripted model as a real HTTP upstream on 127.0.0.1 that remembers what each request carried."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.keys: list[str] = []
+        self.systems: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.keys.append(dict(scope["headers"]).get(b"x-api-key", b"").decode())
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if body:
+            system = json.loads(body).get("system", "")
+            self.systems.append(system if isinstance(system, str) else json.dumps(system))
+
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            # The body once, then the real channel: the app listens on it for the disconnect.
+            nonlocal replayed
+            if replayed:
+                return dict(await receive())
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+@contextmanager
+def serve_upstream(playbook: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingUpstream]:
+    """Serve a playbook as the live upstream (ANTHROPIC_BASE_URL), as a user's real endpoint would be."""
+    upstream = RecordingUpstream(scripted_app(Playbook.from_path(playbook), "/workspace"))
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(upstream, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
+    try:
+        yield upstream
+    finally:
+        server.should_exit = True
+        thread.join(5)

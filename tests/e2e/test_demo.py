@@ -4,61 +4,30 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from corral.demo import DEMO_CONFIG, demo_playbook_path
 from corral.model.demo_repo import DEMO_FILES, DEMO_TASK
-from corral.model.playbook import Playbook
-from corral.model.scripted import scripted_app
 from tests.conftest import CANARY_KEY
-from tests.e2e.conftest import git, leftovers, make_repo, run_task
+from tests.e2e.conftest import RecordingUpstream, git, leftovers, make_repo, run_task, serve_upstream
+
+
+@pytest.fixture
+def scripted_upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingUpstream]:
+    with serve_upstream(demo_playbook_path(), monkeypatch) as upstream:
+        yield upstream
 
 pytestmark = pytest.mark.docker
 
 
-class KeyRecordingApp:
-    """The scripted model as a real HTTP upstream that remembers which key each request carried."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.keys: list[str] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            self.keys.append(headers.get(b"x-api-key", b"").decode())
-        await self.app(scope, receive, send)
-
-
-@pytest.fixture
-def scripted_upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyRecordingApp]:
-    app = KeyRecordingApp(scripted_app(Playbook.from_path(demo_playbook_path()), "/workspace"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
-    yield app
-    server.should_exit = True
-    thread.join(5)
-
-
 def test_demo_run_reaches_approval_with_the_fix_and_a_full_audit(
-    agent_image: str, docker_client: Any, tmp_path: Path, scripted_upstream: KeyRecordingApp
+    agent_image: str, docker_client: Any, tmp_path: Path, scripted_upstream: RecordingUpstream
 ) -> None:
     repo = make_repo(tmp_path / "demo", DEMO_FILES, DEMO_CONFIG)
     result = run_task(repo, DEMO_TASK)  # no --playbook: the live-upstream path, pointed at 127.0.0.1
@@ -89,7 +58,7 @@ def test_demo_run_reaches_approval_with_the_fix_and_a_full_audit(
 
 
 def test_the_key_never_reaches_container_files_env_or_the_records(
-    agent_image: str, tmp_path: Path, scripted_upstream: KeyRecordingApp, write_playbook: Any
+    agent_image: str, tmp_path: Path, scripted_upstream: RecordingUpstream, write_playbook: Any
 ) -> None:
     playbook = write_playbook(
         "turns:\n"

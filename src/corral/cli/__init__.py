@@ -44,6 +44,7 @@ def _register_subcommands() -> None:
     from corral.cli import commands, runs
 
     runs.register(app)
+    runs.register_review(app)
     commands.register(app)
     for module_name, name, help_text in (
         ("corral.cli.image", "image", "Build and list the sandbox images."),

@@ -146,3 +146,34 @@ def register(app: typer.Typer) -> None:
             out.print(f"  {key:<8} {value}", highlight=False)
         if record.diffstat:
             out.print("  diff\n" + "\n".join("    " + line for line in record.diffstat.splitlines()), highlight=False)
+
+
+def register_review(app: typer.Typer) -> None:
+    @app.command()
+    def reject(
+        run_id: Annotated[str, typer.Argument(help="The run (or a unique prefix of its id).")],
+        feedback: Annotated[str, typer.Option(help="What was wrong; kept as a preference for future runs.")] = "",
+        reviewer: Annotated[str | None, typer.Option("--as", help="Who rejects (default: your user name).")] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Reject a run awaiting approval; its feedback teaches the project's next runs."""
+        from corral.review import default_reviewer
+        from corral.review import reject as reject_run
+
+        services = _services()
+        try:
+            result = reject_run(services, run_id, feedback, reviewer or default_reviewer())
+        finally:
+            services.close()
+        if as_json:
+            emit_json(
+                {
+                    "run_id": result.run_id,
+                    "approval": result.approval.model_dump(mode="json"),
+                    "preference": result.preference.model_dump(mode="json") if result.preference else None,
+                }
+            )
+            return
+        out.print(f"run {result.run_id}: rejected", highlight=False)
+        if result.preference is not None:
+            out.print(f"  feedback kept as preference #{result.preference.id} for {result.preference.project}")
