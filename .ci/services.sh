@@ -73,7 +73,7 @@ start_ferretdb() {
   log "starting ferretdb (sqlite backend) on 127.0.0.1:$FERRET_PORT"
   mkdir -p "$CORRAL_SERVICES_DIR/ferret"
   nohup "$CORRAL_SERVICES_DIR/bin/ferretdb" --handler=sqlite --sqlite-url="file:$CORRAL_SERVICES_DIR/ferret/" \
-    --listen-addr="127.0.0.1:$FERRET_PORT" --telemetry=disable --debug-addr=- \
+    --listen-addr="127.0.0.1:$FERRET_PORT" --telemetry=disable --debug-addr=- --state-dir="$CORRAL_SERVICES_DIR/ferret" \
     >"$CORRAL_SERVICES_DIR/ferretdb.log" 2>&1 &
   for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/$FERRET_PORT) 2>/dev/null && return; sleep 0.5; done
   log "ferretdb did not start"; tail -n 20 "$CORRAL_SERVICES_DIR/ferretdb.log" >&2; return 1

@@ -97,6 +97,7 @@ class FerretDB:
                 f"--listen-addr=127.0.0.1:{self.port}",
                 "--telemetry=disable",
                 "--debug-addr=-",
+                f"--state-dir={self.data}",  # not the working directory (the checkout)
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "ferretdb.log", "ab"),  # noqa: SIM115
