@@ -78,6 +78,9 @@ class ChecksConfig(_Section):
 
 class GatewayConfig(_Section):
     grants: list[str] = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]
+    upstreams_file: str = "corral-gateway.toml"
+    """The team gateway file (upstream MCP servers, annotations, rate limits), relative to the repo."""
+    token_ttl_seconds: Annotated[float, Field(gt=0)] = 3600.0
 
 
 class ApprovalConfig(_Section):
@@ -179,6 +182,8 @@ timeout_seconds = 600
 
 [gateway]
 grants = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]
+upstreams_file = "corral-gateway.toml"  # upstream MCP servers (GitHub, Sentry, ...), if the file exists
+token_ttl_seconds = 3600                # the run's capability token expires after this
 
 [approval]
 approvers = []                    # who may approve; empty means anyone

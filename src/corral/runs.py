@@ -93,6 +93,11 @@ class _Resources:
     stoppers: list[Callable[[], None]] = field(default_factory=list)
 
 
+def _import_agent_and_gateway() -> None:
+    importlib.import_module("corral.agent.claude")
+    importlib.import_module("corral.gateway.run")
+
+
 def config_hash(config: Config) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
@@ -114,7 +119,7 @@ class RunOrchestrator:
         """Run a task to awaiting_approval (or failed) and return the run id."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
         # warm them in the background while the worktree, proxy and container are being set up.
-        warm = threading.Thread(target=importlib.import_module, args=("corral.agent.claude",), daemon=True)
+        warm = threading.Thread(target=_import_agent_and_gateway, daemon=True)
         warm.start()
         config, playbook = self.prepare_inputs(request)
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
@@ -189,13 +194,24 @@ class RunOrchestrator:
                 sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
                 state.update_run(run_id, preference_ids=[int(i) for i in prefs.ids])
             sandbox = self._create_sandbox(
-                backend, config, run_id, resources, sink, socket_dir, {MODEL_PORT: "model.sock"}, "agent"
+                backend,
+                config,
+                run_id,
+                resources,
+                sink,
+                socket_dir,
+                {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"},
+                "agent",
             )
             self._self_test(sandbox, sink)
+            warm.join()
+            gateway = self._services.start_gateway(
+                config, repo_info.root, run_id, resources.workspace.branch, socket_dir / "gateway.sock", sink
+            )
+            resources.stoppers.append(gateway.stop)
 
             move(Phase.RUNNING)
             state.update_run(run_id, started_at=datetime.now(UTC), container_id=sandbox.id)
-            warm.join()
             from corral.agent.claude import AgentSettings, ClaudeDriver
 
             policy = PathPolicy(
@@ -210,6 +226,8 @@ class RunOrchestrator:
                 model_url=f"http://127.0.0.1:{MODEL_PORT}",
                 model_token=model_token,
                 system_append=prefs.section,
+                mcp_servers=gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
+                allowed_mcp_tools=tuple(gateway.allowed_tool_names()),
             )
             driver = ClaudeDriver(sandbox, sink, policy, settings, socket_dir.parent / f"{run_id}.wrapper")
             resources.stoppers.append(lambda: (socket_dir.parent / f"{run_id}.wrapper").unlink(missing_ok=True))

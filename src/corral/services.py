@@ -18,6 +18,7 @@ from corral.settings import Settings
 if TYPE_CHECKING:
     from corral.audit import EventSink
     from corral.audit.log import AuditLog
+    from corral.gateway.run import RunGatewayHandle
     from corral.model.playbook import Playbook
     from corral.model.proxy import ModelProxy
     from corral.sandbox import SandboxBackend
@@ -116,6 +117,35 @@ class Services:
         )
         proxy.serve_unix(socket_path)
         return proxy
+
+    # ---- tool gateway --------------------------------------------------------------------------
+
+    def start_gateway(
+        self, config: Config, repo: Path, run_id: str, branch: str, socket_path: Path, sink: EventSink
+    ) -> RunGatewayHandle:
+        """The run's MCP gateway on `socket_path`: built-in forge and deploy tools plus the team's upstreams."""
+        from corral.deploy.local import LocalDeploy
+        from corral.forge.local import LocalForge
+        from corral.gateway.config import GatewayFileConfig, load_gateway_file
+        from corral.gateway.run import RunGateway
+
+        upstreams_file = repo / config.gateway.upstreams_file
+        file_config = load_gateway_file(upstreams_file) if upstreams_file.is_file() else GatewayFileConfig()
+        return RunGateway.start(
+            run_id,
+            list(config.gateway.grants),
+            socket_path,
+            sink,
+            config=file_config,
+            secret_refs=config.secrets,
+            forge=LocalForge(self.settings.home / "forge"),
+            deploy=LocalDeploy(self.settings.home / "deploy"),
+            repo=repo,
+            head=branch,
+            base=config.project.base_branch,
+            ttl_seconds=config.gateway.token_ttl_seconds,
+            log_dir=self.settings.home / "gateway" / run_id,
+        )
 
     # ---- memory --------------------------------------------------------------------------------
 

@@ -16,12 +16,16 @@ from typing import Any
 
 import anyio
 from claude_agent_sdk import (
+    AssistantMessage,
     ClaudeAgentOptions,
     HookContext,
     HookInput,
     HookJSONOutput,
     HookMatcher,
     ResultMessage,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
     query,
 )
 from claude_agent_sdk import ClaudeSDKError
@@ -104,6 +108,9 @@ class ClaudeDriver:
         self._settings = settings
         self._wrapper = write_wrapper(sandbox, container_env(settings), wrapper)
         self._stderr: list[str] = []
+        self._hooked: set[str] = set()
+        """Tool calls the PreToolUse hook saw; any other refused call was stopped by Claude Code itself."""
+        self._requested: dict[str, str] = {}
 
     # ---- hooks (run on the host, in the SDK's event loop) --------------------------------------
 
@@ -111,6 +118,7 @@ class ClaudeDriver:
         name = str(data.get("tool_name", ""))
         tool_input = dict(data.get("tool_input") or {})
         call_id = tool_use_id or str(data.get("tool_use_id", ""))
+        self._hooked.add(call_id)
         # Durable before the tool runs: if this raises, the hook fails and the call is blocked.
         self._sink.emit(ToolCall(tool_name=name, tool_call_id=call_id, input=tool_input), durable=True)
         decision = self._policy.decide(name, tool_input)
@@ -184,10 +192,35 @@ class ClaudeDriver:
             },
         )
 
+    def _audit_unhooked_refusals(self, message: UserMessage) -> None:
+        """A call to a tool Claude Code does not offer (an ungranted gateway tool, say) never reaches
+        the hooks; record Claude Code's refusal so the attempt is on the audit as a denial."""
+        if not isinstance(message.content, list):
+            return
+        for block in message.content:
+            if not isinstance(block, ToolResultBlock) or not block.is_error or block.tool_use_id in self._hooked:
+                continue
+            text = block.content if isinstance(block.content, str) else str(block.content)
+            self._sink.emit(
+                ToolDenied(
+                    tool_name=self._requested.get(block.tool_use_id, ""),
+                    tool_call_id=block.tool_use_id,
+                    rule="not-offered",
+                    reason=text[:500],
+                ),
+                durable=True,
+            )
+
     async def _session(self, task: str) -> ResultMessage | None:
         result: ResultMessage | None = None
         async for message in query(prompt=task, options=self.options()):
-            if isinstance(message, ResultMessage):
+            if isinstance(message, AssistantMessage):
+                for block in message.content:
+                    if isinstance(block, ToolUseBlock):
+                        self._requested[block.id] = block.name
+            elif isinstance(message, UserMessage):
+                self._audit_unhooked_refusals(message)
+            elif isinstance(message, ResultMessage):
                 result = message
         return result
 
