@@ -318,3 +318,20 @@ def test_upstream_dying_mid_stream_ends_with_an_error_event(
     assert events[-1][1]["error"]["type"] == "api_error"
     (recorded,) = sink.of("model.response")
     assert recorded.stop_reason == "error" and recorded.text.startswith("Running it.")
+
+
+def test_user_turn_summary_leaves_out_system_reminders() -> None:
+    from corral.model.proxy import _summarise_user_turn
+
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<system-reminder>\n# Environment\ncwd: /workspace\n</system-reminder>"},
+                {"type": "text", "text": "Fix the failing test"},
+            ],
+        }
+    ]
+    assert _summarise_user_turn(messages) == "Fix the failing test"
+    text_only = [{"role": "user", "content": "<system-reminder>x</system-reminder>\nhello"}]
+    assert _summarise_user_turn(text_only) == "hello"

@@ -16,6 +16,7 @@ import errno
 import hmac
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -83,8 +84,15 @@ class Upstream:
         return cls.anthropic(key, env.get("ANTHROPIC_BASE_URL") or None)
 
 
+_SYSTEM_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+
+
 def _summarise_user_turn(messages: Any) -> str:
-    """A short account of the newest user message: the prompt text or the tool results it carries."""
+    """A short account of the newest user message: the prompt text or the tool results it carries.
+
+    Claude Code's `<system-reminder>` blocks (environment, context notes) are left out: they are the
+    same on every turn and would bury what the agent actually saw.
+    """
     if not isinstance(messages, list):
         return ""
     for message in reversed(messages):
@@ -92,13 +100,13 @@ def _summarise_user_turn(messages: Any) -> str:
             continue
         content = message.get("content")
         if isinstance(content, str):
-            return content[:_SUMMARY_CHARS]
+            return _SYSTEM_REMINDER.sub("", content).strip()[:_SUMMARY_CHARS]
         parts: list[str] = []
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
+                parts.append(_SYSTEM_REMINDER.sub("", str(block.get("text", ""))))
             elif block.get("type") == "tool_result":
                 inner = block.get("content")
                 if isinstance(inner, list):
