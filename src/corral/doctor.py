@@ -67,8 +67,10 @@ def run_checks(services: Services, repo: Path) -> list[Check]:
 
     try:
         state = services.state(config)
-        info = state.info()
-        checks.append(Check("state", True, f"{info.backend} {info.url_redacted}, migration {info.revision}"))
+        info = state.describe()
+        checks.append(
+            Check("state", True, f"{info.backend} {info.url} (team {info.team}), migration {info.revision}")
+        )
     except CorralError as exc:
         checks.append(Check("state", False, exc.message, exc.hint or ""))
 

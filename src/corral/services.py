@@ -79,7 +79,7 @@ class Services:
     def sandbox_backend(self) -> SandboxBackend:
         from corral.sandbox.docker import DockerBackend
 
-        return DockerBackend(self.docker())  # type: ignore[arg-type]
+        return DockerBackend(self.docker(), owner=str(self.settings.home))  # type: ignore[arg-type]
 
     def ensure_images(self, config: Config) -> None:
         from corral.sandbox.images import ensure_images

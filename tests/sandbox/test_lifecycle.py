@@ -42,6 +42,8 @@ def test_orphans_lists_dead_runs_and_remove_container_removes_them(
     assert sandbox.mask_dir.is_dir()  # holds the empty files over hidden files
     assert sandbox.id in backend.orphans(set())
     assert sandbox.id not in backend.orphans({run_id})
+    # Another corral home (another owner) never judges, or removes, this home's containers.
+    assert sandbox.id not in DockerBackend(client, owner="/some/other/home").orphans(set())
     backend.remove_container(sandbox.id)
     with pytest.raises(docker.errors.NotFound):
         client.containers.get(sandbox.id)

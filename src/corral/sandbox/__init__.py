@@ -15,6 +15,8 @@ from typing import Protocol
 RUN_LABEL = "io.corral.run"
 PURPOSE_LABEL = "io.corral.purpose"
 CLAUDE_CODE_LABEL = "io.corral.claude-code"
+OWNER_LABEL = "io.corral.owner"
+"""Which corral home created a container: `corral gc` only ever judges its own home's containers."""
 SOCKETS_IN_CONTAINER = "/run/corral"
 AGENT_UID = 1000
 """The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""

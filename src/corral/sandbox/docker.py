@@ -29,6 +29,7 @@ import docker.errors
 
 from corral.errors import EgressError, SandboxError
 from corral.sandbox import (
+    OWNER_LABEL,
     PURPOSE_LABEL,
     RUN_LABEL,
     SOCKETS_IN_CONTAINER,
@@ -240,9 +241,10 @@ def remove_container(client: docker.DockerClient, container_id: str, mask_root: 
 class DockerBackend:
     """SandboxBackend over the local Docker Engine."""
 
-    def __init__(self, client: docker.DockerClient, *, mask_root: Path | None = None) -> None:
+    def __init__(self, client: docker.DockerClient, *, mask_root: Path | None = None, owner: str = "") -> None:
         self._client = client
         self._mask_root = mask_root or default_mask_root()
+        self._owner = owner
 
     def create(self, spec: SandboxSpec) -> DockerSandbox:
         name = _container_name(spec)
@@ -253,6 +255,7 @@ class DockerBackend:
             PURPOSE_LABEL: spec.purpose,
             HOST_PID_LABEL: str(os.getpid()),
             MASK_DIR_LABEL: str(mask_dir),
+            OWNER_LABEL: self._owner,
         }
         try:
             container = self._client.containers.create(
@@ -315,7 +318,9 @@ class DockerBackend:
 
     def orphans(self, live_run_ids: set[str]) -> list[str]:
         try:
-            containers = self._client.containers.list(all=True, filters={"label": RUN_LABEL})
+            containers = self._client.containers.list(
+                all=True, filters={"label": [RUN_LABEL, f"{OWNER_LABEL}={self._owner}"]}
+            )
         except docker.errors.DockerException as exc:
             raise _wrap("list corral containers", exc) from exc
         return [
