@@ -9,17 +9,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from corral.audit.log import AuditLog
-from corral.audit.timeline import counts, render, timeline
-from corral.audit.verify import VerifyReport, verify_file
 from corral.errors import CorralError, NotFound
-from corral.events import parse_event
-from corral.settings import load_settings
+
+if TYPE_CHECKING:
+    from corral.audit.log import AuditLog
+    from corral.audit.verify import VerifyReport
+
+# The audit library (its stores bring sqlalchemy and pymongo) is imported inside the commands, so
+# that every other `corral` command (and `corral --help`) starts without paying for it.
 
 app = typer.Typer(no_args_is_help=True, help="Read, verify and export the audit log.")
 out = Console()
@@ -37,6 +39,9 @@ def _print_json(data: Any) -> None:
 
 @contextmanager
 def _audit(url: str | None) -> Iterator[AuditLog]:
+    from corral.audit.log import AuditLog
+    from corral.settings import load_settings
+
     try:
         audit = AuditLog.open(load_settings(), url, allow_offline=True, background=False)
     except CorralError as exc:
@@ -77,6 +82,9 @@ def tail(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a run's events as they arrive (from the store and the local spool); stops at run.finished."""
+    from corral.audit.timeline import render, timeline
+    from corral.events import parse_event
+
     last = 0
     with _audit(store) as audit:
         while True:
@@ -104,6 +112,8 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """The run's timeline: what the agent saw, decided, did, and what shipped."""
+    from corral.audit.timeline import counts, render, timeline
+
     with _audit(store) as audit:
         events = audit.read(run)
     if not events:
@@ -138,6 +148,8 @@ def verify(
     if file is not None:
         try:
             from corral.audit.blobs import BlobStore
+            from corral.audit.verify import verify_file
+            from corral.settings import load_settings
 
             reports = verify_file(file, blobs=BlobStore(load_settings().home / "blobs"), strict=strict)
         except CorralError as exc:

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.config import load_config
-from corral.deploy.local import LocalDeploy
 from corral.errors import ConfigError, CorralError
-from corral.forge.local import LocalForge
-from corral.gateway.check import check_grants
-from corral.gateway.config import GatewayFileConfig, load_gateway_file
-from corral.gateway.run import build_gateway
-from corral.gateway.serve import GatewayServer
-from corral.gateway.server import Gateway
-from corral.gateway.sinks import JsonlSink
-from corral.settings import load_settings
+
+if TYPE_CHECKING:
+    from corral.gateway.server import Gateway
+
+# The gateway library (mcp, starlette, uvicorn) is imported inside the commands, so that every other
+# `corral` command (and `corral --help`) starts without paying for it.
 
 GATEWAY_FILE = "corral-gateway.toml"
 
@@ -37,6 +33,14 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 def _gateway(
     repo: Path, gateway_file: Path | None, sink_path: Path | None = None
 ) -> tuple[Gateway, list[str]]:
+    from corral.config import load_config
+    from corral.deploy.local import LocalDeploy
+    from corral.forge.local import LocalForge
+    from corral.gateway.config import GatewayFileConfig, load_gateway_file
+    from corral.gateway.run import build_gateway
+    from corral.gateway.sinks import JsonlSink
+    from corral.settings import load_settings
+
     settings = load_settings()
     config = load_config(repo)
     default_file = repo / GATEWAY_FILE
@@ -74,6 +78,8 @@ def check(
     as_json: Json = False,
 ) -> None:
     """Print the tools, and the argument shapes, a grant set allows (a dry run for policy authors)."""
+    from corral.gateway.check import check_grants
+
     try:
         gateway, default_grants = _gateway(repo, gateway_file)
         result = check_grants(gateway, list(token_grants or default_grants))
@@ -109,6 +115,9 @@ def serve(
     as_json: Json = False,
 ) -> None:
     """Serve the gateway over streamable HTTP and print one capability token for the given grants."""
+    from corral.gateway.serve import GatewayServer
+    from corral.settings import load_settings
+
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         _fail(ConfigError(f"--listen {listen!r} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8765"))

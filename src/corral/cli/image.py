@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.config import load_config
 from corral.errors import CorralError
-from corral.sandbox.images import AGENT_IMAGE, BASE_IMAGE, build_images, docker_client, list_images
+
+# corral.sandbox.images pulls in the docker SDK; it is imported inside the commands so that every
+# other `corral` command (and `corral --help`) starts without paying for it.
 
 app = typer.Typer(help="Build and list corral's container images (no registry needed).", no_args_is_help=True)
 
@@ -32,6 +33,9 @@ def build(
     repo: Path = typer.Option(Path("."), "--repo", help="Where corral.toml (the Claude Code pin) lives."),
 ) -> None:
     """Build corral/base:bookworm (debootstrap + docker import) and corral/agent:default."""
+    from corral.config import load_config
+    from corral.sandbox.images import AGENT_IMAGE, BASE_IMAGE, build_images, docker_client
+
     console = Console(stderr=True)
     try:
         pin = load_config(repo).agent.claude_code
@@ -75,6 +79,8 @@ def build(
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print the images as JSON.")) -> None:
     """List corral's images and the images built FROM them, with the Claude Code each carries."""
+    from corral.sandbox.images import docker_client, list_images
+
     try:
         rows = list_images(docker_client())
     except CorralError as exc:

@@ -6,17 +6,19 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.config import Config, load_config
-from corral.settings import load_settings
-from corral.state import preferences as prefs
-from corral.state.db import StateStore, resolve_state_url
-from corral.state.models import Preference
+if TYPE_CHECKING:
+    from corral.config import Config
+    from corral.state.db import StateStore
+    from corral.state.models import Preference
+
+# The state library (sqlalchemy, alembic) is imported inside the commands, so that every other
+# `corral` command (and `corral --help`) starts without paying for it.
 
 app = typer.Typer(help="Learned preferences: what reviewers taught the agent.", no_args_is_help=True)
 
@@ -29,6 +31,10 @@ By = Annotated[str, typer.Option("--by", help="Who is adding it (recorded with t
 
 @contextmanager
 def _store(repo: Path) -> Iterator[tuple[StateStore, Config]]:
+    from corral.config import load_config
+    from corral.settings import load_settings
+    from corral.state.db import StateStore, resolve_state_url
+
     settings = load_settings()
     config = load_config(repo)
     store = StateStore.open(
@@ -80,6 +86,8 @@ def list_cmd(
     as_json: Json = False,
 ) -> None:
     """List the project's preferences (active ones unless --all)."""
+    from corral.state import preferences as prefs
+
     with _store(repo) as (store, config):
         items = prefs.list_preferences(store, project or config.project.name, include_inactive=show_all)
     if as_json:
@@ -103,6 +111,8 @@ def add_cmd(
     as_json: Json = False,
 ) -> None:
     """Add a preference by hand."""
+    from corral.state import preferences as prefs
+
     with _store(repo) as (store, config):
         pref = prefs.add_preference(
             store, project or config.project.name, rule, scope_glob=glob, confidence=confidence, created_by=by
@@ -117,6 +127,8 @@ def retire_cmd(
     as_json: Json = False,
 ) -> None:
     """Stop injecting a preference (it stays on record)."""
+    from corral.state import preferences as prefs
+
     with _store(repo) as (store, _config):
         pref = prefs.retire(store, pref_id)
     _report(pref, as_json, f"retired preference {pref.id}")
@@ -132,6 +144,8 @@ def supersede_cmd(
     as_json: Json = False,
 ) -> None:
     """Replace a preference with a new rule; the old one stops being injected."""
+    from corral.state import preferences as prefs
+
     with _store(repo) as (store, _config):
         new = prefs.supersede(store, pref_id, rule, scope_glob=glob, created_by=by)
     _report(new, as_json, f"preference {pref_id} superseded by {new.id}")
@@ -149,6 +163,8 @@ def match_cmd(
     as_json: Json = False,
 ) -> None:
     """Show which preferences a run with this task would get, and the prompt section."""
+    from corral.state import preferences as prefs
+
     with _store(repo) as (store, config):
         paths = path or prefs.likely_paths_from_text(task) or None
         chosen = prefs.retrieve(store, project or config.project.name, task, paths, budget)
