@@ -38,7 +38,16 @@ def create_demo_repo(target: Path) -> Path:
     _git(["init", "--quiet", "--initial-branch=main"], cwd=target)
     _git(["add", "--all"], cwd=target)
     _git(
-        ["-c", "user.name=corral demo", "-c", "user.email=demo@corral.invalid", "commit", "--quiet", "-m", "Sample project"],
+        [
+            "-c",
+            "user.name=corral demo",
+            "-c",
+            "user.email=demo@corral.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "Sample project",
+        ],
         cwd=target,
     )
     return target

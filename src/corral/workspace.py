@@ -8,6 +8,7 @@ could have rewritten if a mount ever failed).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -67,7 +68,9 @@ class Workspace:
     """The worktree's private git dir inside the repo's .git (`.git/worktrees/<name>`)."""
 
     def git(self, args: list[str], env: dict[str, str] | None = None) -> str:
-        return _git(["--git-dir", str(self.git_dir), "--work-tree", str(self.path), *args], cwd=self.path, env=env)
+        return _git(
+            ["--git-dir", str(self.git_dir), "--work-tree", str(self.path), *args], cwd=self.path, env=env
+        )
 
 
 @dataclass(frozen=True)
@@ -81,15 +84,20 @@ def inspect_repo(repo: Path, base_branch: str) -> RepoInfo:
     """Check that `repo` is a git repo with `base_branch`, and report its dirty paths."""
     repo = repo.expanduser()
     if not repo.is_dir():
-        raise WorkspaceError(f"{repo}: no such directory", hint="pass --repo with the path of a git repository")
+        raise WorkspaceError(
+            f"{repo}: no such directory", hint="pass --repo with the path of a git repository"
+        )
     try:
         top = Path(_git(["rev-parse", "--show-toplevel"], cwd=repo).strip())
     except WorkspaceError:
         raise WorkspaceError(
-            f"{repo}: not a git repository", hint="run corral inside a git checkout, or `git init` and commit first"
+            f"{repo}: not a git repository",
+            hint="run corral inside a git checkout, or `git init` and commit first",
         ) from None
     try:
-        commit = _git(["rev-parse", "--verify", "--quiet", f"refs/heads/{base_branch}^{{commit}}"], cwd=top).strip()
+        commit = _git(
+            ["rev-parse", "--verify", "--quiet", f"refs/heads/{base_branch}^{{commit}}"], cwd=top
+        ).strip()
     except WorkspaceError:
         branches = _git(["for-each-ref", "--format=%(refname:short)", "refs/heads"], cwd=top).split()
         raise WorkspaceError(
@@ -126,18 +134,14 @@ def hand_over(ws: Workspace, uid: int) -> None:
 def remove_worktree(repo: Path, path: Path) -> None:
     """Remove the worktree directory and its registration; the run branch and its commit stay."""
     if repo.is_dir():
-        try:
+        with contextlib.suppress(WorkspaceError):
             _git(["worktree", "remove", "--force", "--force", str(path)], cwd=repo)
-        except WorkspaceError:
-            pass
     if path.exists():
         # A worktree the agent filled with unreadable files is still ours to delete.
         shutil.rmtree(path, ignore_errors=True)
     if repo.is_dir():
-        try:
+        with contextlib.suppress(WorkspaceError):
             _git(["worktree", "prune"], cwd=repo)
-        except WorkspaceError:
-            pass
 
 
 def matches_any(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -184,7 +188,5 @@ def branch_diff_stat(repo: Path, base_commit: str, branch: str) -> str:
 
 
 def delete_branch(repo: Path, branch: str) -> None:
-    try:
+    with contextlib.suppress(WorkspaceError):
         _git(["branch", "-D", branch], cwd=repo)
-    except WorkspaceError:
-        pass

@@ -50,7 +50,9 @@ def edit_diff(tool_name: str, tool_input: dict[str, Any], tool_response: Any, re
     response = tool_response if isinstance(tool_response, dict) else {}
     original = response.get("originalFile")
     if tool_name == "Write":
-        return unified_diff(rel_path, original if isinstance(original, str) else "", str(tool_input.get("content", "")))
+        return unified_diff(
+            rel_path, original if isinstance(original, str) else "", str(tool_input.get("content", ""))
+        )
     edits = tool_input.get("edits") if tool_name == "MultiEdit" else [tool_input]
     edit_list = [e for e in (edits or []) if isinstance(e, dict)]
     if isinstance(original, str):
@@ -95,6 +97,8 @@ def result_events(
     elif tool_name in EDIT_TOOLS and error is None:
         path = rel_path if rel_path is not None else str(tool_input.get("file_path", ""))
         events.append(
-            FileEdit(tool_call_id=tool_use_id, path=path, diff=edit_diff(tool_name, tool_input, response, path))
+            FileEdit(
+                tool_call_id=tool_use_id, path=path, diff=edit_diff(tool_name, tool_input, response, path)
+            )
         )
     return events

@@ -74,7 +74,9 @@ class ProgressPrinter:
             case CommitMade():
                 self._line(f"committed {event.commit[:10]} on {event.branch} ({len(event.files)} files)")
             case CheckResult():
-                verdict = "[green]passed[/green]" if event.passed else f"[red]failed (exit {event.exit_code})[/red]"
+                verdict = (
+                    "[green]passed[/green]" if event.passed else f"[red]failed (exit {event.exit_code})[/red]"
+                )
                 self._line(f"checks `{escape(event.command)}` {verdict}")
             case RunFinished():
                 colour = "green" if event.phase == "awaiting_approval" else "red"

@@ -241,7 +241,9 @@ def remove_container(client: docker.DockerClient, container_id: str, mask_root: 
 class DockerBackend:
     """SandboxBackend over the local Docker Engine."""
 
-    def __init__(self, client: docker.DockerClient, *, mask_root: Path | None = None, owner: str = "") -> None:
+    def __init__(
+        self, client: docker.DockerClient, *, mask_root: Path | None = None, owner: str = ""
+    ) -> None:
         self._client = client
         self._mask_root = mask_root or default_mask_root()
         self._owner = owner
