@@ -18,6 +18,7 @@ import anyio
 from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
+    ClaudeSDKError,
     HookContext,
     HookInput,
     HookJSONOutput,
@@ -28,7 +29,6 @@ from claude_agent_sdk import (
     UserMessage,
     query,
 )
-from claude_agent_sdk import ClaudeSDKError
 
 from corral.agent.hook_events import EDIT_TOOLS, result_events
 from corral.agent.policy import PathPolicy
@@ -36,7 +36,18 @@ from corral.audit import EventSink
 from corral.events import AgentStopped, ToolCall, ToolDenied
 from corral.sandbox import Sandbox
 
-BUILTIN_TOOLS = ("Bash", "Read", "Edit", "Write", "MultiEdit", "Glob", "Grep", "LS", "TodoWrite", "NotebookEdit")
+BUILTIN_TOOLS = (
+    "Bash",
+    "Read",
+    "Edit",
+    "Write",
+    "MultiEdit",
+    "Glob",
+    "Grep",
+    "LS",
+    "TodoWrite",
+    "NotebookEdit",
+)
 
 
 @dataclass(frozen=True)
@@ -90,12 +101,22 @@ def container_env(settings: AgentSettings) -> dict[str, str]:
 def write_wrapper(sandbox: Sandbox, env: dict[str, str], path: Path) -> Path:
     """Write the `cli_path` script: `docker exec -i` of `claude` in the container, args passed through."""
     argv = sandbox.exec_command(["claude"], env=env)
-    script = "#!/bin/sh\n# corral: runs the pinned Claude Code inside the run's container\nexec " + " ".join(
-        shlex.quote(arg) for arg in argv
-    ) + ' "$@"\n'
+    script = (
+        "#!/bin/sh\n# corral: runs the pinned Claude Code inside the run's container\nexec "
+        + " ".join(shlex.quote(arg) for arg in argv)
+        + ' "$@"\n'
+    )
     path.write_text(script)
     path.chmod(0o700)
     return path
+
+
+def _tool_input(data: HookInput) -> dict[str, Any]:
+    """A copy of the hook's `tool_input` (every tool hook carries one; the others give an empty dict)."""
+    # HookInput is a union of TypedDicts and only the tool hooks declare `tool_input`, so `.get`
+    # is typed `object`; the SDK declares it as dict[str, Any] wherever it exists.
+    raw = data.get("tool_input")
+    return dict(raw) if isinstance(raw, dict) else {}
 
 
 class ClaudeDriver:
@@ -116,7 +137,7 @@ class ClaudeDriver:
 
     async def _pre_tool_use(self, data: HookInput, tool_use_id: str | None, _: HookContext) -> HookJSONOutput:
         name = str(data.get("tool_name", ""))
-        tool_input = dict(data.get("tool_input") or {})
+        tool_input = _tool_input(data)
         call_id = tool_use_id or str(data.get("tool_use_id", ""))
         self._hooked.add(call_id)
         # Durable before the tool runs: if this raises, the hook fails and the call is blocked.
@@ -141,9 +162,11 @@ class ClaudeDriver:
             return None
         return self._policy.relative(str(tool_input.get("file_path", "")))
 
-    async def _post_tool_use(self, data: HookInput, tool_use_id: str | None, _: HookContext) -> HookJSONOutput:
+    async def _post_tool_use(
+        self, data: HookInput, tool_use_id: str | None, _: HookContext
+    ) -> HookJSONOutput:
         name = str(data.get("tool_name", ""))
-        tool_input = dict(data.get("tool_input") or {})
+        tool_input = _tool_input(data)
         call_id = tool_use_id or str(data.get("tool_use_id", ""))
         error = data.get("error") if data.get("hook_event_name") == "PostToolUseFailure" else None
         events = result_events(
@@ -198,7 +221,11 @@ class ClaudeDriver:
         if not isinstance(message.content, list):
             return
         for block in message.content:
-            if not isinstance(block, ToolResultBlock) or not block.is_error or block.tool_use_id in self._hooked:
+            if (
+                not isinstance(block, ToolResultBlock)
+                or not block.is_error
+                or block.tool_use_id in self._hooked
+            ):
                 continue
             text = block.content if isinstance(block.content, str) else str(block.content)
             self._sink.emit(
@@ -248,10 +275,14 @@ class ClaudeDriver:
         finally:
             watchdog.cancel()
         if timed_out.is_set():
-            return AgentOutcome(0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True)
+            return AgentOutcome(
+                0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True
+            )
         if result is None:
             tail = " | ".join(line.strip() for line in self._stderr[-5:] if line.strip())
-            return AgentOutcome(0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False)
+            return AgentOutcome(
+                0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False
+            )
         usage = result.usage or {}
         return AgentOutcome(
             turns=result.num_turns,

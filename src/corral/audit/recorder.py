@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from corral.audit.blobs import MAX_EVENT_BYTES, BlobStore
 from corral.audit.chain import Checkpoint, canonical, chain_hash, dumps_line
@@ -151,10 +151,10 @@ class RunRecorder:
             payload = self._blobs.externalize(payload, size, MAX_EVENT_BYTES - _SIZE_MARGIN)
         return payload
 
-    def _write_checkpoint(self, reason: str) -> None:
+    def _write_checkpoint(self, reason: Literal["interval", "close"]) -> None:
         if self._seq == 0:
             return
-        cp = Checkpoint(run_id=self.run_id, seq=self._seq, hash=self._hash, reason=reason)  # type: ignore[arg-type]
+        cp = Checkpoint(run_id=self.run_id, seq=self._seq, hash=self._hash, reason=reason)
         self._writer.write(cp.line())
         self._since_checkpoint = 0
 
