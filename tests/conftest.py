@@ -31,7 +31,11 @@ def require_env(name: str) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in list(os.environ):
-        if name.startswith("ANTHROPIC_") or name in {"CLAUDE_CODE_OAUTH_TOKEN", "CORRAL_STATE_URL", "CORRAL_AUDIT_URL"}:
+        if name.startswith("ANTHROPIC_") or name in {
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "CORRAL_STATE_URL",
+            "CORRAL_AUDIT_URL",
+        }:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY_KEY)
     # Short on purpose: per-run unix socket paths live under the home and must fit in 108 bytes.

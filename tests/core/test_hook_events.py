@@ -3,7 +3,9 @@ from corral.events import FileEdit, ShellCommand, ToolResult
 
 
 def test_bash_success_is_a_shell_command_with_exit_zero() -> None:
-    events = result_events("Bash", {"command": "pytest -q"}, "t1", response={"stdout": "2 passed", "stderr": ""})
+    events = result_events(
+        "Bash", {"command": "pytest -q"}, "t1", response={"stdout": "2 passed", "stderr": ""}
+    )
     assert isinstance(events[0], ToolResult) and events[0].output == "2 passed"
     shell = events[1]
     assert isinstance(shell, ShellCommand)
@@ -32,7 +34,9 @@ def test_edit_becomes_a_unified_diff_of_the_whole_file() -> None:
 
 
 def test_write_of_a_new_file_diffs_against_empty() -> None:
-    events = result_events("Write", {"file_path": "/workspace/n.txt", "content": "hi\n"}, "t4", response={}, rel_path="n.txt")
+    events = result_events(
+        "Write", {"file_path": "/workspace/n.txt", "content": "hi\n"}, "t4", response={}, rel_path="n.txt"
+    )
     assert isinstance(events[1], FileEdit) and "+hi" in events[1].diff
 
 

@@ -327,7 +327,10 @@ def test_user_turn_summary_leaves_out_system_reminders() -> None:
         {
             "role": "user",
             "content": [
-                {"type": "text", "text": "<system-reminder>\n# Environment\ncwd: /workspace\n</system-reminder>"},
+                {
+                    "type": "text",
+                    "text": "<system-reminder>\n# Environment\ncwd: /workspace\n</system-reminder>",
+                },
                 {"type": "text", "text": "Fix the failing test"},
             ],
         }
