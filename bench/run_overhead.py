@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,7 +67,18 @@ def run_corral(playbook: Path, work: Path, index: int) -> tuple[float, float, in
     started_wall = time.time()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "run", "bench", "--repo", str(repo), "--playbook", str(playbook), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "run",
+            "bench",
+            "--repo",
+            str(repo),
+            "--playbook",
+            str(playbook),
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=clean_env(home),
@@ -90,7 +100,9 @@ def run_corral(playbook: Path, work: Path, index: int) -> tuple[float, float, in
 
 
 def serve_scripted(playbook: Playbook, sock_path: Path) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(scripted_app(playbook, "/workspace"), uds=str(sock_path), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(scripted_app(playbook, "/workspace"), uds=str(sock_path), log_level="warning")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.02)
@@ -108,13 +120,15 @@ def run_baseline(playbook: Playbook, work: Path, index: int) -> float:
     script = (
         "socat TCP-LISTEN:7301,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/run/corral/model.sock & "
         "while ! (exec 3<>/dev/tcp/127.0.0.1/7301) 2>/dev/null; do sleep 0.01; done; "
-        f"claude -p 'bench' --model {MODEL} --max-turns 200 --allowedTools Bash --output-format json > /dev/null"
+        f"claude -p 'bench' --model {MODEL} --max-turns 200 --allowedTools Bash "
+        "--output-format json > /dev/null"
     )
     argv = [
         "docker", "run", "--rm", "--network", "none", "--user", "1000:1000", "--read-only",
         "--tmpfs", "/tmp", "--tmpfs", "/home/agent:uid=1000,gid=1000",
         "-v", f"{sock_dir}:/run/corral", "-v", f"{workspace}:/workspace", "-w", "/workspace",
-        "-e", "HOME=/home/agent", "-e", "ANTHROPIC_BASE_URL=http://127.0.0.1:7301", "-e", f"ANTHROPIC_API_KEY={CANARY}",
+        "-e", "HOME=/home/agent", "-e", "ANTHROPIC_BASE_URL=http://127.0.0.1:7301",
+        "-e", f"ANTHROPIC_API_KEY={CANARY}",
         "-e", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "-e", "DISABLE_AUTOUPDATER=1",
         DEFAULT_IMAGE, "bash", "-c", script,
     ]  # fmt: skip
@@ -126,7 +140,9 @@ def run_baseline(playbook: Playbook, work: Path, index: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
@@ -141,7 +157,11 @@ def main() -> None:
         firsts.append(first)
         rss.append(peak)
         base_walls.append(run_baseline(playbook, work, i))
-        print(f"  round {i + 1}: corral {wall:.2f}s (first request {first:.2f}s)  baseline {base_walls[-1]:.2f}s", flush=True)
+        print(
+            f"  round {i + 1}: corral {wall:.2f}s (first request {first:.2f}s)  "
+            f"baseline {base_walls[-1]:.2f}s",
+            flush=True,
+        )
     a, b = statistics.median(corral_walls), statistics.median(base_walls)
     rows = [
         ("wall time, corral run (a), p50", f"{a:.2f} s", ""),

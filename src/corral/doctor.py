@@ -39,17 +39,18 @@ def run_checks(services: Services, repo: Path) -> list[Check]:
             "claude code",
             bundled == config.agent.claude_code,
             f"pinned {config.agent.claude_code}, claude-agent-sdk bundles {bundled}",
-            "set [agent].claude_code to the bundled version, or install the claude-agent-sdk that bundles the pin",
+            "set [agent].claude_code to the bundled version, "
+            "or install the claude-agent-sdk that bundles the pin",
         )
     )
     try:
         client = services.docker()
-        version = client.version().get("Version", "?")  # type: ignore[attr-defined]
+        version = client.version().get("Version", "?")
         checks.append(Check("docker", True, f"Docker Engine {version}"))
         from corral.sandbox.images import find_image, image_claude_code
 
         image = config.sandbox.image
-        found = find_image(client, image)  # type: ignore[arg-type]
+        found = find_image(client, image)
         label = image_claude_code(found) if found is not None else None
         if found is None:
             checks.append(Check("image", False, f"{image} is not built", "corral image build"))
@@ -82,13 +83,19 @@ def run_checks(services: Services, repo: Path) -> list[Check]:
                 "audit",
                 status.reachable,
                 f"{status.description}; spool backlog {status.backlog} events",
-                "" if status.reachable else "check [stores].audit_url / CORRAL_AUDIT_URL; events wait in the spool",
+                ""
+                if status.reachable
+                else "check [stores].audit_url / CORRAL_AUDIT_URL; events wait in the spool",
             )
         )
     except CorralError as exc:
         checks.append(Check("audit", False, exc.message, exc.hint or ""))
 
-    key = "set (used only by the host proxy)" if os.environ.get("ANTHROPIC_API_KEY") else "not set: the scripted model is used"
+    key = (
+        "set (used only by the host proxy)"
+        if os.environ.get("ANTHROPIC_API_KEY")
+        else "not set: the scripted model is used"
+    )
     checks.append(Check("model key", True, f"ANTHROPIC_API_KEY {key}"))
     services.close()
     return checks

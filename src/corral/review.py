@@ -49,7 +49,8 @@ def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rej
     _check_reviewer(run.repo, reviewer)
     if run.phase != Phase.AWAITING_APPROVAL:
         raise RunError(
-            f"run {run.run_id} is {run.phase}, not awaiting_approval", hint="only a finished run can be rejected"
+            f"run {run.run_id} is {run.phase}, not awaiting_approval",
+            hint="only a finished run can be rejected",
         )
     state.transition(run.run_id, Phase.REJECTED, f"rejected by {reviewer}", expect=Phase.AWAITING_APPROVAL)
     approval = state.record_approval(run.run_id, reviewer, "rejected", "run", feedback)

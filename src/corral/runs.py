@@ -16,8 +16,8 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -215,7 +215,9 @@ class RunOrchestrator:
             from corral.agent.claude import AgentSettings, ClaudeDriver
 
             policy = PathPolicy(
-                config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
+                config.sandbox.workdir,
+                tuple(config.sandbox.readonly_paths),
+                tuple(config.sandbox.hidden_paths),
             )
             settings = AgentSettings(
                 model=config.agent.model,
@@ -230,21 +232,29 @@ class RunOrchestrator:
                 allowed_mcp_tools=tuple(gateway.allowed_tool_names()),
             )
             driver = ClaudeDriver(sandbox, sink, policy, settings, socket_dir.parent / f"{run_id}.wrapper")
-            resources.stoppers.append(lambda: (socket_dir.parent / f"{run_id}.wrapper").unlink(missing_ok=True))
+            resources.stoppers.append(
+                lambda: (socket_dir.parent / f"{run_id}.wrapper").unlink(missing_ok=True)
+            )
             outcome = driver.run(request.task)
             state.update_run(
                 run_id,
                 cost_usd=outcome.cost_usd,
                 input_tokens=outcome.input_tokens,
                 output_tokens=outcome.output_tokens,
-                result={"turns": outcome.turns, "stop_reason": outcome.stop_reason, "text": outcome.result[:4000]},
+                result={
+                    "turns": outcome.turns,
+                    "stop_reason": outcome.stop_reason,
+                    "text": outcome.result[:4000],
+                },
             )
             self._remove_sandboxes(resources, sink)
             if outcome.is_error:
                 raise RunError(f"the agent did not finish: {outcome.stop_reason}")
 
             protected = (*config.sandbox.readonly_paths, *config.sandbox.hidden_paths)
-            commit = commit_changes(resources.workspace, f"corral: {request.task}\n\nRun: {run_id}", protected)
+            commit = commit_changes(
+                resources.workspace, f"corral: {request.task}\n\nRun: {run_id}", protected
+            )
             if commit is not None:
                 sink.emit(
                     CommitMade(
@@ -261,7 +271,11 @@ class RunOrchestrator:
             state.update_run(
                 run_id,
                 checks_passed=check.passed,
-                checks={"command": check.command, "exit_code": check.exit_code, "duration_ms": check.duration_ms},
+                checks={
+                    "command": check.command,
+                    "exit_code": check.exit_code,
+                    "duration_ms": check.duration_ms,
+                },
             )
             move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
@@ -269,7 +283,7 @@ class RunOrchestrator:
             raise
         except CorralError as exc:
             reason = exc.message
-        except Exception as exc:  # noqa: BLE001 - any crash must still leave a recorded, cleaned-up run
+        except Exception as exc:
             reason = f"internal error: {type(exc).__name__}: {exc}"
             raise
         finally:
@@ -339,7 +353,8 @@ class RunOrchestrator:
         )
         if not passed:
             raise EgressError(
-                f"egress self-test failed in container {sandbox.id[:12]}, refusing to start the agent: {detail}",
+                f"egress self-test failed in container {sandbox.id[:12]}, "
+                f"refusing to start the agent: {detail}",
                 hint="the container must have only loopback and no route to the host; check the Docker setup",
             )
 

@@ -16,6 +16,8 @@ from corral.config import Config
 from corral.settings import Settings
 
 if TYPE_CHECKING:
+    from docker import DockerClient
+
     from corral.audit import EventSink
     from corral.audit.log import AuditLog
     from corral.gateway.run import RunGatewayHandle
@@ -42,7 +44,7 @@ class Services:
         self.progress: Progress = progress or (lambda _msg: None)
         self._state: StateStore | None = None
         self._audit: AuditLog | None = None
-        self._docker: object | None = None
+        self._docker: DockerClient | None = None
 
     # ---- stores --------------------------------------------------------------------------------
 
@@ -69,7 +71,7 @@ class Services:
 
     # ---- sandbox -------------------------------------------------------------------------------
 
-    def docker(self) -> object:
+    def docker(self) -> DockerClient:
         if self._docker is None:
             from corral.sandbox.images import docker_client
 
@@ -79,12 +81,12 @@ class Services:
     def sandbox_backend(self) -> SandboxBackend:
         from corral.sandbox.docker import DockerBackend
 
-        return DockerBackend(self.docker(), owner=str(self.settings.home))  # type: ignore[arg-type]
+        return DockerBackend(self.docker(), owner=str(self.settings.home))
 
     def ensure_images(self, config: Config) -> None:
         from corral.sandbox.images import ensure_images
 
-        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self.progress)  # type: ignore[arg-type]
+        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self.progress)
 
     # ---- model ---------------------------------------------------------------------------------
 
@@ -123,7 +125,8 @@ class Services:
     def start_gateway(
         self, config: Config, repo: Path, run_id: str, branch: str, socket_path: Path, sink: EventSink
     ) -> RunGatewayHandle:
-        """The run's MCP gateway on `socket_path`: built-in forge and deploy tools plus the team's upstreams."""
+        """The run's MCP gateway on `socket_path`: the built-in forge and deploy tools, and the team's
+        upstreams."""
         from corral.deploy.local import LocalDeploy
         from corral.forge.local import LocalForge
         from corral.gateway.config import GatewayFileConfig, load_gateway_file

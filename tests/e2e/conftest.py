@@ -85,7 +85,9 @@ class RunResult:
         return [e for e in self.events if e.kind == kind]
 
 
-def run_task(repo: Path, task: str, playbook: Path | None = None, settings: Settings | None = None) -> RunResult:
+def run_task(
+    repo: Path, task: str, playbook: Path | None = None, settings: Settings | None = None
+) -> RunResult:
     settings = settings or Settings()
     services = Services(settings)
     try:
@@ -99,7 +101,9 @@ def run_task(repo: Path, task: str, playbook: Path | None = None, settings: Sett
 
 def leftovers(docker_client: Any, settings: Settings, run_id: str) -> list[str]:
     """Everything a run could leave behind: containers, its socket directory, its worktree."""
-    found = [c.id for c in docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})]
+    found = [
+        c.id for c in docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    ]
     if settings.run_socket_dir(run_id).exists():
         found.append(str(settings.run_socket_dir(run_id)))
     if (settings.worktrees_dir / run_id).exists():

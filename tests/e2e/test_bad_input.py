@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from corral.sandbox.docker import HOST_PID_LABEL
-
 from corral.settings import Settings
 from tests.e2e.conftest import make_repo
 
@@ -42,7 +41,9 @@ def assert_nothing_left(outcome: Outcome) -> None:
     for folder in (settings.worktrees_dir, settings.sockets_dir):
         assert not folder.exists() or not any(folder.iterdir()), f"{folder} has leftovers"
     listing = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={HOST_PID_LABEL}={outcome.pid}"], capture_output=True, text=True
+        ["docker", "ps", "-aq", "--filter", f"label={HOST_PID_LABEL}={outcome.pid}"],
+        capture_output=True,
+        text=True,
     )
     assert listing.stdout.strip() == ""
 
@@ -92,7 +93,15 @@ def test_missing_base_branch(repo: Path, playbook: Path) -> None:
 
 
 def test_no_docker_engine(repo: Path, playbook: Path) -> None:
-    proc = corral("run", "task", "--repo", str(repo), "--playbook", str(playbook), env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    proc = corral(
+        "run",
+        "task",
+        "--repo",
+        str(repo),
+        "--playbook",
+        str(playbook),
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
     assert proc.returncode == 2
     assert "Docker Engine" in proc.stderr and "dockerd" in proc.stderr
     assert_nothing_left(proc)

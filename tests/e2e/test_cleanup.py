@@ -1,4 +1,4 @@
-"""After a normal run, a failed run, and a SIGKILL of `corral run` followed by `corral gc`, nothing is left."""
+"""After a normal run, a failed run, and a SIGKILL of `corral run` then `corral gc`, nothing is left."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.docker
 # A plain `sleep 120` is refused by Claude Code's Bash tool, which asks for background jobs instead.
 SLOW = (
     "turns:\n"
-    "  - tool_use: [{name: Bash, input: {command: 'python3 -c \"import time; time.sleep(120)\"', timeout: 600000}}]\n"
+    "  - tool_use: [{name: Bash, input: "
+    "{command: 'python3 -c \"import time; time.sleep(120)\"', timeout: 600000}}]\n"
     "  - text: done\n"
 )
 
@@ -30,7 +31,9 @@ SLOW = (
 def test_wall_clock_limit_fails_the_run_and_cleans_up(
     agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any
 ) -> None:
-    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[agent]\ntimeout_seconds = 8\n[checks]\ncommand = 'true'\n")
+    repo = make_repo(
+        tmp_path / "r", {"a.txt": "a\n"}, "[agent]\ntimeout_seconds = 8\n[checks]\ncommand = 'true'\n"
+    )
     started = time.monotonic()
     result = run_task(repo, "sleep", write_playbook(SLOW))
     assert result.record.phase == "failed"
@@ -48,7 +51,7 @@ def _wait_for_running(settings: Settings, timeout: float = 180) -> str:
             for run in services.state().list_runs(limit=5):
                 if run.phase == "running":
                     return run.run_id
-        except Exception:  # noqa: BLE001 - the DB may not exist yet
+        except Exception:
             pass
         finally:
             services.close()
@@ -56,10 +59,22 @@ def _wait_for_running(settings: Settings, timeout: float = 180) -> str:
     raise AssertionError("the run never reached the running phase")
 
 
-def test_sigkill_then_gc_leaves_nothing(agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any) -> None:
+def test_sigkill_then_gc_leaves_nothing(
+    agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any
+) -> None:
     repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "run", "sleep", "--repo", str(repo), "--playbook", str(write_playbook(SLOW))],
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "run",
+            "sleep",
+            "--repo",
+            str(repo),
+            "--playbook",
+            str(write_playbook(SLOW)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ),
@@ -67,11 +82,15 @@ def test_sigkill_then_gc_leaves_nothing(agent_image: str, docker_client: Any, tm
     settings = Settings()
     run_id = _wait_for_running(settings)
     time.sleep(2)  # let the agent's tool call start inside the container
-    assert leftovers(docker_client, settings, run_id), "a live run should hold a container, sockets and a worktree"
+    assert leftovers(docker_client, settings, run_id), (
+        "a live run should hold a container, sockets and a worktree"
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
 
-    gc = subprocess.run([sys.executable, "-m", "corral", "gc", "--json"], capture_output=True, text=True, timeout=120)
+    gc = subprocess.run(
+        [sys.executable, "-m", "corral", "gc", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert gc.returncode == 0, gc.stderr
     report = json.loads(gc.stdout)
     assert run_id in report["runs_failed"]
@@ -83,7 +102,12 @@ def test_sigkill_then_gc_leaves_nothing(agent_image: str, docker_client: Any, tm
     finally:
         services.close()
     assert record.phase == "failed" and "orphaned" in record.failure_reason
-    assert subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout.count("\n") == 1
+    assert (
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True
+        ).stdout.count("\n")
+        == 1
+    )
 
 
 def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
@@ -91,7 +115,17 @@ def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
 ) -> None:
     repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "run", "sleep", "--repo", str(repo), "--playbook", str(write_playbook(SLOW))],
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "run",
+            "sleep",
+            "--repo",
+            str(repo),
+            "--playbook",
+            str(write_playbook(SLOW)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

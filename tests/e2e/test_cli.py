@@ -20,7 +20,11 @@ pytestmark = pytest.mark.docker
 
 def corral(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "corral", *args], capture_output=True, text=True, env=dict(os.environ), timeout=120
+        [sys.executable, "-m", "corral", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
     )
     if ok:
         assert proc.returncode == 0, proc.stderr

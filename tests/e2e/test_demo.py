@@ -23,6 +23,7 @@ def scripted_upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingUpst
     with serve_upstream(demo_playbook_path(), monkeypatch) as upstream:
         yield upstream
 
+
 pytestmark = pytest.mark.docker
 
 
@@ -62,11 +63,11 @@ def test_the_key_never_reaches_container_files_env_or_the_records(
 ) -> None:
     playbook = write_playbook(
         "turns:\n"
-        "  - tool_use: [{name: Bash, input: {command: 'env; cat /proc/1/environ | tr \"\\\\0\" \"\\\\n\"'}}]\n"
+        '  - tool_use: [{name: Bash, input: {command: \'env; cat /proc/1/environ | tr "\\\\0" "\\\\n"\'}}]\n'
         # The key is searched for in two halves joined by the shell, so the command itself (which
         # Claude Code keeps in its transcript) does not contain what it looks for.
         f"  - tool_use: [{{name: Bash, input: {{command: 'a={CANARY_KEY[:12]}; b={CANARY_KEY[12:24]}; "
-        f"grep -rl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \"$a$b\" / 2>/dev/null; "
+        f'grep -rl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "$a$b" / 2>/dev/null; '
         f"echo searched'}}}}]\n"
         "  - text: done\n"
     )

@@ -38,10 +38,14 @@ def test_agent_opens_a_pr_through_the_gateway_and_cannot_merge(
 
     # The merge tool is not even listed for an agent token, so the attempt never reaches an upstream:
     # the model's decision to call it and Claude Code's refusal are on record, and no merge happened.
-    attempts = [u for r in result.of("model.response") for u in r.tool_uses if u.name.endswith("merge_pull_request")]
+    attempts = [
+        u for r in result.of("model.response") for u in r.tool_uses if u.name.endswith("merge_pull_request")
+    ]
     assert len(attempts) == 1
     denied = [d for d in result.of("tool.denied") if d.tool_call_id == attempts[0].id]
-    assert [(d.tool_name, d.rule) for d in denied] == [("mcp__corral__forge_merge_pull_request", "not-offered")]
+    assert [(d.tool_name, d.rule) for d in denied] == [
+        ("mcp__corral__forge_merge_pull_request", "not-offered")
+    ]
     assert all(not c.tool_name.endswith("merge_pull_request") for c in calls)
     prs = LocalForge(result.settings.home / "forge").list()
     assert [(p.number, p.state) for p in prs] == [(1, "open")]

@@ -70,11 +70,12 @@ ATTEMPTS = {
         "| grep -v -E '^(ANTHROPIC_API_KEY=corral-run-|CLAUDE_CODE_MESSAGING_TOKEN=)')\""
     ),
     "su_root": "su -c id root < /dev/null",
-    "setuid_files": "test -n \"$(find / -xdev -perm /6000 -type f 2>/dev/null)\"",
+    "setuid_files": 'test -n "$(find / -xdev -perm /6000 -type f 2>/dev/null)"',
     "setuid_call": "python3 -c 'import os; os.setuid(0)'",
     "other_model": (
-        "python3 -c \"import json,os,urllib.request as u; "
-        "r=u.Request('http://127.0.0.1:7301/v1/messages', data=json.dumps({'model':'claude-opus-4-1-20250805',"
+        'python3 -c "import json,os,urllib.request as u; '
+        "r=u.Request('http://127.0.0.1:7301/v1/messages', "
+        "data=json.dumps({'model':'claude-opus-4-1-20250805',"
         "'max_tokens':5,'messages':[{'role':'user','content':'hi'}]}).encode(), "
         "headers={'x-api-key':os.environ['ANTHROPIC_API_KEY'],'content-type':'application/json',"
         "'anthropic-version':'2023-06-01'}); u.urlopen(r)\""
@@ -123,7 +124,12 @@ def scene(agent_image: str, docker_client: Any, tmp_path_factory: pytest.TempPat
         host_canary.write_text("untouched\n")
         repo = make_repo(
             base / "repo",
-            {"app.py": "x = 1\n", "billing/rates.py": RATES, "secrets/key.txt": SECRET + "\n", ".env": f"TOKEN={SECRET}\n"},
+            {
+                "app.py": "x = 1\n",
+                "billing/rates.py": RATES,
+                "secrets/key.txt": SECRET + "\n",
+                ".env": f"TOKEN={SECRET}\n",
+            },
             CONFIG,
         )
         probe = HostProbe()

@@ -22,7 +22,10 @@ TASK = "Fix the failing calc test in calc/ops.py"
 
 def corral(*args: str) -> Any:
     proc = subprocess.run(
-        [sys.executable, "-m", "corral", *args, "--json"], capture_output=True, text=True, env=dict(os.environ)
+        [sys.executable, "-m", "corral", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -33,7 +36,9 @@ def test_rejection_feedback_is_injected_next_time_and_retired_preferences_are_no
 ) -> None:
     playbook = tmp_path / "p.yaml"
     playbook.write_text(PLAYBOOK)
-    repo = make_repo(tmp_path / "repo", {"calc/ops.py": "def add(a, b):\n    return a + b\n"}, "[checks]\ncommand='true'\n")
+    repo = make_repo(
+        tmp_path / "repo", {"calc/ops.py": "def add(a, b):\n    return a + b\n"}, "[checks]\ncommand='true'\n"
+    )
 
     with serve_upstream(playbook, monkeypatch) as upstream:
         first = run_task(repo, TASK)

@@ -75,6 +75,9 @@ class Session:
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": SMALL,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
+            # The fix keeps the file's size, and the edit lands within the same second as the first
+            # pytest run: a cached .pyc from that run would still look fresh and hide the fix.
+            "PYTHONDONTWRITEBYTECODE": "1",
         }
         command = [
             str(claude_binary()), "-p", "do it", "--output-format", "stream-json", "--verbose",

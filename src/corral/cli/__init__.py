@@ -26,7 +26,9 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
-RepoOption = Annotated[Path, typer.Option("--repo", help="The git repository to work on.", show_default="current directory")]
+RepoOption = Annotated[
+    Path, typer.Option("--repo", help="The git repository to work on.", show_default="current directory")
+]
 
 
 def emit_json(data: Any) -> None:

@@ -48,7 +48,9 @@ def _print_summary(record: Any) -> None:
     if record.failure_reason:
         out.print(f"  reason: {record.failure_reason}", highlight=False)
     if record.diffstat:
-        out.print(f"  diff ({record.branch}):\n" + "\n".join("    " + ln for ln in record.diffstat.splitlines()))
+        out.print(
+            f"  diff ({record.branch}):\n" + "\n".join("    " + ln for ln in record.diffstat.splitlines())
+        )
     if record.checks_passed is not None:
         out.print(f"  checks: {'passed' if record.checks_passed else 'failed'}")
     out.print(f"  see: corral show {record.run_id} | corral audit show {record.run_id}", highlight=False)
@@ -60,7 +62,8 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str, typer.Argument(help="What the agent should do, in plain words.")],
         repo: RepoOption = Path("."),
         playbook: Annotated[
-            Path | None, typer.Option(help="Play this scripted-model playbook instead of calling a live model.")
+            Path | None,
+            typer.Option(help="Play this scripted-model playbook instead of calling a live model."),
         ] = None,
         config: Annotated[Path | None, typer.Option(help="corral.toml to use (default: the repo's).")] = None,
         as_json: JsonFlag = False,
@@ -113,7 +116,14 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("run", "phase", "project", "task", "created", "cost")
         for r in records:
-            table.add_row(r.run_id, str(r.phase), r.project, r.task[:50], f"{r.created_at:%Y-%m-%d %H:%M}", f"${r.cost_usd:.4f}")
+            table.add_row(
+                r.run_id,
+                str(r.phase),
+                r.project,
+                r.task[:50],
+                f"{r.created_at:%Y-%m-%d %H:%M}",
+                f"${r.cost_usd:.4f}",
+            )
         out.print(table)
 
     @app.command()
@@ -137,7 +147,10 @@ def register(app: typer.Typer) -> None:
             ("model", f"{record.model} (small: {record.small_model})"),
             ("elapsed", f"{record.elapsed_seconds:.1f}s" if record.elapsed_seconds is not None else "-"),
             ("cost", f"${record.cost_usd:.4f}  tokens in {record.input_tokens} / out {record.output_tokens}"),
-            ("checks", "-" if record.checks_passed is None else ("passed" if record.checks_passed else "failed")),
+            (
+                "checks",
+                "-" if record.checks_passed is None else ("passed" if record.checks_passed else "failed"),
+            ),
             ("events", str(len(events))),
         ]
         if record.failure_reason:
@@ -145,15 +158,22 @@ def register(app: typer.Typer) -> None:
         for key, value in rows:
             out.print(f"  {key:<8} {value}", highlight=False)
         if record.diffstat:
-            out.print("  diff\n" + "\n".join("    " + line for line in record.diffstat.splitlines()), highlight=False)
+            out.print(
+                "  diff\n" + "\n".join("    " + line for line in record.diffstat.splitlines()),
+                highlight=False,
+            )
 
 
 def register_review(app: typer.Typer) -> None:
     @app.command()
     def reject(
         run_id: Annotated[str, typer.Argument(help="The run (or a unique prefix of its id).")],
-        feedback: Annotated[str, typer.Option(help="What was wrong; kept as a preference for future runs.")] = "",
-        reviewer: Annotated[str | None, typer.Option("--as", help="Who rejects (default: your user name).")] = None,
+        feedback: Annotated[
+            str, typer.Option(help="What was wrong; kept as a preference for future runs.")
+        ] = "",
+        reviewer: Annotated[
+            str | None, typer.Option("--as", help="Who rejects (default: your user name).")
+        ] = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Reject a run awaiting approval; its feedback teaches the project's next runs."""
@@ -176,4 +196,6 @@ def register_review(app: typer.Typer) -> None:
             return
         out.print(f"run {result.run_id}: rejected", highlight=False)
         if result.preference is not None:
-            out.print(f"  feedback kept as preference #{result.preference.id} for {result.preference.project}")
+            out.print(
+                f"  feedback kept as preference #{result.preference.id} for {result.preference.project}"
+            )
