@@ -12,7 +12,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.audit.log import AuditLog
 from corral.errors import CorralError
+from corral.events import RunFinished, RunPhase
 from corral.sandbox import SandboxBackend
 from corral.settings import Settings
 from corral.state.db import StateStore
@@ -23,6 +25,7 @@ from corral.workspace import remove_worktree
 @dataclass
 class GcReport:
     runs_failed: list[str] = field(default_factory=list)
+    events_shipped: int = 0
     containers: list[str] = field(default_factory=list)
     socket_dirs: list[str] = field(default_factory=list)
     worktrees: list[str] = field(default_factory=list)
@@ -40,8 +43,29 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def collect(settings: Settings, state: StateStore, backend: SandboxBackend | None) -> GcReport:
+def _record_orphan_in_audit(audit: AuditLog, run_id: str, from_phase: str, reason: str) -> None:
+    """Continue the dead run's chain (from its spooled head) so its audit ends as its state does."""
+    recorder = audit.for_run(run_id)
+    try:
+        recorder.emit(
+            RunPhase(from_phase=from_phase, to_phase=Phase.FAILED.value, reason=reason), durable=True
+        )
+        recorder.emit(RunFinished(phase=Phase.FAILED.value, reason=reason), durable=True)
+    finally:
+        recorder.close()
+
+
+def collect(
+    settings: Settings, state: StateStore, backend: SandboxBackend | None, audit: AuditLog | None = None
+) -> GcReport:
+    """Fail orphaned runs, remove their containers, sockets and worktrees, and ship spooled events.
+
+    Opening the audit log already shipped what dead processes left in the spool: every event that was
+    fsynced before its tool ran reaches the store.
+    """
     report = GcReport()
+    if audit is not None and audit.online:
+        report.events_shipped = audit.ship_pending()
     live: set[str] = set()
     repos: dict[str, str] = {}
     for run in state.list_runs(limit=100_000):
@@ -51,9 +75,12 @@ def collect(settings: Settings, state: StateStore, backend: SandboxBackend | Non
         if pid_alive(run.pid) and run.pid != os.getpid():
             live.add(run.run_id)
             continue
+        reason = "orphaned: the corral process driving it died"
         with contextlib.suppress(CorralError):
-            state.transition(run.run_id, Phase.FAILED, "orphaned: the corral process driving it died")
+            state.transition(run.run_id, Phase.FAILED, reason)
             report.runs_failed.append(run.run_id)
+            if audit is not None:
+                _record_orphan_in_audit(audit, run.run_id, str(run.phase), reason)
     if backend is not None:
         for container_id in backend.orphans(live):
             backend.remove_container(container_id)

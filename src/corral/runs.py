@@ -120,7 +120,6 @@ class RunOrchestrator:
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
         # warm them in the background while the worktree, proxy and container are being set up.
         warm = threading.Thread(target=_import_agent_and_gateway, daemon=True)
-        warm.start()
         config, playbook = self.prepare_inputs(request)
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
@@ -177,6 +176,7 @@ class RunOrchestrator:
                 )
             )
             move(Phase.PREPARING)
+            warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
             self._services.ensure_images(config)
             resources.workspace = create_worktree(repo_info, run_id, self._services.settings.worktrees_dir)
             hand_over(resources.workspace, AGENT_UID)

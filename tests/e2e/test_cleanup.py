@@ -102,12 +102,23 @@ def test_sigkill_then_gc_leaves_nothing(
     finally:
         services.close()
     assert record.phase == "failed" and "orphaned" in record.failure_reason
-    assert (
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True
-        ).stdout.count("\n")
-        == 1
-    )
+    worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True)
+    assert worktrees.stdout.count("\n") == 1
+
+    # Crash safety: the tool call that was running when the process died was fsynced before it ran,
+    # so it reached the store; the chain, continued by gc to record the failure, verifies.
+    services = Services(settings)
+    try:
+        events = services.audit().read(run_id)
+        report = services.audit().verify(run_id)
+    finally:
+        services.close()
+    sleeping = [
+        e for e in events if e.kind == "tool.call" and "time.sleep(120)" in e.input.get("command", "")
+    ]
+    assert len(sleeping) == 1
+    assert [e.kind for e in events[-2:]] == ["run.phase", "run.finished"] and events[-1].phase == "failed"
+    assert report.ok, report.summary()
 
 
 def test_ctrl_c_records_the_run_as_failed_and_cleans_up(

@@ -55,12 +55,17 @@ def register(app: typer.Typer) -> None:
             backend = services.sandbox_backend()
         except SandboxError:
             backend = None
-        report = collect(services.settings, services.state(), backend)
-        services.close()
+        try:
+            report = collect(services.settings, services.state(), backend, services.audit())
+        finally:
+            services.close()
         if as_json:
             emit_json(dataclasses.asdict(report))
             return
         for label, items in dataclasses.asdict(report).items():
+            if isinstance(items, int):
+                out.print(f"{label.replace('_', ' ')}: {items}", highlight=False)
+                continue
             out.print(f"{label.replace('_', ' ')}: {len(items)}", highlight=False)
             for item in items:
                 out.print(f"  {item}", highlight=False)
