@@ -38,8 +38,8 @@ def test_store_outage_mid_run_loses_nothing(agent_image: str, tmp_path: Path) ->
     repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
     (tmp_path / "p.yaml").write_text(PLAYBOOK)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "run", "outage", "--repo", str(repo), "--playbook", str(tmp_path / "p.yaml"),
-         "--json"],
+        [sys.executable, "-m", "corral", "run", "outage", "--repo", str(repo),
+         "--playbook", str(tmp_path / "p.yaml"), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout is not None
