@@ -13,6 +13,8 @@ import pytest
 
 from corral.demo import DEMO_CONFIG, demo_playbook_path
 from corral.model.demo_repo import DEMO_FILES, DEMO_TASK
+from corral.services import Services
+from corral.settings import Settings
 from tests.e2e.conftest import make_repo, run_task
 
 pytestmark = pytest.mark.docker
@@ -87,3 +89,20 @@ def test_after_a_run_the_reports_agree(agent_image: str, tmp_path: Path) -> None
 
     gc = json.loads(corral("gc", "--json").stdout)
     assert gc["containers"] == [] and gc["runs_failed"] == []
+
+
+def test_run_reports_a_dirty_tree_and_leaves_it_alone(agent_image: str, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"}, "[checks]\ncommand = 'true'\n")
+    (repo / "a.py").write_text("x = 2  # my work in progress\n")
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text("turns:\n  - tool_use: [{name: Bash, input: {command: 'cat a.py'}}]\n")
+    proc = corral("run", "look", "--repo", str(repo), "--playbook", str(playbook))
+    assert "uncommitted changes are not included" in proc.stderr and "a.py" in proc.stderr
+    assert (repo / "a.py").read_text() == "x = 2  # my work in progress\n"
+    run_id = json.loads(corral("runs", "--json").stdout)[0]["run_id"]
+    services = Services(Settings())
+    try:
+        shell = [e for e in services.audit().read(run_id) if e.kind == "shell.command"]
+    finally:
+        services.close()
+    assert shell[0].output.strip() == "x = 1"  # the agent worked on the committed file, not the edit

@@ -13,6 +13,7 @@ from corral.events import (
     CommitMade,
     Event,
     ModelRefused,
+    RunCreated,
     RunFinished,
     RunPhase,
     SandboxSelfTest,
@@ -56,6 +57,12 @@ class ProgressPrinter:
             print(json.dumps(event_payload(event), ensure_ascii=False), flush=True)
             return
         match event:
+            case RunCreated() if event.dirty_paths:
+                listed = ", ".join(event.dirty_paths[:8]) + (" …" if len(event.dirty_paths) > 8 else "")
+                self._line(
+                    f"[yellow]warning:[/yellow] uncommitted changes are not included "
+                    f"(the run starts from {event.base_commit[:10]}): {escape(listed)}"
+                )
             case RunPhase():
                 why = f" [dim]({escape(event.reason)})[/dim]" if event.reason else ""
                 self._line(f"[bold cyan]{event.to_phase}[/bold cyan]{why}")

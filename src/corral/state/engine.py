@@ -8,6 +8,8 @@ role with `set_config(..., true)` at the start of every transaction instead of o
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,23 @@ def create_engine(url: URL) -> Engine:
     )
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch a database file to WAL, waiting out a concurrent opener.
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once, without
+    its busy handler, when two processes open a fresh file together; so retry for a while.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_engine(url: URL) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +107,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
