@@ -131,6 +131,7 @@ class Services:
         from corral.forge.local import LocalForge
         from corral.gateway.config import GatewayFileConfig, load_gateway_file
         from corral.gateway.run import RunGateway
+        from corral.gateway.state_tokens import StateRecordedTokenStore
 
         upstreams_file = repo / config.gateway.upstreams_file
         file_config = load_gateway_file(upstreams_file) if upstreams_file.is_file() else GatewayFileConfig()
@@ -147,6 +148,7 @@ class Services:
             head=branch,
             base=config.project.base_branch,
             ttl_seconds=config.gateway.token_ttl_seconds,
+            token_store=StateRecordedTokenStore(self.state(config), config.project.name),
             log_dir=self.settings.home / "gateway" / run_id,
         )
 

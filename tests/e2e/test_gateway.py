@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from corral.forge.local import LocalForge
+from corral.services import Services
+from corral.state.schema import tokens
 from tests.e2e.conftest import leftovers, make_repo, run_task
 
 pytestmark = pytest.mark.docker
@@ -50,3 +53,14 @@ def test_agent_opens_a_pr_through_the_gateway_and_cannot_merge(
     prs = LocalForge(result.settings.home / "forge").list()
     assert [(p.number, p.state) for p in prs] == [(1, "open")]
     assert leftovers(docker_client, result.settings, result.run_id) == []
+
+    # The run's token is on record in the state DB: hashed, scoped to its grants, revoked at run end.
+    services = Services(result.settings)
+    try:
+        with services.state().transaction() as conn:
+            rows = conn.execute(sa.select(tokens).where(tokens.c.run_id == result.run_id)).mappings().all()
+    finally:
+        services.close()
+    assert [r["token_id"] for r in rows] == [allowed[0].token_id]
+    assert len(rows[0]["secret_hash"]) == 64 and "forge.open_pull_request" in rows[0]["scope"]
+    assert rows[0]["revoked_at"] is not None
