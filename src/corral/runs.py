@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
@@ -40,9 +40,10 @@ from corral.events import (
 from corral.model.playbook import Playbook
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.docker import start_host_probe
-from corral.services import Services
+from corral.services import PreferenceSelection, Services
 from corral.state.machine import Phase
 from corral.workspace import (
+    RepoInfo,
     Workspace,
     commit_changes,
     create_worktree,
@@ -50,6 +51,10 @@ from corral.workspace import (
     inspect_repo,
     remove_worktree,
 )
+
+if TYPE_CHECKING:
+    from corral.audit.recorder import RunRecorder
+    from corral.gateway.run import RunGatewayHandle
 
 E = TypeVar("E", bound=Event)
 Observer = Callable[[Event], None]
@@ -102,28 +107,81 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What preparing hands to the agent phase."""
+
+    sandbox: Sandbox
+    model_token: str
+    gateway: RunGatewayHandle
+    prefs: PreferenceSelection
+
+
 class RunOrchestrator:
     def __init__(self, services: Services, observers: list[Observer] | None = None) -> None:
         self._services = services
         self._observers = observers or []
 
-    # ---- validation before anything is created -------------------------------------------------
-
     def prepare_inputs(self, request: RunRequest) -> tuple[Config, Playbook | None]:
-        info_repo = request.repo.expanduser().resolve()
-        config = load_config(info_repo, request.config_path)
+        """Validate everything the user gave before anything is created."""
+        config = load_config(request.repo.expanduser().resolve(), request.config_path)
         playbook = Playbook.from_path(request.playbook) if request.playbook else None
         return config, playbook
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
-        # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
-        # warm them in the background while the worktree, proxy and container are being set up.
-        warm = threading.Thread(target=_import_agent_and_gateway, daemon=True)
         config, playbook = self.prepare_inputs(request)
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
-        state = self._services.state(config)
+        return _Run.start(
+            self._services, self._observers, request, config, playbook, repo_info, backend
+        ).execute()
+
+
+class _Run:
+    """One run, from its recorded creation to its recorded end. Each phase is one method."""
+
+    def __init__(
+        self,
+        services: Services,
+        request: RunRequest,
+        config: Config,
+        playbook: Playbook | None,
+        repo_info: RepoInfo,
+        backend: SandboxBackend,
+        run_id: str,
+        recorder: RunRecorder,
+        sink: EventSink,
+    ) -> None:
+        self.services = services
+        self.request = request
+        self.config = config
+        self.playbook = playbook
+        self.repo_info = repo_info
+        self.backend = backend
+        self.run_id = run_id
+        self.state = services.state(config)
+        self.recorder = recorder
+        self.sink = sink
+        self.resources = _Resources()
+        self.phase = Phase.QUEUED
+        # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
+        # warm them in the background while the worktree, proxy and container are being set up.
+        self.warm = threading.Thread(target=_import_agent_and_gateway, daemon=True)
+
+    @classmethod
+    def start(
+        cls,
+        services: Services,
+        observers: list[Observer],
+        request: RunRequest,
+        config: Config,
+        playbook: Playbook | None,
+        repo_info: RepoInfo,
+        backend: SandboxBackend,
+    ) -> _Run:
+        """Record the run (queued) and open its audit chain."""
+        state = services.state(config)
         project = state.ensure_project(
             name=config.project.name,
             repo=str(repo_info.root),
@@ -139,145 +197,34 @@ class RunOrchestrator:
             model=config.agent.model,
             small_model=config.agent.small_model,
         )
-        run_id = record.run_id
-        state.update_run(run_id, pid=os.getpid())
-        audit = self._services.audit(config)
+        state.update_run(record.run_id, pid=os.getpid())
+        audit = services.audit(config)
         if not audit.online:
-            self._services.progress(
+            services.progress(
                 f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
             )
-        recorder = audit.for_run(run_id)
-        sink = ObservedSink(recorder, self._observers)
+        recorder = audit.for_run(record.run_id)
+        sink = ObservedSink(recorder, observers)
+        return cls(services, request, config, playbook, repo_info, backend, record.run_id, recorder, sink)
+
+    def move(self, to: Phase, why: str = "") -> None:
+        self.state.transition(self.run_id, to, why)
+        self.sink.emit(RunPhase(from_phase=self.phase.value, to_phase=to.value, reason=why))
+        self.phase = to
+
+    def execute(self) -> str:
         started = time.monotonic()
-        resources = _Resources()
-        phase = Phase.QUEUED
         reason = ""
-
-        def move(to: Phase, why: str = "") -> None:
-            nonlocal phase
-            state.transition(run_id, to, why)
-            sink.emit(RunPhase(from_phase=phase.value, to_phase=to.value, reason=why))
-            phase = to
-
         try:
-            host_key = self._services.host_api_key()
-            if host_key:
-                sink.register_secret("ANTHROPIC_API_KEY", host_key)
-            sink.emit(
-                RunCreated(
-                    task=request.task,
-                    repo=str(repo_info.root),
-                    base_commit=repo_info.base_commit,
-                    branch=f"corral/{run_id}",
-                    config_hash=config_hash(config),
-                    model=config.agent.model,
-                    small_model=config.agent.small_model,
-                    dirty_paths=list(repo_info.dirty_paths),
-                )
-            )
-            move(Phase.PREPARING)
-            warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
-            self._services.ensure_images(config)
-            resources.workspace = create_worktree(repo_info, run_id, self._services.settings.worktrees_dir)
-            hand_over(resources.workspace, AGENT_UID)
-            socket_dir = self._services.settings.run_socket_dir(run_id)
-            socket_dir.mkdir(parents=True, exist_ok=True)
-            socket_dir.chmod(0o755)
-            resources.socket_dir = socket_dir
-            model_token = "corral-run-" + pysecrets.token_urlsafe(24)
-            proxy = self._services.start_model_proxy(
-                config, playbook, sink, model_token, socket_dir / "model.sock", host_key
-            )
-            resources.stoppers.append(proxy.stop)
-            prefs = self._services.preferences_for(config, request.task)
-            if prefs.ids:
-                sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
-                state.update_run(run_id, preference_ids=[int(i) for i in prefs.ids])
-            sandbox = self._create_sandbox(
-                backend,
-                config,
-                run_id,
-                resources,
-                sink,
-                socket_dir,
-                {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"},
-                "agent",
-            )
-            self._self_test(sandbox, sink)
-            warm.join()
-            gateway = self._services.start_gateway(
-                config, repo_info.root, run_id, resources.workspace.branch, socket_dir / "gateway.sock", sink
-            )
-            resources.stoppers.append(gateway.stop)
-
-            move(Phase.RUNNING)
-            state.update_run(run_id, started_at=datetime.now(UTC), container_id=sandbox.id)
-            from corral.agent.claude import AgentSettings, ClaudeDriver
-
-            policy = PathPolicy(
-                config.sandbox.workdir,
-                tuple(config.sandbox.readonly_paths),
-                tuple(config.sandbox.hidden_paths),
-            )
-            settings = AgentSettings(
-                model=config.agent.model,
-                small_model=config.agent.small_model,
-                max_turns=config.agent.max_turns,
-                timeout_seconds=config.agent.timeout_seconds,
-                workdir=config.sandbox.workdir,
-                model_url=f"http://127.0.0.1:{MODEL_PORT}",
-                model_token=model_token,
-                system_append=prefs.section,
-                mcp_servers=gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
-                allowed_mcp_tools=tuple(gateway.allowed_tool_names()),
-            )
-            driver = ClaudeDriver(sandbox, sink, policy, settings, socket_dir.parent / f"{run_id}.wrapper")
-            resources.stoppers.append(
-                lambda: (socket_dir.parent / f"{run_id}.wrapper").unlink(missing_ok=True)
-            )
-            outcome = driver.run(request.task)
-            state.update_run(
-                run_id,
-                cost_usd=outcome.cost_usd,
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-                result={
-                    "turns": outcome.turns,
-                    "stop_reason": outcome.stop_reason,
-                    "text": outcome.result[:4000],
-                },
-            )
-            self._remove_sandboxes(resources, sink)
-            if outcome.is_error:
-                raise RunError(f"the agent did not finish: {outcome.stop_reason}")
-
-            protected = (*config.sandbox.readonly_paths, *config.sandbox.hidden_paths)
-            commit = commit_changes(
-                resources.workspace, f"corral: {request.task}\n\nRun: {run_id}", protected
-            )
-            if commit is not None:
-                sink.emit(
-                    CommitMade(
-                        commit=commit.commit,
-                        branch=resources.workspace.branch,
-                        files=list(commit.files),
-                        diff_stat=commit.diff_stat,
-                    )
-                )
-                state.update_run(run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
-
-            move(Phase.CHECKING)
-            check = self._run_checks(backend, config, run_id, resources, sink)
-            state.update_run(
-                run_id,
-                checks_passed=check.passed,
-                checks={
-                    "command": check.command,
-                    "exit_code": check.exit_code,
-                    "duration_ms": check.duration_ms,
-                },
-            )
-            move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
+            self.record_creation()
+            self.move(Phase.PREPARING)
+            prepared = self.prepare()
+            self.move(Phase.RUNNING)
+            self.drive_agent(prepared)
+            self.commit()
+            self.move(Phase.CHECKING)
+            check = self.run_checks()
+            self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
             raise
@@ -287,47 +234,174 @@ class RunOrchestrator:
             reason = f"internal error: {type(exc).__name__}: {exc}"
             raise
         finally:
-            self._release(resources, sink)
-            if phase not in (Phase.AWAITING_APPROVAL, Phase.FAILED):
+            self.release()
+            if self.phase not in (Phase.AWAITING_APPROVAL, Phase.FAILED):
                 with contextlib.suppress(CorralError):
-                    move(Phase.FAILED, reason or "run ended early")
+                    self.move(Phase.FAILED, reason or "run ended early")
             duration = int((time.monotonic() - started) * 1000)
-            state.update_run(run_id, finished_at=datetime.now(UTC))
-            sink.emit(RunFinished(phase=phase.value, reason=reason, duration_ms=duration))
-            recorder.close()
-        return run_id
+            self.state.update_run(self.run_id, finished_at=datetime.now(UTC))
+            self.sink.emit(RunFinished(phase=self.phase.value, reason=reason, duration_ms=duration))
+            self.recorder.close()
+        return self.run_id
 
-    # ---- steps ---------------------------------------------------------------------------------
+    # ---- phases --------------------------------------------------------------------------------
 
-    def _create_sandbox(
-        self,
-        backend: SandboxBackend,
-        config: Config,
-        run_id: str,
-        resources: _Resources,
-        sink: EventSink,
-        socket_dir: Path | None,
-        bridges: dict[int, str],
-        purpose: str,
-    ) -> Sandbox:
-        assert resources.workspace is not None
-        spec = SandboxSpec(
-            run_id=run_id,
-            image=config.sandbox.image,
-            workspace=resources.workspace.path,
+    def record_creation(self) -> None:
+        host_key = self.services.host_api_key()
+        if host_key:
+            self.sink.register_secret("ANTHROPIC_API_KEY", host_key)
+        self.sink.emit(
+            RunCreated(
+                task=self.request.task,
+                repo=str(self.repo_info.root),
+                base_commit=self.repo_info.base_commit,
+                branch=f"corral/{self.run_id}",
+                config_hash=config_hash(self.config),
+                model=self.config.agent.model,
+                small_model=self.config.agent.small_model,
+                dirty_paths=list(self.repo_info.dirty_paths),
+            )
+        )
+
+    def prepare(self) -> _Prepared:
+        """Worktree, sockets, model proxy, sandbox with its self-test, gateway: all a run needs."""
+        self.warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
+        config, resources = self.config, self.resources
+        self.services.ensure_images(config)
+        workspace = resources.workspace = create_worktree(
+            self.repo_info, self.run_id, self.services.settings.worktrees_dir
+        )
+        hand_over(workspace, AGENT_UID)
+        socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
+        socket_dir.mkdir(parents=True, exist_ok=True)
+        socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
+        model_token = "corral-run-" + pysecrets.token_urlsafe(24)
+        proxy = self.services.start_model_proxy(
+            config,
+            self.playbook,
+            self.sink,
+            model_token,
+            socket_dir / "model.sock",
+            self.services.host_api_key(),
+        )
+        resources.stoppers.append(proxy.stop)
+        prefs = self.services.preferences_for(config, self.request.task)
+        if prefs.ids:
+            self.sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
+            self.state.update_run(self.run_id, preference_ids=[int(i) for i in prefs.ids])
+        sandbox = self.create_sandbox(
+            "agent", socket_dir, {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
+        )
+        self.self_test(sandbox)
+        self.warm.join()
+        gateway = self.services.start_gateway(
+            config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
+        )
+        resources.stoppers.append(gateway.stop)
+        return _Prepared(sandbox, model_token, gateway, prefs)
+
+    def drive_agent(self, prepared: _Prepared) -> None:
+        from corral.agent.claude import AgentSettings, ClaudeDriver
+
+        config = self.config
+        self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
+        policy = PathPolicy(
+            config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
+        )
+        settings = AgentSettings(
+            model=config.agent.model,
+            small_model=config.agent.small_model,
+            max_turns=config.agent.max_turns,
+            timeout_seconds=config.agent.timeout_seconds,
             workdir=config.sandbox.workdir,
-            readonly_paths=tuple(config.sandbox.readonly_paths),
-            hidden_paths=tuple(config.sandbox.hidden_paths),
+            model_url=f"http://127.0.0.1:{MODEL_PORT}",
+            model_token=prepared.model_token,
+            system_append=prepared.prefs.section,
+            mcp_servers=prepared.gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
+            allowed_mcp_tools=tuple(prepared.gateway.allowed_tool_names()),
+        )
+        wrapper = self.services.settings.sockets_dir / f"{self.run_id}.wrapper"
+        self.resources.stoppers.append(lambda: wrapper.unlink(missing_ok=True))
+        outcome = ClaudeDriver(prepared.sandbox, self.sink, policy, settings, wrapper).run(self.request.task)
+        self.state.update_run(
+            self.run_id,
+            cost_usd=outcome.cost_usd,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            result={
+                "turns": outcome.turns,
+                "stop_reason": outcome.stop_reason,
+                "text": outcome.result[:4000],
+            },
+        )
+        self.remove_sandboxes()
+        if outcome.is_error:
+            raise RunError(f"the agent did not finish: {outcome.stop_reason}")
+
+    def commit(self) -> None:
+        """Commit the agent's change on the run branch; a change to a protected path fails the run."""
+        workspace = self.resources.workspace
+        assert workspace is not None
+        protected = (*self.config.sandbox.readonly_paths, *self.config.sandbox.hidden_paths)
+        commit = commit_changes(workspace, f"corral: {self.request.task}\n\nRun: {self.run_id}", protected)
+        if commit is None:
+            return
+        self.sink.emit(
+            CommitMade(
+                commit=commit.commit,
+                branch=workspace.branch,
+                files=list(commit.files),
+                diff_stat=commit.diff_stat,
+            )
+        )
+        self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+
+    def run_checks(self) -> CheckResult:
+        """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
+        command = self.config.checks.command
+        sandbox = self.create_sandbox("checks", None, {})
+        started = time.monotonic()
+        result = sandbox.exec(["sh", "-c", command], timeout=self.config.checks.timeout_seconds)
+        check = self.sink.emit(
+            CheckResult(
+                command=command,
+                exit_code=result.exit_code,
+                passed=result.exit_code == 0,
+                output=result.output[-20000:],
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+        )
+        self.remove_sandboxes()
+        self.state.update_run(
+            self.run_id,
+            checks_passed=check.passed,
+            checks={"command": command, "exit_code": check.exit_code, "duration_ms": check.duration_ms},
+        )
+        return check
+
+    # ---- sandboxes and resources ---------------------------------------------------------------
+
+    def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
+        workspace = self.resources.workspace
+        assert workspace is not None
+        sandbox_config = self.config.sandbox
+        spec = SandboxSpec(
+            run_id=self.run_id,
+            image=sandbox_config.image,
+            workspace=workspace.path,
+            workdir=sandbox_config.workdir,
+            readonly_paths=tuple(sandbox_config.readonly_paths),
+            hidden_paths=tuple(sandbox_config.hidden_paths),
             socket_dir=socket_dir,
             bridges=bridges,
-            cpus=config.sandbox.cpus,
-            memory=config.sandbox.memory,
-            pids=config.sandbox.pids,
+            cpus=sandbox_config.cpus,
+            memory=sandbox_config.memory,
+            pids=sandbox_config.pids,
             purpose=purpose,
         )
-        sandbox = backend.create(spec)
-        resources.containers.append(sandbox)
-        sink.emit(
+        sandbox = self.backend.create(spec)
+        self.resources.containers.append(sandbox)
+        self.sink.emit(
             SandboxCreated(
                 container_id=sandbox.id,
                 image=spec.image,
@@ -338,7 +412,7 @@ class RunOrchestrator:
         )
         return sandbox
 
-    def _self_test(self, sandbox: Sandbox, sink: EventSink) -> None:
+    def self_test(self, sandbox: Sandbox) -> None:
         probe = start_host_probe()
         try:
             report = sandbox.self_test(probe.port)
@@ -346,7 +420,7 @@ class RunOrchestrator:
             seen = probe.stop()
         passed = report.passed and seen == 0
         detail = report.detail if seen == 0 else f"the host probe saw {seen} connection(s); {report.detail}"
-        sink.emit(
+        self.sink.emit(
             SandboxSelfTest(
                 passed=passed, interfaces=list(report.interfaces), host_probe=report.host_probe, detail=detail
             )
@@ -358,40 +432,21 @@ class RunOrchestrator:
                 hint="the container must have only loopback and no route to the host; check the Docker setup",
             )
 
-    def _run_checks(
-        self, backend: SandboxBackend, config: Config, run_id: str, resources: _Resources, sink: EventSink
-    ) -> CheckResult:
-        assert resources.workspace is not None
-        sandbox = self._create_sandbox(backend, config, run_id, resources, sink, None, {}, "checks")
-        started = time.monotonic()
-        result = sandbox.exec(["sh", "-c", config.checks.command], timeout=config.checks.timeout_seconds)
-        check = sink.emit(
-            CheckResult(
-                command=config.checks.command,
-                exit_code=result.exit_code,
-                passed=result.exit_code == 0,
-                output=result.output[-20000:],
-                duration_ms=int((time.monotonic() - started) * 1000),
-            )
-        )
-        self._remove_sandboxes(resources, sink)
-        return check
-
-    def _remove_sandboxes(self, resources: _Resources, sink: EventSink | None) -> None:
-        while resources.containers:
-            sandbox = resources.containers.pop()
+    def remove_sandboxes(self) -> None:
+        while self.resources.containers:
+            sandbox = self.resources.containers.pop()
             with contextlib.suppress(CorralError):
                 sandbox.remove()
-            if sink is not None:
-                with contextlib.suppress(CorralError):
-                    sink.emit(SandboxRemoved(container_id=sandbox.id))
+            with contextlib.suppress(CorralError):
+                self.sink.emit(SandboxRemoved(container_id=sandbox.id))
 
-    def _release(self, resources: _Resources, sink: EventSink) -> None:
-        self._remove_sandboxes(resources, sink)
-        for stop in reversed(resources.stoppers):
+    def release(self) -> None:
+        """Give back everything the run holds, in reverse order, whatever happened."""
+        self.remove_sandboxes()
+        for stop in reversed(self.resources.stoppers):
             with contextlib.suppress(Exception):
                 stop()
-        if resources.socket_dir is not None:
-            shutil.rmtree(resources.socket_dir, ignore_errors=True)
-        if resources.workspace is not None:
-            remove_worktree(resources.workspace.repo, resources.workspace.path)
+        if self.resources.socket_dir is not None:
+            shutil.rmtree(self.resources.socket_dir, ignore_errors=True)
+        if self.resources.workspace is not None:
+            remove_worktree(self.resources.workspace.repo, self.resources.workspace.path)
