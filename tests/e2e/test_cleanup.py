@@ -59,26 +59,24 @@ def _wait_for_running(settings: Settings, timeout: float = 180) -> str:
     raise AssertionError("the run never reached the running phase")
 
 
+def _start_slow_run(tmp_path: Path, write_playbook: Any) -> tuple[Path, subprocess.Popen[str]]:
+    """`corral run` of a playbook whose one tool call takes two minutes, as a separate process."""
+    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
+    argv = ["run", "sleep", "--repo", str(repo), "--playbook", str(write_playbook(SLOW))]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    return repo, proc
+
+
 def test_sigkill_then_gc_leaves_nothing(
     agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any
 ) -> None:
-    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "run",
-            "sleep",
-            "--repo",
-            str(repo),
-            "--playbook",
-            str(write_playbook(SLOW)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
+    repo, proc = _start_slow_run(tmp_path, write_playbook)
     settings = Settings()
     run_id = _wait_for_running(settings)
     time.sleep(2)  # let the agent's tool call start inside the container
@@ -124,24 +122,7 @@ def test_sigkill_then_gc_leaves_nothing(
 def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
     agent_image: str, docker_client: Any, tmp_path: Path, write_playbook: Any
 ) -> None:
-    repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral",
-            "run",
-            "sleep",
-            "--repo",
-            str(repo),
-            "--playbook",
-            str(write_playbook(SLOW)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
+    _, proc = _start_slow_run(tmp_path, write_playbook)
     settings = Settings()
     run_id = _wait_for_running(settings)
     time.sleep(2)
