@@ -12,6 +12,7 @@ from corral.events import (
     CheckResult,
     CommitMade,
     Event,
+    GatewayDecision,
     ModelRefused,
     RunCreated,
     RunFinished,
@@ -76,6 +77,8 @@ class ProgressPrinter:
                 self._line(f"    [{colour}]exit {event.exit_code}[/{colour}]")
             case ToolDenied():
                 self._line(f"    [red]denied[/red] {escape(event.reason)}")
+            case GatewayDecision(allowed=False):
+                self._line(f"    [red]gateway denied[/red] {escape(event.tool_name)}: {escape(event.reason)}")
             case ModelRefused():
                 self._line(f"  [red]model refused[/red] {escape(event.reason)}")
             case CommitMade():
