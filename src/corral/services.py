@@ -28,8 +28,12 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 
-NO_KEY_PLAYBOOK = "turns: []\n"
-"""Without an API key and without --playbook, the scripted model just answers with a final text."""
+NO_KEY_TEXT = (
+    "corral: no ANTHROPIC_API_KEY is set on the host, so no live model was called. "
+    "Export the key for a real run, or pass --playbook FILE for a scripted one."
+)
+NO_KEY_PLAYBOOK = f"turns:\n  - text: {NO_KEY_TEXT!r}\n"
+"""Without an API key and without --playbook, the scripted model only says so."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,11 @@ class Services:
         from corral.model.proxy import ModelProxy, Upstream
 
         if playbook is not None or not host_key:
+            if playbook is None:
+                self.progress(
+                    "no ANTHROPIC_API_KEY on the host and no --playbook: the scripted model answers "
+                    "with a final text and no live model is called"
+                )
             script = playbook or PlaybookModel.from_text(NO_KEY_PLAYBOOK, "<no API key: scripted model>")
             upstream = Upstream.scripted(script, config.sandbox.workdir)
         else:

@@ -106,3 +106,18 @@ def test_run_reports_a_dirty_tree_and_leaves_it_alone(agent_image: str, tmp_path
     finally:
         services.close()
     assert shell[0].output.strip() == "x = 1"  # the agent worked on the committed file, not the edit
+
+
+def test_without_a_key_or_playbook_the_scripted_model_says_so(agent_image: str, tmp_path: Path) -> None:
+    from corral.services import NO_KEY_TEXT
+
+    repo = make_repo(tmp_path / "r", {"a.py": "x = 1\n"}, "[checks]\ncommand = 'true'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "corral", "run", "do something", "--repo", str(repo), "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"kind"')]
+    responses = [e for e in events if e["kind"] == "model.response"]
+    assert responses and responses[-1]["text"] == NO_KEY_TEXT
