@@ -27,6 +27,7 @@ class GcReport:
     runs_failed: list[str] = field(default_factory=list)
     events_shipped: int = 0
     containers: list[str] = field(default_factory=list)
+    mask_dirs: list[str] = field(default_factory=list)
     socket_dirs: list[str] = field(default_factory=list)
     worktrees: list[str] = field(default_factory=list)
 
@@ -85,6 +86,7 @@ def collect(
         for container_id in backend.orphans(live):
             backend.remove_container(container_id)
             report.containers.append(container_id)
+        report.mask_dirs = [str(path) for path in backend.sweep_masks()]
     if settings.sockets_dir.is_dir():
         for entry in settings.sockets_dir.iterdir():
             run_id = entry.name.removesuffix(".wrapper")
