@@ -71,8 +71,8 @@ def test_after_a_run_the_reports_agree(agent_image: str, tmp_path: Path) -> None
     assert shown["phase"] == "awaiting_approval" and shown["events"] == len(result.events)
     assert "calc/ops.py" in shown["diffstat"]
 
-    verify = json.loads(corral("audit", "verify", run_id, "--json").stdout)
-    assert verify[0]["ok"] if isinstance(verify, list) else verify["ok"]
+    [verify] = json.loads(corral("audit", "verify", run_id, "--json").stdout)
+    assert verify["ok"] and verify["events"] == len(result.events) and verify["problems"] == []
 
     # The timeline lists every command and the edit, in the order they happened.
     timeline = corral("audit", "show", run_id).stdout
@@ -84,8 +84,8 @@ def test_after_a_run_the_reports_agree(agent_image: str, tmp_path: Path) -> None
     exported = tmp_path / "run.jsonl"
     corral("audit", "export", run_id, "--format", "jsonl", "-o", str(exported))
     assert len(exported.read_text().splitlines()) >= len(result.events)
-    offline = corral("audit", "verify", "--file", str(exported), "--json")
-    assert '"ok": true' in offline.stdout
+    [offline] = json.loads(corral("audit", "verify", "--file", str(exported), "--json").stdout)
+    assert offline["ok"] and offline["run_id"] == run_id and offline["events"] == len(result.events)
 
     gc = json.loads(corral("gc", "--json").stdout)
     assert gc["containers"] == [] and gc["runs_failed"] == []
