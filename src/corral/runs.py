@@ -165,6 +165,8 @@ class _Run:
         self.sink = sink
         self.resources = _Resources()
         self.phase = Phase.QUEUED
+        self.host_key = services.host_api_key()
+        """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
         # warm them in the background while the worktree, proxy and container are being set up.
         self.warm = threading.Thread(target=_import_agent_and_gateway, daemon=True)
@@ -247,9 +249,8 @@ class _Run:
     # ---- phases --------------------------------------------------------------------------------
 
     def record_creation(self) -> None:
-        host_key = self.services.host_api_key()
-        if host_key:
-            self.sink.register_secret("ANTHROPIC_API_KEY", host_key)
+        if self.host_key:
+            self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
         self.sink.emit(
             RunCreated(
                 task=self.request.task,
@@ -282,7 +283,7 @@ class _Run:
             self.sink,
             model_token,
             socket_dir / "model.sock",
-            self.services.host_api_key(),
+            self.host_key,
         )
         resources.stoppers.append(proxy.stop)
         prefs = self.services.preferences_for(config, self.request.task)
