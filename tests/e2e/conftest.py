@@ -92,11 +92,18 @@ def run_task(
     services = Services(settings)
     try:
         run_id = RunOrchestrator(services).run(RunRequest(task=task, repo=repo, playbook=playbook))
-        record = services.state().get_run(run_id)
-        events = services.audit().read(run_id)
     finally:
         services.close()
-    return RunResult(run_id, record, events, settings)
+    return stored_run(settings, run_id)
+
+
+def stored_run(settings: Settings, run_id: str) -> RunResult:
+    """A run as its state row and audit chain hold it, read through a fresh set of services."""
+    services = Services(settings)
+    try:
+        return RunResult(run_id, services.state().get_run(run_id), services.audit().read(run_id), settings)
+    finally:
+        services.close()
 
 
 def leftovers(docker_client: Any, settings: Settings, run_id: str) -> list[str]:

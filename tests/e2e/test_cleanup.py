@@ -15,7 +15,7 @@ import pytest
 
 from corral.services import Services
 from corral.settings import Settings
-from tests.e2e.conftest import leftovers, make_repo, run_task
+from tests.e2e.conftest import leftovers, make_repo, run_task, stored_run
 
 pytestmark = pytest.mark.docker
 
@@ -94,12 +94,8 @@ def test_sigkill_then_gc_leaves_nothing(
     assert run_id in report["runs_failed"]
     assert report["containers"] and report["worktrees"]
     assert leftovers(docker_client, settings, run_id) == []
-    services = Services(settings)
-    try:
-        record = services.state().get_run(run_id)
-    finally:
-        services.close()
-    assert record.phase == "failed" and "orphaned" in record.failure_reason
+    stored = stored_run(settings, run_id)
+    assert stored.record.phase == "failed" and "orphaned" in stored.record.failure_reason
     worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True)
     assert worktrees.stdout.count("\n") == 1
 
@@ -107,15 +103,12 @@ def test_sigkill_then_gc_leaves_nothing(
     # so it reached the store; the chain, continued by gc to record the failure, verifies.
     services = Services(settings)
     try:
-        events = services.audit().read(run_id)
         report = services.audit().verify(run_id)
     finally:
         services.close()
-    sleeping = [
-        e for e in events if e.kind == "tool.call" and "time.sleep(120)" in e.input.get("command", "")
-    ]
+    sleeping = [c for c in stored.of("tool.call") if "time.sleep(120)" in c.input.get("command", "")]
     assert len(sleeping) == 1
-    assert [e.kind for e in events[-2:]] == ["run.phase", "run.finished"] and events[-1].phase == "failed"
+    assert stored.kinds()[-2:] == ["run.phase", "run.finished"] and stored.events[-1].phase == "failed"
     assert report.ok, report.summary()
 
 
@@ -130,9 +123,5 @@ def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert leftovers(docker_client, settings, run_id) == []
-    services = Services(settings)
-    try:
-        record = services.state().get_run(run_id)
-    finally:
-        services.close()
+    record = stored_run(settings, run_id).record
     assert record.phase == "failed" and "interrupted" in record.failure_reason

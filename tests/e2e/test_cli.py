@@ -13,9 +13,8 @@ import pytest
 
 from corral.demo import DEMO_CONFIG, demo_playbook_path
 from corral.model.demo_repo import DEMO_FILES, DEMO_TASK
-from corral.services import Services
 from corral.settings import Settings
-from tests.e2e.conftest import make_repo, run_task
+from tests.e2e.conftest import make_repo, run_task, stored_run
 
 pytestmark = pytest.mark.docker
 
@@ -100,11 +99,7 @@ def test_run_reports_a_dirty_tree_and_leaves_it_alone(agent_image: str, tmp_path
     assert "uncommitted changes are not included" in proc.stderr and "a.py" in proc.stderr
     assert (repo / "a.py").read_text() == "x = 2  # my work in progress\n"
     run_id = json.loads(corral("runs", "--json").stdout)[0]["run_id"]
-    services = Services(Settings())
-    try:
-        shell = [e for e in services.audit().read(run_id) if e.kind == "shell.command"]
-    finally:
-        services.close()
+    shell = stored_run(Settings(), run_id).of("shell.command")
     assert shell[0].output.strip() == "x = 1"  # the agent worked on the committed file, not the edit
 
 

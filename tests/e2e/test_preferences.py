@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from corral.services import Services
-from tests.e2e.conftest import make_repo, run_task, serve_upstream
+from tests.e2e.conftest import make_repo, run_task, serve_upstream, stored_run
 
 pytestmark = pytest.mark.docker
 
@@ -66,11 +65,6 @@ def test_rejection_feedback_is_injected_next_time_and_retired_preferences_are_no
         assert upstream.systems and all(FEEDBACK not in system for system in upstream.systems)
 
     # The rejection is in the first run's audit chain, by a named human, and the chain still verifies.
-    services = Services(first.settings)
-    try:
-        first_events = services.audit().read(first.run_id)
-    finally:
-        services.close()
-    rejections = [e for e in first_events if e.kind == "approval.rejected"]
+    rejections = stored_run(first.settings, first.run_id).of("approval.rejected")
     assert len(rejections) == 1 and rejections[0].actor == "human:release-lead"
     assert rejections[0].comment == FEEDBACK
