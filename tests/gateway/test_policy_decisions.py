@@ -53,7 +53,7 @@ def catalog(*extra: types.Tool) -> Catalog:
             "kit": [
                 tool("typed", TYPED, ["s"]),
                 tool("peek", {}),
-                tool("to_XML", {"s": {"type": "string"}}),
+                tool("to_XML", {"s": {"type": "string"}, "rootXML": {"type": "string"}}),
                 *extra,
             ],
             "forge": [tool("merge_pull_request", {"number": {"type": "integer"}}), tool("comment", {})],
@@ -137,6 +137,16 @@ def test_json_values_of_another_type_are_not_equal(c: str, arguments: dict[str, 
     opposite = grant.replace(" == ", " != ").replace(" in ", " != ") if " in " not in c else None
     if opposite is not None:
         assert decide([opposite], arguments).allowed is True
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [('["a", "b"]', "ab"), ('{"k": 1}', ["k"]), ('{"k": 1}', "k"), ("[1]", {"0": 1}), ('"k"', {"k": 1})],
+)
+def test_a_list_or_object_never_equals_a_value_of_another_shape(literal: str, value: Any) -> None:
+    grant = f"kit.typed(u == {literal})"  # `u` has no type in its schema: any literal loads
+    assert decide([grant], {"u": value}) == refused(grant, held_by(f"u == {literal}", value))
+    assert decide([f"kit.typed(u != {literal})"], {"u": value}).allowed is True
 
 
 def test_json_numbers_compare_by_value() -> None:
@@ -473,8 +483,9 @@ def test_operators_need_no_spaces() -> None:
 
 
 def test_a_tool_name_with_capitals_is_an_exact_tool_not_a_glob() -> None:
-    policy = compile_policy(['kit.to_XML(s == "a")'], CAT)
-    assert policy.decide("kit.to_XML", CAT.get("kit.to_XML"), {"s": "a"}).allowed is True
+    grant = 'kit.to_XML(rootXML == "doc", s == "a")'
+    policy = compile_policy([grant], CAT)
+    assert policy.decide("kit.to_XML", CAT.get("kit.to_XML"), {"rootXML": "doc", "s": "a"}) == granted(grant)
 
 
 def test_rule_text_pattern_and_read_flag() -> None:
