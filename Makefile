@@ -21,7 +21,7 @@ test: $(VENV)/.installed
 	CORRAL_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
