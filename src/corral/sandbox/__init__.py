@@ -30,6 +30,10 @@ class SandboxSpec:
     workdir: str = "/workspace"
     readonly_paths: tuple[str, ...] = ()
     hidden_paths: tuple[str, ...] = ()
+    """Patterns, read by `corral.paths` as in .gitignore."""
+    required_paths: tuple[str, ...] = ()
+    """Protected paths found in the run's base commit. Each is mounted like a match on disk, and one
+    that is gone (deleted, or moved with its directory) fails the sandbox closed."""
     socket_dir: Path | None = None
     bridges: dict[int, str] = field(default_factory=dict)
     """127.0.0.1 port inside the container -> socket file name inside `socket_dir`."""
