@@ -43,6 +43,8 @@ def pattern_problem(pattern: str) -> str | None:
         return "starts with '#', which .gitignore reads as a comment (write '\\#' for a literal '#')"
     if ".." in PurePosixPath(pattern).parts:
         return "contains '..'"
+    if not pattern.strip("/"):
+        return "names the whole workspace"
     try:
         spec = GitIgnoreSpec.from_lines([pattern])
     except (GitIgnorePatternError, ValueError) as exc:
@@ -87,15 +89,12 @@ class PathRules:
 
     def matches(self, path: str, *, is_dir: bool = False) -> bool:
         """Whether the path, or a directory above it, is matched. `is_dir` marks a directory."""
-        if not self.patterns:
-            return False
-        parts = normalize(path).split("/")
-        if parts == [""]:
+        relative = normalize(path)
+        if not relative:
             return False  # the workspace itself
-        for depth in range(1, len(parts)):
-            if self._spec.match_file("/".join(parts[:depth]) + "/"):
-                return True
-        return bool(self._spec.match_file("/".join(parts) + ("/" if is_dir else "")))
+        # pathspec reads a trailing slash as "a directory", and its gitignore patterns match
+        # everything below a matched directory as well.
+        return bool(self._spec.match_file(relative + ("/" if is_dir else "")))
 
     def select(self, paths: Iterable[str]) -> list[str]:
         """The paths that match, in the order given."""
