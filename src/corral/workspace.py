@@ -217,8 +217,12 @@ def _check_worktree_limits(ws: Workspace, limits: LimitsConfig) -> None:
 def _check_staged_limits(ws: Workspace, changes: list[_Change], limits: LimitsConfig) -> None:
     """The limits again, from the sizes of the blobs the commit would hold: the last word."""
     raw = ws.git(["diff", "--cached", "--no-renames", "--raw", "-z", "--abbrev=40"]).split("\0")
-    blobs = {path: meta.split()[3] for meta, path in zip(raw[0::2], raw[1::2], strict=False) if path}
-    wanted = {path: sha for path, sha in blobs.items() if set(sha) != {"0"}}
+    wanted: dict[str, str] = {}
+    for meta, path in zip(raw[0::2], raw[1::2], strict=False):
+        _, new_mode, _, new_sha, _ = meta.split()
+        # Deletions have no new blob, and a gitlink (an embedded repository) names a commit elsewhere.
+        if path and set(new_sha) != {"0"} and new_mode != "160000":
+            wanted[path] = new_sha
     sizes: dict[str, int] = {}
     if wanted:
         answer = ws.git(["cat-file", "--batch-check=%(objectsize)"], stdin="\n".join(wanted.values()) + "\n")

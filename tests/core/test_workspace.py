@@ -228,3 +228,18 @@ def test_a_file_that_grows_after_the_disk_check_is_still_refused(
         commit_changes(ws, "grow", NONE, SMALL)
     assert git(repo, "rev-parse", ws.branch).strip() == ws.base_commit
     remove_worktree(repo, ws.path)
+
+
+def test_an_embedded_repository_is_counted_without_breaking_the_size_check(
+    repo: Path, tmp_path: Path
+) -> None:
+    ws = create_worktree(inspect_repo(repo, "main"), "r16", tmp_path / "wt")
+    inner = ws.path / "vendored"
+    inner.mkdir()
+    git(inner, "init", "-q")
+    (inner / "f").write_text("f")
+    git(inner, "add", "f")
+    git(inner, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "inner")
+    commit = commit_changes(ws, "gitlink", NONE, SMALL)
+    assert commit is not None and commit.files == ("vendored",)
+    remove_worktree(repo, ws.path)
