@@ -9,10 +9,11 @@ import docker.errors
 import pytest
 
 from corral.errors import SandboxError
+from corral.paths import PathRules
 from corral.sandbox import SOCKETS_IN_CONTAINER, SandboxSpec
 from corral.sandbox.docker import DockerSandbox, bridge_script
 from corral.sandbox.images import build_base_image, docker_client, host_apt_mirror
-from corral.sandbox.mounts import plan_mounts, resolve_patterns
+from corral.sandbox.mounts import find_on_disk, plan_mounts, resolve_patterns
 
 
 def test_mirror_from_deb822_sources(tmp_path: Path) -> None:
@@ -229,3 +230,9 @@ def test_required_paths_are_classified_by_the_same_patterns_as_the_walk(tmp_path
     (ws / "app.py").write_text("x")
     with pytest.raises(SandboxError, match=r"no pattern in corral\.toml matches it"):
         plan_mounts(stray, tmp_path / "m")
+
+
+def test_a_directory_the_walk_cannot_list_fails_closed(tmp_path: Path) -> None:
+    # Root lists any directory, so the walk's error path is reached through one that vanished.
+    with pytest.raises(SandboxError, match="cannot be listed to find protected paths"):
+        find_on_disk(tmp_path / "vanished", PathRules(["*.env"], "hidden_paths"))

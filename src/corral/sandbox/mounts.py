@@ -71,6 +71,14 @@ def _rules(patterns: tuple[str, ...] | list[str], key: str) -> PathRules:
         raise SandboxError(str(exc), hint=f"fix {key} in corral.toml [sandbox]") from None
 
 
+def _unreadable(error: OSError) -> None:
+    """A directory the walk cannot list could hold a match: refuse rather than skip it."""
+    raise SandboxError(
+        f"{error.filename} cannot be listed to find protected paths in it: {error.strerror}",
+        hint="a directory under the workspace must stay readable to corral",
+    )
+
+
 def find_on_disk(workspace: Path, rules: PathRules) -> list[str]:
     """Every workspace path the rules match, outermost only, refusing a match that is a link.
 
@@ -81,7 +89,7 @@ def find_on_disk(workspace: Path, rules: PathRules) -> list[str]:
     found: list[str] = []
     if not rules:
         return found
-    for root, dirs, files in os.walk(workspace):
+    for root, dirs, files in os.walk(workspace, onerror=_unreadable):
         here = Path(root).relative_to(workspace).as_posix()
         prefix = "" if here == "." else here + "/"
         descend = []
