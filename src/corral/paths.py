@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from corral.config import Config
 
 CONTROL_FILE = "corral.toml"
-_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+_GLOB_SPECIAL = re.compile(r"([\\*?\[])")
 # Names that no sensible pattern singles out: a pattern that matches all of them matches everything.
 _PROBES = ("a", "Zq.9", ".x-y_z")
 

@@ -183,6 +183,9 @@ def test_literal_names_exactly_one_root_path() -> None:
     assert literal("corral.toml") == "/corral.toml"
     assert literal("/a\\b/") == "/a\\\\b"
     assert PathRules([literal("a\\b")]).matches("a\\b")
+    assert PathRules([literal("a]b")]).matches("a]b")
+    assert PathRules([literal("[ab]")]).matches("[ab]")
+    assert not PathRules([literal("[ab]")]).matches("a")
 
 
 def test_hidden_wins_over_readonly() -> None:
