@@ -38,6 +38,7 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.model.playbook import Playbook
+from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
@@ -49,6 +50,7 @@ from corral.workspace import (
     create_worktree,
     hand_over,
     inspect_repo,
+    protected_in_commit,
     remove_worktree,
 )
 
@@ -152,6 +154,9 @@ class _Run:
         self.sink = sink
         self.resources = _Resources()
         self.phase = Phase.QUEUED
+        self.protection = Protection.from_config(config)
+        self.base_protected: tuple[str, ...] = ()
+        """The protected paths of the base commit: every sandbox of the run masks exactly these."""
         self.host_key = services.host_api_key()
         """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
@@ -260,6 +265,7 @@ class _Run:
             self.repo_info, self.run_id, self.services.settings.worktrees_dir
         )
         hand_over(workspace, AGENT_UID)
+        self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
         socket_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
@@ -294,7 +300,7 @@ class _Run:
         config = self.config
         self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
         policy = PathPolicy(
-            config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
+            config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
         )
         settings = AgentSettings.from_config(
             config,
@@ -326,8 +332,8 @@ class _Run:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
-        protected = (*self.config.sandbox.readonly_paths, *self.config.sandbox.hidden_paths)
-        commit = commit_changes(workspace, f"corral: {self.request.task}\n\nRun: {self.run_id}", protected)
+        message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
+        commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
             return
         self.sink.emit(
@@ -373,6 +379,8 @@ class _Run:
             run_id=self.run_id,
             workspace=workspace.path,
             purpose=purpose,
+            protection=self.protection,
+            required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
         )
