@@ -113,13 +113,16 @@ async def test_serve_listens_on_tcp_and_prints_a_working_token(repo: Path) -> No
             names = [t.name for t in (await session.list_tools()).tools]
             result = await session.call_tool("forge_list_checks", {"number": 99})
         assert names == ["forge_list_checks"]
-        assert result.is_error and "does not exist" in result.content[0].text
+        # A `serve` token is bound to no run, so it reaches no pull request at all.
+        refusal = json.loads(result.content[0].text)
+        assert result.is_error and (refusal["denied"], refusal["rule"]) == (True, "run-scope")
+        assert "bound to no run" in refusal["reason"]
         async with httpx2.AsyncClient() as http:
             denied = await http.post(info["url"], json={}, headers={"Authorization": "Bearer crt_x_y"})
         assert denied.status_code == 401
         audit = [json.loads(line) for line in Path(info["audit"]).read_text().splitlines()]
         assert [e["kind"] for e in audit] == ["gateway.decision", "gateway.call"]
-        assert audit[1]["outcome"] == "error"
+        assert (audit[0]["allowed"], audit[0]["rule"], audit[1]["outcome"]) == (False, "run-scope", "denied")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -86,6 +86,8 @@ class RunGatewayHandle:
     socket_path: Path
     gateway: Gateway
     server: GatewayServer = field(repr=False)
+    binding: RunBinding = field(repr=False)
+    """What the run's built-in tools act on; holds the deploy requests the run carries out later."""
 
     def mcp_config(self, url: str) -> dict[str, Any]:
         """The `--mcp-config` document: Claude Code reaches `url` through the in-container bridge."""
@@ -152,7 +154,8 @@ class RunGateway:
             log_dir=log_dir,
             environ=environ,
         )
-        gateway.register_run(RunBinding(run_id=run_id, repo=repo, head=head, base=base, sink=sink), sink)
+        binding = RunBinding(run_id=run_id, repo=repo, head=head, base=base, sink=sink)
+        gateway.register_run(binding, sink)
         server = GatewayServer(gateway, uds=socket_path, transport=transport)
         server.start()
         try:
@@ -163,4 +166,6 @@ class RunGateway:
         except BaseException:
             server.stop()
             raise
-        return RunGatewayHandle(run_id, token, record.token_id, policy.version, socket_path, gateway, server)
+        return RunGatewayHandle(
+            run_id, token, record.token_id, policy.version, socket_path, gateway, server, binding
+        )
