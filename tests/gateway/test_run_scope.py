@@ -20,7 +20,7 @@ from corral.deploy.local import LocalDeploy
 from corral.events import DeployRequested, GatewayCall, GatewayDecision
 from corral.forge import Check
 from corral.forge.local import LocalForge
-from corral.gateway.run import RunGateway, RunGatewayHandle
+from corral.gateway.run import RunGateway, RunGatewayHandle, RunGatewaySpec
 from tests.gateway.conftest import MemorySink, mcp_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -48,10 +48,11 @@ def deploy(tmp_path: Path) -> LocalDeploy:
 def handle(
     sock: Path, sink: MemorySink, tmp_path: Path, forge: LocalForge, deploy: LocalDeploy
 ) -> Iterator[RunGatewayHandle]:
-    h = RunGateway.start(
-        "run-1", DEFAULT_GRANTS, sock, sink, forge=forge, deploy=deploy,
+    spec = RunGatewaySpec(
+        "run-1", DEFAULT_GRANTS, sock, forge=forge, deploy=deploy,
         repo=git_repo(tmp_path / "repo"), head="corral/run-1",
     )  # fmt: skip
+    h = RunGateway.start(spec, sink)
     yield h
     h.stop()
 
@@ -180,7 +181,7 @@ async def test_a_token_bound_to_no_run_reaches_no_pr_and_stages_nothing(
     pr = forge.open_pull_request(
         git_repo(tmp_path / "p"), head="h", base="main", title="T", body="", author="human:bob"
     )
-    h = RunGateway.start("loose", DEFAULT_GRANTS, sock, sink, forge=forge, deploy=deploy)
+    h = RunGateway.start(RunGatewaySpec("loose", DEFAULT_GRANTS, sock, forge=forge, deploy=deploy), sink)
     try:
         async with mcp_client(h.socket_path, h.token) as client:
             results = [

@@ -8,17 +8,20 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from corral.errors import CorralError, NotFound
+from corral.cli import ScopeRepoOption, TeamOption
+from corral.errors import CorralError, NotFound, RunNotFound, StoreError
 
 if TYPE_CHECKING:
     from corral.audit.log import AuditLog
     from corral.audit.verify import VerifyReport
+    from corral.services import Services
 
 # The audit library (its stores bring sqlalchemy and pymongo) is imported inside the commands, so
 # that every other `corral` command (and `corral --help`) starts without paying for it.
@@ -37,21 +40,48 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
+@dataclass
+class _Scoped:
+    """The audit log, and the run ids of the command's team (`corral.scope`)."""
+
+    log: AuditLog
+    services: Services
+
+    def run_id(self, run: str) -> str:
+        """A run of the team by id or unique prefix; else the exact chain id, if the log holds it.
+
+        The second case covers chains that are not runs (`corral gateway serve` sessions) and a
+        machine that has only the audit store.
+        """
+        try:
+            return str(self.services.find_run(run).run_id)
+        except RunNotFound:
+            if self.log.rows(run):
+                return run
+            raise
+        except (NotFound, StoreError):
+            return run
+
+
 @contextmanager
-def _audit(url: str | None) -> Iterator[AuditLog]:
+def _audit(url: str | None, team: str | None = None, repo: Path | None = None) -> Iterator[_Scoped]:
     from corral.audit.log import AuditLog
-    from corral.settings import load_settings
+    from corral.cli import _services
 
     try:
-        audit = AuditLog.open(load_settings(), url, allow_offline=True, background=False)
+        services = _services(team=team, repo=repo)
+        audit = AuditLog.open(
+            services.settings, url or services.audit_url(), allow_offline=True, background=False
+        )
     except CorralError as exc:
         _fail(exc)
     try:
-        yield audit
+        yield _Scoped(audit, services)
     except CorralError as exc:
         _fail(exc)
     finally:
         audit.close()
+        services.close()
 
 
 def _fail(exc: CorralError) -> typer.Exit:
@@ -62,10 +92,10 @@ def _fail(exc: CorralError) -> typer.Exit:
 
 
 @app.command("runs")
-def runs_cmd(store: UrlOption = None, as_json: JsonFlag = False) -> None:
+def runs_cmd(store: UrlOption = None, repo: ScopeRepoOption = None, as_json: JsonFlag = False) -> None:
     """List the runs the audit store holds."""
-    with _audit(store) as audit:
-        runs = audit.runs()
+    with _audit(store, repo=repo) as scoped:
+        runs = scoped.log.runs()
     if as_json:
         _print_json([dataclasses.asdict(r) for r in runs])
         return
@@ -75,10 +105,12 @@ def runs_cmd(store: UrlOption = None, as_json: JsonFlag = False) -> None:
 
 @app.command()
 def tail(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id (or a unique prefix), or an audit chain id.")],
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep printing new events.")] = True,
     interval: Annotated[float, typer.Option(help="Seconds between polls while following.")] = 0.5,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Print a run's events as they arrive (from the store and the local spool); stops at run.finished."""
@@ -86,9 +118,10 @@ def tail(
     from corral.events import parse_event
 
     last = 0
-    with _audit(store) as audit:
+    with _audit(store, team, repo) as scoped:
+        run = scoped.run_id(run)
         while True:
-            rows = audit.rows(run, last)
+            rows = scoped.log.rows(run, last)
             for row in rows:
                 event = parse_event(row.data)
                 if as_json:
@@ -106,16 +139,19 @@ def tail(
 
 @app.command()
 def show(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id (or a unique prefix), or an audit chain id.")],
     details: Annotated[bool, typer.Option("--details/--no-details", help="Show diffs and outputs.")] = True,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The run's timeline: what the agent saw, decided, did, and what shipped."""
     from corral.audit.timeline import counts, render, timeline
 
-    with _audit(store) as audit:
-        events = audit.read(run)
+    with _audit(store, team, repo) as scoped:
+        run = scoped.run_id(run)
+        events = scoped.log.read(run)
     if not events:
         _fail(
             NotFound(f"the audit log has no events for run {run}", hint="list runs with `corral audit runs`")
@@ -138,6 +174,8 @@ def verify(
     ] = None,
     strict: Annotated[bool, typer.Option(help="Fail on events after the last checkpoint.")] = False,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check the hash chain and checkpoints; name the first edited, deleted, inserted or reordered event."""
@@ -155,9 +193,9 @@ def verify(
         except CorralError as exc:
             _fail(exc)
     else:
-        with _audit(store) as audit:
-            ids = [r.run_id for r in audit.runs()] if all_runs else [run or ""]
-            reports = [audit.verify(i, strict=strict) for i in ids]
+        with _audit(store, team, repo) as scoped:
+            ids = [r.run_id for r in scoped.log.runs()] if all_runs else [scoped.run_id(run or "")]
+            reports = [scoped.log.verify(i, strict=strict) for i in ids]
     if as_json:
         _print_json([r.model_dump() | {"first": r.first.model_dump() if r.first else None} for r in reports])
     else:
@@ -174,19 +212,21 @@ def verify(
 
 @app.command()
 def export(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id (or a unique prefix), or an audit chain id.")],
     fmt: Annotated[str, typer.Option("--format", help="Export format (jsonl).")] = "jsonl",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")
     ] = None,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
 ) -> None:
     """Write the run's stored events and checkpoints as JSONL; `corral audit verify --file` re-checks it."""
     if fmt != "jsonl":
         err.print(f"unknown format {fmt!r}: only jsonl is supported")
         raise typer.Exit(2)
-    with _audit(store) as audit:
-        lines = audit.export(run)
+    with _audit(store, team, repo) as scoped:
+        lines = scoped.log.export(scoped.run_id(run))
     text = "\n".join(lines) + "\n"
     if output is None:
         sys.stdout.write(text)
