@@ -68,7 +68,7 @@ def victims(forge: LocalForge, tmp_path: Path, handle: RunGatewayHandle) -> tupl
         author="human:bob",
     )  # fmt: skip
     forge.record_check(other.number, Check(name="deploy-check", status="failed", summary=PRIVATE))
-    repo = handle.gateway.bindings["run-1"].repo
+    repo = handle.binding.repo
     assert repo is not None
     sibling = forge.open_pull_request(
         repo, head="corral/run-2", base="main", title="Sibling", body="", author="agent:run-2"
@@ -136,7 +136,7 @@ async def test_a_human_token_merges_and_promotes_only_its_own_runs(
     handle: RunGatewayHandle, sink: MemorySink, forge: LocalForge, deploy: LocalDeploy, tmp_path: Path
 ) -> None:
     other, sibling = victims(forge, tmp_path, handle)
-    repo = handle.gateway.bindings["run-1"].repo
+    repo = handle.binding.repo
     assert repo is not None
     own = forge.open_pull_request(repo, head="corral/run-1", base="main", title="T", body="", author="a")
     theirs = deploy.stage(run_id="run-2", ref="0" * 40, target="preview")
