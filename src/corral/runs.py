@@ -29,6 +29,7 @@ from corral.errors import CorralError, EgressError, RunError
 from corral.events import (
     CheckResult,
     CommitMade,
+    DeployStaged,
     PrefsInjected,
     RunCreated,
     RunFinished,
@@ -157,6 +158,7 @@ class _Run:
         self.protection = Protection.from_config(config)
         self.base_protected: tuple[str, ...] = ()
         """The protected paths of the base commit: every sandbox of the run masks exactly these."""
+        self.head_commit = ""
         self.host_key = services.host_api_key()
         """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
@@ -218,6 +220,7 @@ class _Run:
             self.commit()
             self.move(Phase.CHECKING)
             check = self.run_checks()
+            self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
             self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -345,6 +348,7 @@ class _Run:
             )
         )
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+        self.head_commit = commit.commit
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
@@ -368,6 +372,20 @@ class _Run:
             checks={"command": command, "exit_code": check.exit_code, "duration_ms": check.duration_ms},
         )
         return check
+
+    def stage_requested(self, targets: tuple[str, ...], check: CheckResult) -> None:
+        """Carry out the agent's `deploy.stage` requests, only after passing checks and only at the
+        committed SHA: while the agent ran, nothing was committed and its branch could still move."""
+        if not targets:
+            return
+        if not check.passed or not self.head_commit:
+            why = "the checks failed" if not check.passed else "the run committed nothing"
+            self.services.progress(f"not staging on {', '.join(targets)}: {why}")
+            return
+        deploy = self.services.deploy_target()
+        for target in targets:
+            dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
+            self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
 
     # ---- sandboxes and resources ---------------------------------------------------------------
 
