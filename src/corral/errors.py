@@ -7,6 +7,7 @@ CorralError
 ├── SandboxError         Docker Engine missing, image missing, container trouble
 │   └── EgressError      the in-container self-test found a way out: fail closed
 ├── ModelError           the model proxy refused or the upstream failed
+├── ServeError           a socket path or TCP port cannot be served on: in use, or not bindable
 ├── RunError             an illegal phase transition or a run that cannot proceed
 │   └── RunConflict      another process changed the run's phase first
 ├── StoreError           a state or audit store is unreachable or misconfigured
@@ -49,6 +50,10 @@ class EgressError(SandboxError):
 
 
 class ModelError(CorralError):
+    pass
+
+
+class ServeError(CorralError):
     pass
 
 
