@@ -63,7 +63,7 @@ def test_in_use_socket_refused_and_left_serving(short_dir: Path) -> None:
     first.start(unix_path=path)
     try:
         second = BackgroundServer(hello_app("second"), name="second app")
-        with pytest.raises(ServeError, match="second app on .*app.sock: the path is in use"):
+        with pytest.raises(ServeError, match=r"second app on .*app\.sock: the path is in use"):
             second.start(unix_path=path)
         second.stop()
         # The refused server took nothing away: the first still owns and answers on the path.
@@ -141,11 +141,15 @@ def test_gateway_refuses_a_socket_another_gateway_serves(short_dir: Path, tmp_pa
     sink = MemorySink()
     first = RunGateway.start("run-a", ["forge.list_checks"], path, sink, forge=LocalForge(tmp_path / "f"))
     try:
-        with pytest.raises(ServeError, match="gateway on .*gateway.sock: the path is in use"):
+        with pytest.raises(ServeError, match=r"gateway on .*gateway\.sock: the path is in use"):
             RunGateway.start("run-b", ["forge.list_checks"], path, sink, forge=LocalForge(tmp_path / "g"))
         assert unix_in_use(path)
-        listed = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+        params = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        }
+        listed = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
         headers = {"Authorization": f"Bearer {first.token}", "Accept": "application/json, text/event-stream"}
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(path))) as client:
             answer = client.post("http://localhost/mcp", json=listed, headers=headers)
