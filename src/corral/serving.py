@@ -20,8 +20,14 @@ from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from corral.errors import CorralError, ServeError
+
+MAX_HEAD_BYTES = 1024 * 1024
+"""What a connection may send before a request's headers are complete. uvicorn keeps a request's URL
+and headers with no limit of its own; an asyncio read is at most 256 KiB, so a legitimate request
+(a few KiB of headers and the start of its body) stays far below this."""
 
 Around = Callable[[], AbstractAsyncContextManager[object]]
 """An async context entered on the server's loop before it starts listening and left after it stops:
@@ -83,11 +89,11 @@ class BackgroundServer:
                 s.close()
             self._unlink()
             raise
-        # httptools is picked by `http="auto"` (it is a dependency): the gateway's per-call overhead in
-        # docs/benchmarks.md depends on it.
+        # httptools (a dependency), not h11: the gateway's per-call overhead in docs/benchmarks.md
+        # depends on it.
         config = uvicorn.Config(
             self.app,
-            http="auto",
+            http=BoundedHttpTools,
             log_level="warning",
             access_log=False,
             lifespan="on",
@@ -198,6 +204,35 @@ class BackgroundServer:
             with contextlib.suppress(FileNotFoundError):
                 self.unix_path.unlink()
             self.unix_path = None
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a cap on what a request's head may take: past
+    `MAX_HEAD_BYTES` before the headers are complete, a 431 and a hang-up."""
+
+    _in_head = True
+    _head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                if not self.transport.is_closing():  # once; anything still arriving is dropped
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                        b"connection: close\r\n\r\n"
+                    )
+                    self.transport.close()
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes = True, 0  # keep-alive: the next request's head starts
+        super().on_message_complete()
 
 
 def unix_in_use(path: Path) -> bool:

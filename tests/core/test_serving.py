@@ -19,7 +19,7 @@ from starlette.routing import Route
 from corral.errors import ConfigError, ServeError
 from corral.forge.local import LocalForge
 from corral.gateway.run import RunGateway
-from corral.serving import BackgroundServer, unix_in_use
+from corral.serving import MAX_HEAD_BYTES, BackgroundServer, unix_in_use
 from tests.gateway.conftest import MemorySink
 
 
@@ -106,6 +106,37 @@ def test_tcp_port_served_and_busy_port_refused() -> None:
         server.stop()
     with pytest.raises(ServeError, match="needs a unix socket path or a TCP address"):
         BackgroundServer(hello_app("x"), name="test app").start()
+
+
+def echo_size_app() -> Starlette:
+    async def size(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    return Starlette(routes=[Route("/", size, methods=["POST"])])
+
+
+def test_request_head_is_capped_but_a_large_body_is_not() -> None:
+    server = BackgroundServer(echo_size_app(), name="test app")
+    server.start(tcp=("127.0.0.1", 0))
+    assert server.port is not None
+    try:
+        # A body far over the head cap, in one request and then again on the same connection.
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            for _ in range(2):
+                assert client.post("/", content=b"b" * (4 * MAX_HEAD_BYTES)).text == str(4 * MAX_HEAD_BYTES)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            pad = b"x-pad: " + b"a" * 65536 + b"\r\n"
+            sent = 0
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < 64 * MAX_HEAD_BYTES:
+                    conn.sendall(pad)
+                    sent += len(pad)
+            answer = conn.recv(200)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert sent < 64 * MAX_HEAD_BYTES, "the server kept reading an endless head"
+    finally:
+        server.stop()
 
 
 def test_around_runs_on_the_server_loop_and_its_error_reaches_start(short_dir: Path) -> None:

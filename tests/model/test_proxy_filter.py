@@ -208,14 +208,18 @@ def test_memory_stays_flat_whatever_the_body_size() -> None:
         before = peak_rss_kib(proc.pid)
         total = 1024 * 1024 * 1024
         status, answer, sent = stream_chunked(port, total=total)
+        head_status, head_sent = stream_headers(port, total=total // 2)
         grown_mib = (peak_rss_kib(proc.pid) - before) / 1024
     finally:
         proc.stdin.close()
         proc.wait(30)
-    print(f"peak RSS grew by {grown_mib:.1f} MiB; {sent / 2**20:.0f} MiB sent before the proxy hung up")
-    assert grown_mib < 96, f"the proxy's peak RSS grew by {grown_mib:.0f} MiB for one refused request"
+    print(
+        f"peak RSS grew by {grown_mib:.1f} MiB; sent {sent >> 20} MiB of body, {head_sent >> 20} MiB of head"
+    )
+    assert grown_mib < 96, f"the proxy's peak RSS grew by {grown_mib:.0f} MiB for two refused requests"
     assert status == 413 and answer["error"]["type"] == "request_too_large"
     assert sent < total, "the proxy read the whole body instead of refusing it at the cap"
+    assert head_status == 431 and head_sent < total // 2, "the proxy read an endless head"
     assert proc.stdout.read().split() == ["model.request", "model.response", "model.refused"]
 
 
@@ -248,6 +252,23 @@ def stream_chunked(port: int, *, total: int) -> tuple[int, dict[str, Any], int]:
             raw += data
     header, _, payload = raw.partition(b"\r\n\r\n")
     return int(header.split()[1]), json.loads(payload[: content_length(raw)]), sent
+
+
+def stream_headers(port: int, *, total: int) -> tuple[int, int]:
+    """Send a request head that never ends, until the proxy hangs up: its status and the bytes sent."""
+    pad = b"x-pad: " + b"a" * 65536 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {RUN_TOKEN}\r\n".encode())
+        sent = 0
+        try:
+            while sent < total:
+                conn.sendall(pad)
+                sent += len(pad)
+            conn.sendall(b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = conn.recv(200)
+    return int(answer.split()[1]) if answer else 0, sent
 
 
 def content_length(raw: bytes) -> int:
