@@ -223,25 +223,19 @@ def test_memory_stays_flat_whatever_the_body_size() -> None:
     assert proc.stdout.read().split() == ["model.request", "model.response", "model.refused"]
 
 
-def stream_chunked(port: int, *, total: int) -> tuple[int, dict[str, Any], int]:
-    """POST about `total` bytes with chunked encoding over a raw socket, stopping when the proxy hangs
-    up, and return the status and JSON of its answer and how many bytes went out."""
-    head = (
-        f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {RUN_TOKEN}\r\n"
-        "content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-    )
-    chunk = b"x" * (1024 * 1024)
-    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    prefix = json.dumps({"model": PINNED, "max_tokens": 1, "messages": [{"role": "user", "content": ""}]})
-    opening = prefix[: prefix.index('""') + 1].encode()  # the content string left open
+def send_until_hangup(
+    port: int, opening: bytes, frame: bytes, closing: bytes, total: int
+) -> tuple[bytes, int]:
+    """Send `opening`, then `frame` until `total` bytes or until the proxy hangs up, then `closing`.
+    Returns what the proxy answered and how many frame bytes went out."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
-        conn.sendall(head.encode() + f"{len(opening):x}\r\n".encode() + opening + b"\r\n")
-        sent = len(opening)
+        conn.sendall(opening)
+        sent = 0
         try:
             while sent < total:
-                conn.sendall(framed)
-                sent += len(chunk)
-            conn.sendall(b"0\r\n\r\n")
+                conn.sendall(frame)
+                sent += len(frame)
+            conn.sendall(closing)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the proxy answered and closed: read what it said
         raw = b""
@@ -250,25 +244,35 @@ def stream_chunked(port: int, *, total: int) -> tuple[int, dict[str, Any], int]:
             if not data:
                 break
             raw += data
+    return raw, sent
+
+
+def stream_chunked(port: int, *, total: int) -> tuple[int, dict[str, Any], int]:
+    """POST about `total` bytes of body with chunked encoding: the status and JSON of the answer, and
+    the bytes sent."""
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {RUN_TOKEN}\r\n"
+        "content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * (1024 * 1024)
+    prefix = json.dumps({"model": PINNED, "max_tokens": 1, "messages": [{"role": "user", "content": ""}]})
+    opening = prefix[: prefix.index('""') + 1].encode()  # the content string left open
+    raw, sent = send_until_hangup(
+        port,
+        head.encode() + f"{len(opening):x}\r\n".encode() + opening + b"\r\n",
+        f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n",
+        b"0\r\n\r\n",
+        total,
+    )
     header, _, payload = raw.partition(b"\r\n\r\n")
     return int(header.split()[1]), json.loads(payload[: content_length(raw)]), sent
 
 
 def stream_headers(port: int, *, total: int) -> tuple[int, int]:
-    """Send a request head that never ends, until the proxy hangs up: its status and the bytes sent."""
-    pad = b"x-pad: " + b"a" * 65536 + b"\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
-        conn.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {RUN_TOKEN}\r\n".encode())
-        sent = 0
-        try:
-            while sent < total:
-                conn.sendall(pad)
-                sent += len(pad)
-            conn.sendall(b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        answer = conn.recv(200)
-    return int(answer.split()[1]) if answer else 0, sent
+    """Send a request head of about `total` bytes: the status of the answer and the bytes sent."""
+    opening = f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {RUN_TOKEN}\r\n".encode()
+    raw, sent = send_until_hangup(port, opening, b"x-pad: " + b"a" * 65536 + b"\r\n", b"\r\n", total)
+    return int(raw.split()[1]) if raw else 0, sent
 
 
 def content_length(raw: bytes) -> int:
