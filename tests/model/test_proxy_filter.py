@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from corral.audit.timeline import entry
 from corral.model.proxy import ModelProxy, Upstream
 
 from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink, sse_bytes
@@ -121,6 +122,9 @@ def test_count_tokens_is_audited_like_messages(
     assert request.exchange_id == counted.exchange_id and "2 failed" in request.last_user
     assert counted.input_tokens == 1234 and counted.output_tokens == 0
     assert counted.model_dump(by_alias=True)["gen_ai.operation.name"] == "count_tokens"
+    # The timeline says which is which: a count is not a generation.
+    assert entry(request).summary.startswith(f"{PINNED} (count_tokens): 3 messages, 1 tools")
+    assert entry(counted).summary == "count_tokens: 1234 input tokens"
 
 
 def test_body_over_the_cap_is_refused_unread(sink: RecordingSink, fake_upstream: FakeUpstream) -> None:
@@ -165,7 +169,8 @@ PROXY_PROCESS = textwrap.dedent(
     """
     import sys
     from corral.model.playbook import Playbook
-    from corral.model.proxy import ModelProxy, Upstream
+    from corral.audit.timeline import entry
+from corral.model.proxy import ModelProxy, Upstream
 
     class Sink:
         def emit(self, event, *, durable=False):
