@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 from corral.audit.timeline import entry
 from corral.model.proxy import ModelProxy, Upstream
 
-from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink, sse_bytes
+from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink, sse_bytes, wait_for
 from .test_proxy import TOOL_STREAM, auth, body
 
 ATTACKER = "https://attacker.example/collect"
@@ -169,8 +170,7 @@ PROXY_PROCESS = textwrap.dedent(
     """
     import sys
     from corral.model.playbook import Playbook
-    from corral.audit.timeline import entry
-from corral.model.proxy import ModelProxy, Upstream
+    from corral.model.proxy import ModelProxy, Upstream
 
     class Sink:
         def emit(self, event, *, durable=False):
@@ -180,8 +180,11 @@ from corral.model.proxy import ModelProxy, Upstream
         def register_secret(self, name, value):
             pass
 
-    playbook = Playbook.from_text("turns: [{text: hi}]", "p.yaml")
-    proxy = ModelProxy(sys.argv[1], {sys.argv[2]}, Upstream.scripted(playbook, "/w"), Sink())
+    if len(sys.argv) > 3:
+        upstream = Upstream.anthropic("sk-ant-canary-x", sys.argv[3])
+    else:
+        upstream = Upstream.scripted(Playbook.from_text("turns: [{text: hi}]", "p.yaml"), "/w")
+    proxy = ModelProxy(sys.argv[1], {sys.argv[2]}, upstream, Sink())
     print(proxy.serve_tcp(), flush=True)
     sys.stdin.read()
     proxy.stop()
@@ -197,13 +200,17 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc/PID/status")
 
 
+def proxy_process(*upstream_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PROXY_PROCESS, RUN_TOKEN, PINNED, *upstream_url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
 def test_memory_stays_flat_whatever_the_body_size() -> None:
     """A 1 GiB body streamed at a proxy process: it is refused and the process's peak RSS grows by
     less than a fixed bound (the 32 MiB cap plus slack), where it used to hold the whole body."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", PROXY_PROCESS, RUN_TOKEN, PINNED],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    proc = proxy_process()
     assert proc.stdout is not None and proc.stdin is not None
     try:
         port = int(proc.stdout.readline())
@@ -226,6 +233,47 @@ def test_memory_stays_flat_whatever_the_body_size() -> None:
     assert sent < total, "the proxy read the whole body instead of refusing it at the cap"
     assert head_status == 431 and head_sent < total // 2, "the proxy read an endless head"
     assert proc.stdout.read().split() == ["model.request", "model.response", "model.refused"]
+
+
+def test_concurrent_large_requests_are_buffered_one_at_a_time(fake_upstream: FakeUpstream) -> None:
+    """Ten 24 MiB requests at once, all held open mid-stream by the upstream: the proxy process holds
+    a few copies of one body (raw, parsed, serialized), not of ten. Measured: 150-180 MiB for ten or
+    twenty requests here."""
+    fake_upstream.chunks = sse_bytes(TOOL_STREAM)
+    fake_upstream.gate_after = 1
+    big = body()
+    big["messages"][0]["content"] = "x" * (24 * 1024 * 1024)
+    payload = json.dumps(big).encode()
+    proc = proxy_process(fake_upstream.url)
+    assert proc.stdout is not None and proc.stdin is not None
+    started: list[bytes] = []
+    try:
+        url = f"http://127.0.0.1:{int(proc.stdout.readline())}/v1/messages"
+        assert httpx.post(url, json=body(), headers=auth(), timeout=60).status_code == 200  # warm
+        fake_upstream.requests.clear()
+        before = peak_rss_kib(proc.pid)
+
+        def one() -> None:
+            with httpx.stream("POST", url, content=payload, headers=auth(), timeout=120) as response:
+                chunks = response.iter_bytes()
+                started.append(next(chunks))
+                for _ in chunks:
+                    pass
+
+        with ThreadPoolExecutor(10) as pool:
+            futures = [pool.submit(one) for _ in range(10)]
+            wait_for(lambda: len(started) == 10, timeout=120)
+            grown_mib = (peak_rss_kib(proc.pid) - before) / 1024
+            fake_upstream.gate.set()
+            for future in futures:
+                future.result()
+    finally:
+        fake_upstream.gate.set()
+        proc.stdin.close()
+        proc.wait(30)
+    print(f"peak RSS grew by {grown_mib:.0f} MiB for ten concurrent 24 MiB requests")
+    assert len(fake_upstream.requests) == 10 and all(c.startswith(b"event: message_start") for c in started)
+    assert grown_mib < 256, f"the proxy's peak RSS grew by {grown_mib:.0f} MiB"
 
 
 def send_until_hangup(

@@ -315,6 +315,7 @@ class ModelProxy:
             return outgoing
         model, exchange_id = str(body["model"]), uuid.uuid4().hex
         self._sink.emit(_request_event(body, exchange_id, dropped, operation="count_tokens"))
+        del body  # the parsed body is not held while the upstream answers
         reassembler = Reassembler()
         try:
             upstream = await self._http().send(outgoing)
@@ -341,6 +342,7 @@ class ModelProxy:
         model = str(body["model"])
         exchange_id = uuid.uuid4().hex
         self._sink.emit(_request_event(body, exchange_id, dropped))
+        del body  # the parsed body is not held while the upstream answers, which may take minutes
         self.exchanges += 1
         reassembler = Reassembler()
 
