@@ -19,16 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
+from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
 from corral.errors import CorralError, EgressError, RunError
 from corral.events import (
     CheckResult,
     CommitMade,
-    Event,
+    DeployStaged,
     PrefsInjected,
     RunCreated,
     RunFinished,
@@ -38,8 +39,9 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.model.playbook import Playbook
+from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
-from corral.sandbox.docker import start_host_probe
+from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import Phase
 from corral.workspace import (
@@ -49,35 +51,17 @@ from corral.workspace import (
     create_worktree,
     hand_over,
     inspect_repo,
+    protected_in_commit,
     remove_worktree,
 )
 
 if TYPE_CHECKING:
     from corral.audit.recorder import RunRecorder
     from corral.gateway.run import RunGatewayHandle
-
-E = TypeVar("E", bound=Event)
-Observer = Callable[[Event], None]
+    from corral.state.models import RunRecord
 
 MODEL_PORT = 7301
 GATEWAY_PORT = 7302
-
-
-class ObservedSink:
-    """An EventSink that also shows each event to observers (progress display, --json stream)."""
-
-    def __init__(self, inner: EventSink, observers: list[Observer]) -> None:
-        self._inner = inner
-        self._observers = observers
-
-    def emit(self, event: E, *, durable: bool = False) -> E:
-        stored = self._inner.emit(event, durable=durable)
-        for observer in self._observers:
-            observer(stored)
-        return stored
-
-    def register_secret(self, name: str, value: str) -> None:
-        self._inner.register_secret(name, value)
 
 
 @dataclass(frozen=True)
@@ -121,6 +105,7 @@ class RunOrchestrator:
     def __init__(self, services: Services, observers: list[Observer] | None = None) -> None:
         self._services = services
         self._observers = observers or []
+        self._config: Config | None = None
 
     def prepare_inputs(self, request: RunRequest) -> tuple[Config, Playbook | None]:
         """Validate everything the user gave before anything is created."""
@@ -131,11 +116,16 @@ class RunOrchestrator:
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
         config, playbook = self.prepare_inputs(request)
+        self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
         return _Run.start(
             self._services, self._observers, request, config, playbook, repo_info, backend
         ).execute()
+
+    def record(self, run_id: str) -> RunRecord:
+        """The run's record, from the store of the project it ran in (its team, its stores)."""
+        return self._services.state(self._config).get_run(run_id)
 
 
 class _Run:
@@ -165,6 +155,10 @@ class _Run:
         self.sink = sink
         self.resources = _Resources()
         self.phase = Phase.QUEUED
+        self.protection = Protection.from_config(config)
+        self.base_protected: tuple[str, ...] = ()
+        """The protected paths of the base commit: every sandbox of the run masks exactly these."""
+        self.head_commit = ""
         self.host_key = services.host_api_key()
         """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
@@ -226,6 +220,7 @@ class _Run:
             self.commit()
             self.move(Phase.CHECKING)
             check = self.run_checks()
+            self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
             self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -273,6 +268,7 @@ class _Run:
             self.repo_info, self.run_id, self.services.settings.worktrees_dir
         )
         hand_over(workspace, AGENT_UID)
+        self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
         socket_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
@@ -307,14 +303,10 @@ class _Run:
         config = self.config
         self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
         policy = PathPolicy(
-            config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
+            config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
         )
-        settings = AgentSettings(
-            model=config.agent.model,
-            small_model=config.agent.small_model,
-            max_turns=config.agent.max_turns,
-            timeout_seconds=config.agent.timeout_seconds,
-            workdir=config.sandbox.workdir,
+        settings = AgentSettings.from_config(
+            config,
             model_url=f"http://127.0.0.1:{MODEL_PORT}",
             model_token=prepared.model_token,
             system_append=prepared.prefs.section,
@@ -343,8 +335,8 @@ class _Run:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
-        protected = (*self.config.sandbox.readonly_paths, *self.config.sandbox.hidden_paths)
-        commit = commit_changes(workspace, f"corral: {self.request.task}\n\nRun: {self.run_id}", protected)
+        message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
+        commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
             return
         self.sink.emit(
@@ -356,6 +348,7 @@ class _Run:
             )
         )
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+        self.head_commit = commit.commit
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
@@ -380,25 +373,34 @@ class _Run:
         )
         return check
 
+    def stage_requested(self, targets: tuple[str, ...], check: CheckResult) -> None:
+        """Carry out the agent's `deploy.stage` requests, only after passing checks and only at the
+        committed SHA: while the agent ran, nothing was committed and its branch could still move."""
+        if not targets:
+            return
+        if not check.passed or not self.head_commit:
+            why = "the checks failed" if not check.passed else "the run committed nothing"
+            self.services.progress(f"not staging on {', '.join(targets)}: {why}")
+            return
+        deploy = self.services.deploy_target()
+        for target in targets:
+            dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
+            self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
+
     # ---- sandboxes and resources ---------------------------------------------------------------
 
     def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
         workspace = self.resources.workspace
         assert workspace is not None
-        sandbox_config = self.config.sandbox
-        spec = SandboxSpec(
+        spec = SandboxSpec.from_config(
+            self.config.sandbox,
             run_id=self.run_id,
-            image=sandbox_config.image,
             workspace=workspace.path,
-            workdir=sandbox_config.workdir,
-            readonly_paths=tuple(sandbox_config.readonly_paths),
-            hidden_paths=tuple(sandbox_config.hidden_paths),
+            purpose=purpose,
+            protection=self.protection,
+            required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
-            cpus=sandbox_config.cpus,
-            memory=sandbox_config.memory,
-            pids=sandbox_config.pids,
-            purpose=purpose,
         )
         sandbox = self.backend.create(spec)
         self.resources.containers.append(sandbox)

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from corral.errors import ConfigError, ServeError
 from corral.forge.local import LocalForge
-from corral.gateway.run import RunGateway
+from corral.gateway.run import RunGateway, RunGatewaySpec
 from corral.serving import MAX_HEAD_BYTES, BackgroundServer, unix_in_use
 from tests.gateway.conftest import MemorySink
 
@@ -170,10 +170,14 @@ def test_gateway_refuses_a_socket_another_gateway_serves(short_dir: Path, tmp_pa
     # over from the first, which kept running without a way in.
     path = short_dir / "gateway.sock"
     sink = MemorySink()
-    first = RunGateway.start("run-a", ["forge.list_checks"], path, sink, forge=LocalForge(tmp_path / "f"))
+    first = RunGateway.start(
+        RunGatewaySpec("run-a", ["forge.list_checks"], path, forge=LocalForge(tmp_path / "f")), sink
+    )
     try:
         with pytest.raises(ServeError, match=r"gateway on .*gateway\.sock: the path is in use"):
-            RunGateway.start("run-b", ["forge.list_checks"], path, sink, forge=LocalForge(tmp_path / "g"))
+            RunGateway.start(
+                RunGatewaySpec("run-b", ["forge.list_checks"], path, forge=LocalForge(tmp_path / "g")), sink
+            )
         assert unix_in_use(path)
         params = {
             "protocolVersion": "2025-06-18",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import httpx2
 import pytest
 
 from corral.forge.local import LocalForge
-from corral.gateway.run import RunGateway, RunGatewayHandle
+from corral.gateway.run import RunGateway, RunGatewayHandle, RunGatewaySpec
 from corral.gateway.serve import Transport
 from tests.gateway.conftest import INIT, MemorySink, mcp_client
 
@@ -23,8 +24,10 @@ def handle(
     request: pytest.FixtureRequest, sock: Path, sink: MemorySink, tmp_path: Path
 ) -> Iterator[RunGatewayHandle]:
     transport: Transport = request.param
-    h = RunGateway.start("run-t", ["forge.list_checks"], sock, sink, forge=LocalForge(tmp_path / "f"),
-                         transport=transport)  # fmt: skip
+    spec = RunGatewaySpec(
+        "run-t", ["forge.list_checks"], sock, forge=LocalForge(tmp_path / "f"), transport=transport
+    )
+    h = RunGateway.start(spec, sink)
     yield h
     h.stop()
 
@@ -46,8 +49,9 @@ async def test_sdk_client_works_over_both_transports(handle: RunGatewayHandle, s
         names = [t.name for t in (await session.list_tools()).tools]
         result = await session.call_tool("forge_list_checks", {"number": 4})
     assert names == ["forge_list_checks"]
-    assert result.is_error and "does not exist" in result.content[0].text
-    assert [c.outcome for c in sink.calls()] == ["error"]
+    # This gateway binds no repository to the run, so the call is refused before the forge is asked.
+    assert result.is_error and json.loads(result.content[0].text)["rule"] == "run-scope"
+    assert [c.outcome for c in sink.calls()] == ["denied"]
 
 
 async def test_sessions_are_bound_to_the_token_that_opened_them(handle: RunGatewayHandle) -> None:
@@ -67,8 +71,10 @@ async def test_sessions_are_bound_to_the_token_that_opened_them(handle: RunGatew
 async def test_lean_transport_shape(
     sock: Path, sink: MemorySink, tmp_path: Path, transport: Transport
 ) -> None:
-    h = RunGateway.start("run-l", ["forge.list_checks"], sock, sink, forge=LocalForge(tmp_path / "f"),
-                         transport=transport)  # fmt: skip
+    spec = RunGatewaySpec(
+        "run-l", ["forge.list_checks"], sock, forge=LocalForge(tmp_path / "f"), transport=transport
+    )
+    h = RunGateway.start(spec, sink)
     try:
         async with client(h) as http:
             session = (await post(http, INIT)).headers["mcp-session-id"]
@@ -108,8 +114,8 @@ async def test_a_decision_that_cannot_be_audited_does_not_run(sock: Path, tmp_pa
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     forge = LocalForge(tmp_path / "f")
-    h = RunGateway.start("run-a", ["forge.open_pull_request"], sock, FailingSink(), forge=forge, repo=repo,
-                         head="corral/run-a")  # fmt: skip
+    h = RunGateway.start(RunGatewaySpec("run-a", ["forge.open_pull_request"], sock, forge=forge, repo=repo,
+                                        head="corral/run-a"), FailingSink())  # fmt: skip
     try:
         async with client(h) as http:
             session = (await post(http, INIT)).headers["mcp-session-id"]

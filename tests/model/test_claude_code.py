@@ -20,7 +20,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corral.model.demo_repo import DEMO_FILES, bundled_playbook, write_demo_repo
+from corral.demo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook
 from corral.model.proxy import SCRIPTED_BASE_URL, ModelProxy, Upstream
 from corral.model.request_filter import ALLOWED_BETAS, ALLOWED_KEYS

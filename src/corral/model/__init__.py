@@ -5,7 +5,6 @@
 - `proxy`     the host-side model proxy: run token, model pinning, key injection, recording.
 - `request_filter`  what the proxy lets through to the upstream (no server tools, URLs, MCP servers).
 - `sse`       SSE parsing and response reassembly, shared by the proxy and tests.
-- `demo_repo` the `corral demo` sample repository and its bundled playbook.
 
 Nothing is imported here, so `import corral.model.playbook` stays light.
 """
