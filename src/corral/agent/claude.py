@@ -33,8 +33,13 @@ from claude_agent_sdk import (
 from corral.agent.hook_events import EDIT_TOOLS, result_events
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
+from corral.errors import SandboxError
 from corral.events import AgentStopped, ToolCall, ToolDenied
-from corral.sandbox import Sandbox
+from corral.sandbox import NODUMP_LIBRARY, Sandbox
+from corral.tail import Tail
+
+STDERR_LIMIT = 64 * 1024
+"""How much of Claude Code's stderr the host keeps (the newest bytes): enough for the reason it died."""
 
 BUILTIN_TOOLS = (
     "Bash",
@@ -95,7 +100,26 @@ def container_env(settings: AgentSettings) -> dict[str, str]:
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_ENTRYPOINT": "sdk-py",
+        # Makes the CLI non-dumpable before its main() runs (and is then removed from its
+        # environment): its tools share its uid, and must not reach its stdout or memory.
+        "LD_PRELOAD": NODUMP_LIBRARY,
     }
+
+
+def check_nodump(sandbox: Sandbox) -> None:
+    """Fail closed unless the image's preload library really makes a process non-dumpable.
+
+    A non-dumpable process's /proc/self/fd belongs to root. Without the library (a team image not
+    built FROM corral/agent), the loader only warns and the process stays open to its own tools.
+    """
+    probe = sandbox.exec(["env", f"LD_PRELOAD={NODUMP_LIBRARY}", "stat", "-c", "%u", "/proc/self/fd"])
+    if probe.exit_code != 0 or probe.output.strip() != "0":
+        raise SandboxError(
+            f"the sandbox image cannot make Claude Code non-dumpable ({NODUMP_LIBRARY}): "
+            f"{probe.output.strip()[-300:]!r}",
+            hint="build the team image FROM corral/agent:default (it carries the library), "
+            "or run `corral image build` to rebuild corral's own",
+        )
 
 
 def write_wrapper(sandbox: Sandbox, env: dict[str, str], path: Path) -> Path:
@@ -128,7 +152,7 @@ class ClaudeDriver:
         self._policy = policy
         self._settings = settings
         self._wrapper = write_wrapper(sandbox, container_env(settings), wrapper)
-        self._stderr: list[str] = []
+        self._stderr = Tail(STDERR_LIMIT)
         self._hooked: set[str] = set()
         """Tool calls the PreToolUse hook saw; any other refused call was stopped by Claude Code itself."""
         self._requested: dict[str, str] = {}
@@ -206,7 +230,7 @@ class ClaudeDriver:
             # The host environment must not leak: the wrapper passes only its own -e list into the
             # container, and the SDK's version probe would run the host binary, so skip it.
             env={"CLAUDE_AGENT_SDK_SKIP_VERSION_CHECK": "1"},
-            stderr=self._stderr.append,
+            stderr=self._stderr.push_line,
             hooks={
                 "PreToolUse": [HookMatcher(matcher=None, hooks=[self._pre_tool_use], on_failure="block")],
                 "PostToolUse": [HookMatcher(matcher=None, hooks=[self._post_tool_use])],
@@ -257,6 +281,7 @@ class ClaudeDriver:
         Signals do not cross `docker exec`, so the wall-clock limit stops the container itself; the
         CLI's exit then ends the SDK session.
         """
+        check_nodump(self._sandbox)
         timed_out = threading.Event()
 
         def expire() -> None:
@@ -279,7 +304,7 @@ class ClaudeDriver:
                 0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True
             )
         if result is None:
-            tail = " | ".join(line.strip() for line in self._stderr[-5:] if line.strip())
+            tail = " | ".join(line.strip()[-500:] for line in self._stderr.lines()[-5:] if line.strip())
             return AgentOutcome(
                 0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False
             )

@@ -94,7 +94,7 @@ def tail(
                 if as_json:
                     print(row.data, flush=True)
                 else:
-                    entries = timeline([event])
+                    entries = timeline([event], match_model=False)
                     render(entries, out, details=False)
                 last = row.seq
                 if event.kind == "run.finished":
