@@ -98,7 +98,9 @@ def test_socat_cannot_be_killed_nor_its_port_taken(attacked: tuple[RunResult, Pa
 
 def test_every_hook_event_says_the_sandbox_reported_it(attacked: tuple[RunResult, Path]) -> None:
     result = attacked[0]
-    hooked = [e for e in result.events if e.kind in ("tool.call", "tool.result", "shell.command", "file.edit")]
+    hooked = [
+        e for e in result.events if e.kind in ("tool.call", "tool.result", "shell.command", "file.edit")
+    ]
     assert hooked and all(getattr(e, "reported_by", None) == "sandbox" for e in hooked)
     entries = timeline(result.events)
     assert {e.reported_by for e in entries if e.kind == "tool.call"} == {"sandbox"}

@@ -48,6 +48,18 @@ def read(path):
         f.read(1)
 
 
+def probe(pid, name):
+    found = {"name": name}
+    found["environ"] = attempt(lambda: read(f"/proc/{pid}/environ"))
+    found["mem"] = attempt(lambda: read(f"/proc/{pid}/mem"))
+    found["fd"] = attempt(lambda: os.listdir(f"/proc/{pid}/fd"))
+    if name == "claude":
+        found["stdout"] = attempt(lambda: write_forged(pid))
+    else:
+        found["signal"] = attempt(lambda: os.kill(int(pid), 0))
+    return found
+
+
 report = {}
 for entry in os.listdir("/proc"):
     if not entry.isdigit() or int(entry) == os.getpid():
@@ -57,17 +69,8 @@ for entry in os.listdir("/proc"):
             argv0 = os.path.basename(f.read().split(b"\0")[0]).decode()
     except OSError:
         continue
-    if argv0 not in ("claude", "socat"):
-        continue
-    found = {"name": argv0}
-    found["environ"] = attempt(lambda: read(f"/proc/{entry}/environ"))
-    found["mem"] = attempt(lambda: read(f"/proc/{entry}/mem"))
-    found["fd"] = attempt(lambda: os.listdir(f"/proc/{entry}/fd"))
-    if argv0 == "claude":
-        found["stdout"] = attempt(lambda: write_forged(entry))
-    else:
-        found["signal"] = attempt(lambda: os.kill(int(entry), 0))
-    report[entry] = found
+    if argv0 in ("claude", "socat"):
+        report[entry] = probe(entry, argv0)
 
 listener = socket.socket()
 report["bind"] = {"name": "port 7301", "result": attempt(lambda: listener.bind(("127.0.0.1", 7301)))}

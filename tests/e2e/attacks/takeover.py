@@ -70,8 +70,11 @@ def answer(conn, count):
         sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
         sse(
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-             "usage": {"output_tokens": 1}},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": 1},
+            },
         ),
         sse("message_stop", {"type": "message_stop"}),
     ]
