@@ -3,7 +3,8 @@
 - the socat bridges run as uid 1001, apart from everything exec'd (uid 1000), and a dead bridge takes
   the whole container down, so no other process gets its port;
 - the preload library makes a process non-dumpable, and an image without it fails the check;
-- an exec's output is streamed into a bounded tail: 1.2 GB printed costs the host no memory;
+- an exec's output is streamed into a bounded tail: 1.2 GB printed costs the host no memory, and
+  Claude Code's stderr is kept as a bounded tail too;
 - an image built from an older recipe is not current, so `ensure_images` rebuilds it.
 """
 
@@ -21,8 +22,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from corral.agent.claude import check_nodump
+from corral.agent.claude import STDERR_LIMIT, AgentSettings, ClaudeDriver, check_nodump
+from corral.agent.policy import PathPolicy
 from corral.errors import SandboxError
+from corral.gateway.sinks import JsonlSink
 from corral.sandbox.docker import EXEC_OUTPUT_LIMIT, DockerBackend, DockerSandbox
 from corral.sandbox.images import BASE_IMAGE, RECIPE_LABEL, image_is_current, recipe_hash
 
@@ -135,3 +138,30 @@ def test_an_image_from_another_recipe_is_not_current(client: docker.DockerClient
         assert not image_is_current(current, "9.9.9")
     finally:
         client.images.remove(tag, force=True)
+
+
+def test_claude_code_stderr_keeps_a_bounded_tail(sandbox: DockerSandbox, tmp_path: Path) -> None:
+    settings = AgentSettings(
+        model="claude-sonnet-4-5-20250929",
+        small_model="claude-haiku-4-5-20251001",
+        max_turns=1,
+        timeout_seconds=60,
+        workdir="/workspace",
+        model_url="http://127.0.0.1:7301",
+        model_token="corral-run-test",
+    )
+    driver = ClaudeDriver(
+        sandbox,
+        JsonlSink(tmp_path / "audit.jsonl"),
+        PathPolicy("/workspace", (), ()),
+        settings,
+        tmp_path / "w",
+    )
+    callback = driver.options().stderr
+    assert callback is not None
+    line = "x" * 1023
+    for n in range(100_000):  # 100 MB of stderr lines, as the SDK hands them over
+        callback(f"{n:06d} {line}")
+    callback("the last line")
+    assert len(driver.stderr.encode()) <= STDERR_LIMIT
+    assert driver.stderr.endswith("the last line\n")

@@ -157,6 +157,11 @@ class ClaudeDriver:
         """Tool calls the PreToolUse hook saw; any other refused call was stopped by Claude Code itself."""
         self._requested: dict[str, str] = {}
 
+    @property
+    def stderr(self) -> str:
+        """The newest Claude Code stderr the host kept (at most STDERR_LIMIT bytes)."""
+        return self._stderr.text()
+
     # ---- hooks (run on the host, in the SDK's event loop) --------------------------------------
 
     async def _pre_tool_use(self, data: HookInput, tool_use_id: str | None, _: HookContext) -> HookJSONOutput:
