@@ -1,10 +1,12 @@
 """Run by the agent inside the sandbox: try to reach Claude Code's and socat's /proc files.
 
-For every `claude` and `socat` process it tries to read environ and memory, list fds, and (Claude Code
-only) write a forged hook-callback control request to its stdout, which the host SDK would take for
-Claude Code's own. It prints one JSON object: {pid: {"name": ..., attempt: "ok" | errno name}}.
+For every `claude` and `socat` process it tries to read environ and memory (also through
+process_vm_readv), list fds, attach with ptrace and take an fd with pidfd_getfd. To Claude Code's
+stdout it writes a forged hook-callback control request, which the host SDK would take for Claude
+Code's own. It prints one JSON object: {pid: {"name": ..., attempt: "ok" | errno name}}.
 """
 
+import ctypes
 import errno
 import json
 import os
@@ -48,11 +50,51 @@ def read(path):
         f.read(1)
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438
+
+
+def checked(result):
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+
+def process_vm_readv(pid):
+    class IoVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    buf = ctypes.create_string_buffer(8)
+    local = IoVec(ctypes.cast(buf, ctypes.c_void_p), 8)
+    with open(f"/proc/{os.getpid()}/maps") as maps:  # any mapped address: ours is as good as any
+        start = int(maps.readline().split("-")[0], 16)
+    remote = IoVec(start, 8)
+    checked(LIBC.process_vm_readv(int(pid), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0))
+
+
+def ptrace(pid):
+    checked(LIBC.ptrace(PTRACE_ATTACH, int(pid), None, None))
+    LIBC.ptrace(PTRACE_DETACH, int(pid), None, None)
+
+
+def pidfd_getfd(pid):
+    pidfd = checked(LIBC.syscall(SYS_PIDFD_OPEN, int(pid), 0))
+    try:
+        os.close(checked(LIBC.syscall(SYS_PIDFD_GETFD, pidfd, 1, 0)))
+    finally:
+        os.close(pidfd)
+
+
 def probe(pid, name):
     found = {"name": name}
     found["environ"] = attempt(lambda: read(f"/proc/{pid}/environ"))
     found["mem"] = attempt(lambda: read(f"/proc/{pid}/mem"))
     found["fd"] = attempt(lambda: os.listdir(f"/proc/{pid}/fd"))
+    found["process_vm_readv"] = attempt(lambda: process_vm_readv(pid))
+    found["ptrace"] = attempt(lambda: ptrace(pid))
+    found["pidfd_getfd"] = attempt(lambda: pidfd_getfd(pid))
     if name == "claude":
         found["stdout"] = attempt(lambda: write_forged(pid))
     else:
@@ -72,8 +114,17 @@ for entry in os.listdir("/proc"):
     if argv0 in ("claude", "socat"):
         report[entry] = probe(entry, argv0)
 
-listener = socket.socket()
-report["bind"] = {"name": "port 7301", "result": attempt(lambda: listener.bind(("127.0.0.1", 7301)))}
-listener.close()
+
+def bind(address):
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((address, 7301))
+    finally:
+        listener.close()
+
+
+for address in ("127.0.0.1", "0.0.0.0"):
+    report[f"bind {address}"] = {"name": "port 7301", "result": attempt(lambda a=address: bind(a))}
 report["env"] = {"name": "own environment", "LD_PRELOAD": os.environ.get("LD_PRELOAD", "")}
 print(json.dumps(report, sort_keys=True))
