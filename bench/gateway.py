@@ -33,7 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from corral.events import Event
 from corral.gateway.config import GatewayFileConfig, UpstreamConfig
-from corral.gateway.run import RunGateway
+from corral.gateway.run import RunGateway, RunGatewaySpec
 
 
 class ListSink:
@@ -123,9 +123,10 @@ def serve(socket_path: Path, rules: int, transport: str) -> None:
     )
     grants = [f'everything.echo(message == "never-{i}")' for i in range(rules - 1)] + ["everything.echo"]
     sink = ListSink()
-    handle = RunGateway.start(
-        "bench", grants, socket_path, sink, config=config, transport="sdk" if transport == "sdk" else "lean"
+    spec = RunGatewaySpec(
+        "bench", grants, socket_path, config=config, transport="sdk" if transport == "sdk" else "lean"
     )
+    handle = RunGateway.start(spec, sink)
     print(handle.token, flush=True)
     cpu_before = time.process_time()  # this process only: the node upstream is not counted
     sys.stdin.read()  # until the parent closes our stdin

@@ -9,11 +9,23 @@ CorralError
 ├── ModelError           the model proxy refused or the upstream failed
 ├── RunError             an illegal phase transition or a run that cannot proceed
 │   └── RunConflict      another process changed the run's phase first
+├── TokenRefused         a capability token that is malformed, unknown, revoked, expired, used up,
+│                        or for another audience; `reason` names which (one vocabulary for the
+│                        gateway's tokens and the state DB's)
+├── UpstreamFailure      a gateway upstream timed out, crashed or is unavailable; `kind` says which
+├── ServeError           a socket or port to serve on is in use or cannot be bound
 ├── StoreError           a state or audit store is unreachable or misconfigured
+│   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
 └── NotFound             a run, event or record that does not exist
+    └── RunNotFound      no such run in the team searched; `team` names it
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal
+
+TokenProblem = Literal["malformed", "unknown", "expired", "revoked", "wrong_audience", "exhausted"]
+UpstreamFailureKind = Literal["timeout", "crash", "unavailable"]
 
 
 class CorralError(Exception):
@@ -60,9 +72,45 @@ class RunConflict(RunError):
     pass
 
 
+class TokenRefused(CorralError):
+    """`record` is the refused token's record when it is known (so the refusal can be audited on its run)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        reason: TokenProblem,
+        hint: str | None = None,
+        record: Any = None,
+    ) -> None:
+        super().__init__(message or f"capability token {reason}", hint=hint)
+        self.reason: TokenProblem = reason
+        self.record = record
+
+
+class UpstreamFailure(CorralError):
+    def __init__(self, kind: UpstreamFailureKind, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kind: UpstreamFailureKind = kind
+
+
+class ServeError(CorralError):
+    pass
+
+
 class StoreError(CorralError):
+    pass
+
+
+class SpoolCorrupt(StoreError):
     pass
 
 
 class NotFound(CorralError):
     pass
+
+
+class RunNotFound(NotFound):
+    def __init__(self, message: str, *, hint: str | None = None, team: str = "default") -> None:
+        super().__init__(message, hint=hint)
+        self.team = team

@@ -1,7 +1,11 @@
 """Find and remove what a killed corral process left behind: containers, sockets, worktrees.
 
-A run is live while its phase is not terminal and the process that drives it (its recorded pid)
-is alive. Everything labelled or named with a run id that is not live is an orphan.
+gc judges a run by its phase. A run in a working phase (queued … checking) needs the corral process
+that drives it: when its recorded pid is gone, the run lost its driver mid-phase and is recorded as
+failed. A run at rest waits for a human (awaiting_approval, and the later review phases) and has no
+process by design: gc never fails it and never touches its branch; it only reaps what the run no
+longer needs, its containers, sockets and worktree. gc acts on the runs of one team; what belongs to
+runs it does not know (another team's) is left alone and counted.
 """
 
 from __future__ import annotations
@@ -18,18 +22,23 @@ from corral.events import RunFinished, RunPhase
 from corral.sandbox import SandboxBackend
 from corral.settings import Settings
 from corral.state.db import StateStore
-from corral.state.machine import Phase, is_terminal
+from corral.state.machine import Phase, needs_driver
 from corral.workspace import remove_worktree
+
+ORPHAN_REASON = "orphaned: the corral process driving it died"
 
 
 @dataclass
 class GcReport:
+    team: str = "default"
     runs_failed: list[str] = field(default_factory=list)
     events_shipped: int = 0
     containers: list[str] = field(default_factory=list)
     mask_dirs: list[str] = field(default_factory=list)
     socket_dirs: list[str] = field(default_factory=list)
     worktrees: list[str] = field(default_factory=list)
+    other_teams: int = 0
+    """Resources of runs this team's state does not hold (another team's), left alone."""
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -56,41 +65,53 @@ def _record_orphan_in_audit(audit: AuditLog, run_id: str, from_phase: str, reaso
         recorder.close()
 
 
+def _driven_elsewhere(pid: int | None) -> bool:
+    return pid_alive(pid) and pid != os.getpid()
+
+
 def collect(
     settings: Settings, state: StateStore, backend: SandboxBackend | None, audit: AuditLog | None = None
 ) -> GcReport:
-    """Fail orphaned runs, remove their containers, sockets and worktrees, and ship spooled events.
+    """Fail runs that lost their driver, reap what no run needs any more, and ship spooled events.
 
     Opening the audit log already shipped what dead processes left in the spool: every event that was
     fsynced before its tool ran reaches the store.
     """
-    report = GcReport()
+    report = GcReport(team=state.team)
     if audit is not None and audit.online:
         report.events_shipped = audit.ship_pending()
     live: set[str] = set()
     repos: dict[str, str] = {}
     for run in state.list_runs(limit=100_000):
         repos[run.run_id] = run.repo
-        if is_terminal(run.phase):
+        if not needs_driver(run.phase):
             continue
-        if pid_alive(run.pid) and run.pid != os.getpid():
+        if _driven_elsewhere(run.pid):
             live.add(run.run_id)
             continue
-        reason = "orphaned: the corral process driving it died"
         with contextlib.suppress(CorralError):
-            state.transition(run.run_id, Phase.FAILED, reason)
+            state.transition(run.run_id, Phase.FAILED, ORPHAN_REASON, expect=run.phase)
             report.runs_failed.append(run.run_id)
             if audit is not None:
-                _record_orphan_in_audit(audit, run.run_id, str(run.phase), reason)
+                _record_orphan_in_audit(audit, run.run_id, str(run.phase), ORPHAN_REASON)
+
+    def reapable(run_id: str) -> bool:
+        if run_id in live:
+            return False
+        if run_id not in repos:
+            report.other_teams += 1
+            return False
+        return True
+
     if backend is not None:
-        for container_id in backend.orphans(live):
-            backend.remove_container(container_id)
-            report.containers.append(container_id)
+        for container_id, run_id in backend.run_containers().items():
+            if reapable(run_id):
+                backend.remove_container(container_id)
+                report.containers.append(container_id)
         report.mask_dirs = [str(path) for path in backend.sweep_masks()]
     if settings.sockets_dir.is_dir():
-        for entry in settings.sockets_dir.iterdir():
-            run_id = entry.name.removesuffix(".wrapper")
-            if run_id in live:
+        for entry in sorted(settings.sockets_dir.iterdir()):
+            if not reapable(entry.name.removesuffix(".wrapper")):
                 continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -98,9 +119,9 @@ def collect(
                 entry.unlink(missing_ok=True)
             report.socket_dirs.append(str(entry))
     if settings.worktrees_dir.is_dir():
-        for entry in settings.worktrees_dir.iterdir():
-            if entry.name in live:
+        for entry in sorted(settings.worktrees_dir.iterdir()):
+            if not reapable(entry.name):
                 continue
-            remove_worktree(Path(repos.get(entry.name, "/nonexistent")), entry)
+            remove_worktree(Path(repos[entry.name]), entry)
             report.worktrees.append(str(entry))
     return report

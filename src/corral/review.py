@@ -45,7 +45,7 @@ def _check_reviewer(repo: str, reviewer: str) -> None:
 
 def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rejection:
     state = services.state()
-    run = state.get_run(run_id)
+    run = services.find_run(run_id)
     _check_reviewer(run.repo, reviewer)
     if run.phase != Phase.AWAITING_APPROVAL:
         raise RunError(

@@ -19,16 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
+from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
 from corral.errors import CorralError, EgressError, RunError
 from corral.events import (
     CheckResult,
     CommitMade,
-    Event,
     PrefsInjected,
     RunCreated,
     RunFinished,
@@ -39,7 +39,7 @@ from corral.events import (
 )
 from corral.model.playbook import Playbook
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
-from corral.sandbox.docker import start_host_probe
+from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import Phase
 from corral.workspace import (
@@ -55,29 +55,10 @@ from corral.workspace import (
 if TYPE_CHECKING:
     from corral.audit.recorder import RunRecorder
     from corral.gateway.run import RunGatewayHandle
-
-E = TypeVar("E", bound=Event)
-Observer = Callable[[Event], None]
+    from corral.state.models import RunRecord
 
 MODEL_PORT = 7301
 GATEWAY_PORT = 7302
-
-
-class ObservedSink:
-    """An EventSink that also shows each event to observers (progress display, --json stream)."""
-
-    def __init__(self, inner: EventSink, observers: list[Observer]) -> None:
-        self._inner = inner
-        self._observers = observers
-
-    def emit(self, event: E, *, durable: bool = False) -> E:
-        stored = self._inner.emit(event, durable=durable)
-        for observer in self._observers:
-            observer(stored)
-        return stored
-
-    def register_secret(self, name: str, value: str) -> None:
-        self._inner.register_secret(name, value)
 
 
 @dataclass(frozen=True)
@@ -121,6 +102,7 @@ class RunOrchestrator:
     def __init__(self, services: Services, observers: list[Observer] | None = None) -> None:
         self._services = services
         self._observers = observers or []
+        self._config: Config | None = None
 
     def prepare_inputs(self, request: RunRequest) -> tuple[Config, Playbook | None]:
         """Validate everything the user gave before anything is created."""
@@ -131,11 +113,16 @@ class RunOrchestrator:
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
         config, playbook = self.prepare_inputs(request)
+        self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
         return _Run.start(
             self._services, self._observers, request, config, playbook, repo_info, backend
         ).execute()
+
+    def record(self, run_id: str) -> RunRecord:
+        """The run's record, from the store of the project it ran in (its team, its stores)."""
+        return self._services.state(self._config).get_run(run_id)
 
 
 class _Run:
@@ -309,12 +296,8 @@ class _Run:
         policy = PathPolicy(
             config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
         )
-        settings = AgentSettings(
-            model=config.agent.model,
-            small_model=config.agent.small_model,
-            max_turns=config.agent.max_turns,
-            timeout_seconds=config.agent.timeout_seconds,
-            workdir=config.sandbox.workdir,
+        settings = AgentSettings.from_config(
+            config,
             model_url=f"http://127.0.0.1:{MODEL_PORT}",
             model_token=prepared.model_token,
             system_append=prepared.prefs.section,
@@ -385,20 +368,13 @@ class _Run:
     def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
         workspace = self.resources.workspace
         assert workspace is not None
-        sandbox_config = self.config.sandbox
-        spec = SandboxSpec(
+        spec = SandboxSpec.from_config(
+            self.config.sandbox,
             run_id=self.run_id,
-            image=sandbox_config.image,
             workspace=workspace.path,
-            workdir=sandbox_config.workdir,
-            readonly_paths=tuple(sandbox_config.readonly_paths),
-            hidden_paths=tuple(sandbox_config.hidden_paths),
+            purpose=purpose,
             socket_dir=socket_dir,
             bridges=bridges,
-            cpus=sandbox_config.cpus,
-            memory=sandbox_config.memory,
-            pids=sandbox_config.pids,
-            purpose=purpose,
         )
         sandbox = self.backend.create(spec)
         self.resources.containers.append(sandbox)

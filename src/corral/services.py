@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral.config import Config
+from corral.scope import Scope, choose_team_hint
 from corral.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from corral.model.proxy import ModelProxy
     from corral.sandbox import SandboxBackend
     from corral.state.db import StateStore
+    from corral.state.models import RunRecord
 
 Progress = Callable[[str], None]
 
@@ -43,35 +45,65 @@ class PreferenceSelection:
 
 
 class Services:
-    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
+    """`scope` is the team and repository config a command acts in (`corral.scope.resolve_scope`).
+
+    A component opened for a project config uses that project's team and stores; one opened without a
+    config uses the scope's. State stores are kept one per (store, team), never "the first caller's".
+    """
+
+    def __init__(
+        self, settings: Settings, progress: Progress | None = None, scope: Scope | None = None
+    ) -> None:
         self.settings = settings
         self.progress: Progress = progress or (lambda _msg: None)
-        self._state: StateStore | None = None
-        self._audit: AuditLog | None = None
+        self.scope = scope or Scope(settings.team or "default", "CORRAL_TEAM" if settings.team else "default")
+        self._states: dict[tuple[str | None, str], StateStore] = {}
+        self._audits: dict[str | None, AuditLog] = {}
         self._docker: DockerClient | None = None
 
     # ---- stores --------------------------------------------------------------------------------
 
-    def state_url(self, config: Config | None) -> str | None:
-        return self.settings.state_url or (config.stores.state_url if config else None)
+    def _config(self, config: Config | None) -> Config | None:
+        return config if config is not None else self.scope.config
 
-    def audit_url(self, config: Config | None) -> str | None:
-        return self.settings.audit_url or (config.stores.audit_url if config else None)
+    def state_url(self, config: Config | None = None) -> str | None:
+        chosen = self._config(config)
+        return self.settings.state_url or (chosen.stores.state_url if chosen else None)
+
+    def audit_url(self, config: Config | None = None) -> str | None:
+        chosen = self._config(config)
+        return self.settings.audit_url or (chosen.stores.audit_url if chosen else None)
+
+    @property
+    def team(self) -> str:
+        return self.scope.team
 
     def state(self, config: Config | None = None) -> StateStore:
-        if self._state is None:
+        """The state store for `config`'s project team, or for the command's scope without one."""
+        team = config.project.team if config is not None else self.scope.team
+        key = (self.state_url(config), team)
+        if key not in self._states:
             from corral.state.db import StateStore
 
-            team = config.project.team if config else "default"
-            self._state = StateStore.open(self.state_url(config), self.settings, team=team)
-        return self._state
+            self._states[key] = StateStore.open(key[0], self.settings, team=team)
+        return self._states[key]
 
     def audit(self, config: Config | None = None) -> AuditLog:
-        if self._audit is None:
+        url = self.audit_url(config)
+        if url not in self._audits:
             from corral.audit.log import AuditLog
 
-            self._audit = AuditLog.open(self.settings, self.audit_url(config), allow_offline=True)
-        return self._audit
+            self._audits[url] = AuditLog.open(self.settings, url, allow_offline=True)
+        return self._audits[url]
+
+    def find_run(self, run_id: str) -> RunRecord:
+        """A run of the scope's team by id or unique prefix; not found names the team and how to switch."""
+        from corral.errors import RunNotFound
+
+        try:
+            return self.state().get_run(run_id)
+        except RunNotFound as exc:
+            raise RunNotFound(exc.message, hint=choose_team_hint(self.scope), team=exc.team) from exc
 
     # ---- sandbox -------------------------------------------------------------------------------
 
@@ -139,27 +171,24 @@ class Services:
         from corral.deploy.local import LocalDeploy
         from corral.forge.local import LocalForge
         from corral.gateway.config import GatewayFileConfig, load_gateway_file
-        from corral.gateway.run import RunGateway
+        from corral.gateway.run import RunGateway, RunGatewaySpec
         from corral.gateway.state_tokens import StateRecordedTokenStore
 
         upstreams_file = repo / config.gateway.upstreams_file
         file_config = load_gateway_file(upstreams_file) if upstreams_file.is_file() else GatewayFileConfig()
-        return RunGateway.start(
-            run_id,
-            list(config.gateway.grants),
-            socket_path,
-            sink,
-            config=file_config,
-            secret_refs=config.secrets,
+        spec = RunGatewaySpec.from_config(
+            config,
+            run_id=run_id,
+            socket_path=socket_path,
+            gateway_file=file_config,
             forge=LocalForge(self.settings.home / "forge"),
             deploy=LocalDeploy(self.settings.home / "deploy"),
             repo=repo,
             head=branch,
-            base=config.project.base_branch,
-            ttl_seconds=config.gateway.token_ttl_seconds,
             token_store=StateRecordedTokenStore(self.state(config), config.project.name),
             log_dir=self.settings.home / "gateway" / run_id,
         )
+        return RunGateway.start(spec, sink)
 
     # ---- memory --------------------------------------------------------------------------------
 
@@ -175,9 +204,9 @@ class Services:
         return PreferenceSelection(tuple(str(p.id) for p in prefs), preferences.render_prompt_section(prefs))
 
     def close(self) -> None:
-        if self._audit is not None:
-            self._audit.close()
-            self._audit = None
-        if self._state is not None:
-            self._state.close()
-            self._state = None
+        audits, self._audits = self._audits, {}
+        states, self._states = self._states, {}
+        for audit in audits.values():
+            audit.close()
+        for state in states.values():
+            state.close()

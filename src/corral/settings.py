@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     """Where corral keeps its state DB, audit DB, spool, worktrees and per-run socket directories."""
     state_url: str | None = None
     audit_url: str | None = None
+    team: str | None = None
+    """`CORRAL_TEAM`: the team every command acts in, unless `--team` says otherwise."""
 
     @property
     def state_db(self) -> Path:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from corral.demo import DEMO_CONFIG, demo_playbook_path
-from corral.model.demo_repo import DEMO_FILES, DEMO_TASK
+from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from corral.settings import Settings
 from tests.e2e.conftest import make_repo, run_task, stored_run
 

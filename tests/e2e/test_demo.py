@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from corral.demo import DEMO_CONFIG, demo_playbook_path
-from corral.model.demo_repo import DEMO_FILES, DEMO_TASK
+from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from tests.conftest import CANARY_KEY
 from tests.e2e.conftest import RecordingUpstream, git, leftovers, make_repo, run_task, serve_upstream
 
@@ -50,6 +49,10 @@ def test_demo_run_reaches_approval_with_the_fix_and_a_full_audit(
     assert len(edits) == 1 and edits[0].path == "calc/ops.py" and "+    return a + b" in edits[0].diff
     assert result.of("check.result")[0].passed
     assert result.of("sandbox.selftest")[0].passed
+    # agent.stopped says what `corral show` says: the session's real turns and cost.
+    (stopped,) = result.of("agent.stopped")
+    assert stopped.turns == result.record.result["turns"] and stopped.turns >= 4
+    assert stopped.cost_usd == result.record.cost_usd
 
     # Keys: the upstream got the real (canary) key on every request; the sandbox only a placeholder.
     assert scripted_upstream.keys and set(scripted_upstream.keys) == {CANARY_KEY}

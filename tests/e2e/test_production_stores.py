@@ -9,8 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from corral.demo import DEMO_CONFIG, demo_playbook_path
-from corral.model.demo_repo import DEMO_FILES, DEMO_TASK
+from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from corral.services import Services
 from tests.conftest import require_env
 from tests.e2e.conftest import make_repo, run_task

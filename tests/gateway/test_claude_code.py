@@ -20,7 +20,7 @@ import pytest
 
 from corral.events import GatewayCall, GatewayDecision, ModelRequest
 from corral.forge.local import LocalForge
-from corral.gateway.run import RunGateway
+from corral.gateway.run import RunGateway, RunGatewaySpec
 from corral.model.playbook import Playbook
 from corral.model.proxy import ModelProxy, Upstream
 from tests.gateway.conftest import MemorySink, free_port
@@ -66,10 +66,11 @@ def test_claude_code_opens_a_pr_through_the_gateway_and_cannot_merge(sock: Path,
     subprocess.run(["git", "init", "-q", str(workspace)], check=True)
     sink = MemorySink()
     forge = LocalForge(tmp_path / "forge")
-    handle = RunGateway.start(
-        "run-cc", ["forge.open_pull_request", "forge.list_checks"], sock, sink,
+    spec = RunGatewaySpec(
+        "run-cc", ["forge.open_pull_request", "forge.list_checks"], sock,
         forge=forge, repo=workspace, head="corral/run-cc",
     )  # fmt: skip
+    handle = RunGateway.start(spec, sink)
     scripted = Upstream.scripted(Playbook.from_text(PLAYBOOK), str(workspace))
     proxy = ModelProxy(MODEL_TOKEN, {PINNED, SMALL}, scripted, sink)
     port = free_port()

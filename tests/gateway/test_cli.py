@@ -15,7 +15,10 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from typer.testing import CliRunner
 
+from corral.audit.log import AuditLog
 from corral.cli.gateway import app
+from corral.events import GatewayCall
+from corral.settings import Settings
 from tests.gateway.conftest import everything_entry, free_port
 
 runner = CliRunner()
@@ -117,9 +120,16 @@ async def test_serve_listens_on_tcp_and_prints_a_working_token(repo: Path) -> No
         async with httpx2.AsyncClient() as http:
             denied = await http.post(info["url"], json={}, headers={"Authorization": "Bearer crt_x_y"})
         assert denied.status_code == 401
-        audit = [json.loads(line) for line in Path(info["audit"]).read_text().splitlines()]
-        assert [e["kind"] for e in audit] == ["gateway.decision", "gateway.call"]
-        assert audit[1]["outcome"] == "error"
+        # The session's decisions and calls are on a hash-chained audit chain of their own.
+        assert info["audit"].startswith("gateway-serve-")
+        with AuditLog.open(Settings(home=repo / "home"), None, allow_offline=True, background=False) as log:
+            kinds = [e.kind for e in log.read(info["audit"])]
+            calls = [e for e in log.read(info["audit"]) if isinstance(e, GatewayCall)]
+        assert [k for k in kinds if k.startswith("gateway.")] == ["gateway.decision", "gateway.call"]
+        assert calls[0].outcome == "error"
     finally:
         proc.terminate()
-        proc.wait(10)
+        assert proc.wait(10) == 0
+    with AuditLog.open(Settings(home=repo / "home"), None, allow_offline=True, background=False) as log:
+        report = log.verify(info["audit"])
+    assert report.ok, report.problems

@@ -17,7 +17,7 @@ from corral.events import GatewayCall, GatewayDecision, PrOpened, SecretRequeste
 from corral.forge.local import LocalForge
 from corral.gateway.config import GatewayFileConfig, UpstreamConfig
 from corral.gateway.ratelimit import Bucket, RateLimitConfig
-from corral.gateway.run import RunGateway, RunGatewayHandle
+from corral.gateway.run import RunGateway, RunGatewayHandle, RunGatewaySpec
 from tests.gateway.conftest import HERE, INIT, MemorySink, everything_entry, mcp_client, raw_post
 
 pytestmark = [pytest.mark.npm, pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -51,11 +51,10 @@ def start(sock: Path, sink: MemorySink, tmp_path: Path) -> Iterator[Callable[...
             upstreams=upstreams if upstreams is not None else {"everything": everything()},
             **kw.pop("config_kw", {}),
         )
-        handle = RunGateway.start(
+        spec = RunGatewaySpec(
             "run-1",
             grants,
             sock,
-            sink,
             config=config,
             secret_refs={"EVERYTHING_KEY": "env:CORRAL_TEST_UPSTREAM_KEY"},
             environ={"CORRAL_TEST_UPSTREAM_KEY": SECRET},
@@ -65,6 +64,7 @@ def start(sock: Path, sink: MemorySink, tmp_path: Path) -> Iterator[Callable[...
             head="corral/run-1",
             **kw,
         )
+        handle = RunGateway.start(spec, sink)
         handles.append(handle)
         return handle
 

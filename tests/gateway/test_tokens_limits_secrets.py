@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from corral.audit.redact import Redactor
 from corral.deploy.local import LocalDeploy
-from corral.errors import ConfigError, RunError, WorkspaceError
+from corral.errors import ConfigError, RunError, TokenRefused, WorkspaceError
 from corral.events import SecretRequested
 from corral.forge import Check
 from corral.forge.local import LocalForge
 from corral.gateway.ratelimit import Bucket, RateLimitConfig, RateLimiter
-from corral.gateway.redact import Redactor
-from corral.gateway.tokens import InMemoryTokenStore, TokenAuthority, TokenRejected
+from corral.gateway.tokens import InMemoryTokenStore, TokenAuthority
 from corral.secrets import SecretResolver
 from tests.gateway.conftest import MemorySink
 
@@ -26,24 +26,24 @@ def test_tokens_verify_only_while_valid_and_store_no_secret() -> None:
     token, record = authority.mint(run_id="r", grants=["forge.comment"], ttl_seconds=60, max_uses=1)
     assert authority.verify(token).token_id == record.token_id
     assert token.split("_", 2)[2] not in store.get(record.token_id).model_dump_json()  # type: ignore[union-attr]
-    with pytest.raises(TokenRejected) as tampered:
+    with pytest.raises(TokenRefused) as tampered:
         authority.verify(token[:-2] + "xx")
-    assert tampered.value.problem == "unknown"
+    assert tampered.value.reason == "unknown"
     assert authority.verify(token, now=record.expires_at - 1)
-    with pytest.raises(TokenRejected) as late:
+    with pytest.raises(TokenRefused) as late:
         authority.verify(token, now=record.expires_at)
-    assert late.value.problem == "expired"
+    assert late.value.reason == "expired"
     assert store.consume(record.token_id).uses == 1
-    with pytest.raises(TokenRejected) as spent:
+    with pytest.raises(TokenRefused) as spent:
         store.consume(record.token_id)
-    assert spent.value.problem == "exhausted"
-    with pytest.raises(TokenRejected) as foreign:
+    assert spent.value.reason == "exhausted"
+    with pytest.raises(TokenRefused) as foreign:
         TokenAuthority(store, "other-gw").verify(token)
-    assert foreign.value.problem == "wrong_audience"
+    assert foreign.value.reason == "wrong_audience"
     authority.revoke(record.token_id)
-    with pytest.raises(TokenRejected) as revoked:
+    with pytest.raises(TokenRefused) as revoked:
         authority.verify(token)
-    assert revoked.value.problem == "revoked"
+    assert revoked.value.reason == "revoked"
 
 
 def test_token_buckets_refill_at_their_rate() -> None:
@@ -77,9 +77,9 @@ def test_secrets_resolve_from_env_and_file_and_audit_the_name_only(tmp_path: Pat
 
 def test_redactor_scrubs_plain_base64_and_url_encoded_forms() -> None:
     redactor = Redactor()
-    redactor.add("K", "p@ss/word+1")
+    redactor.register("K", "p@ss/word+1")
     encoded = base64.b64encode(b"p@ss/word+1").decode()
-    out = redactor.value({"a": "x p@ss/word+1 y", "b": [encoded, "p%40ss%2Fword%2B1"], "p@ss/word+1": 3})
+    out = redactor.redact({"a": "x p@ss/word+1 y", "b": [encoded, "p%40ss%2Fword%2B1"], "p@ss/word+1": 3})
     assert out == {"a": "x [secret:K] y", "b": ["[secret:K]", "[secret:K]"], "[secret:K]": 3}
 
 

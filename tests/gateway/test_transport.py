@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from corral.forge.local import LocalForge
-from corral.gateway.run import RunGateway, RunGatewayHandle
+from corral.gateway.run import RunGateway, RunGatewayHandle, RunGatewaySpec
 from corral.gateway.serve import Transport
 from tests.gateway.conftest import INIT, MemorySink, mcp_client
 
@@ -23,8 +23,10 @@ def handle(
     request: pytest.FixtureRequest, sock: Path, sink: MemorySink, tmp_path: Path
 ) -> Iterator[RunGatewayHandle]:
     transport: Transport = request.param
-    h = RunGateway.start("run-t", ["forge.list_checks"], sock, sink, forge=LocalForge(tmp_path / "f"),
-                         transport=transport)  # fmt: skip
+    spec = RunGatewaySpec(
+        "run-t", ["forge.list_checks"], sock, forge=LocalForge(tmp_path / "f"), transport=transport
+    )
+    h = RunGateway.start(spec, sink)
     yield h
     h.stop()
 
@@ -67,8 +69,10 @@ async def test_sessions_are_bound_to_the_token_that_opened_them(handle: RunGatew
 async def test_lean_transport_shape(
     sock: Path, sink: MemorySink, tmp_path: Path, transport: Transport
 ) -> None:
-    h = RunGateway.start("run-l", ["forge.list_checks"], sock, sink, forge=LocalForge(tmp_path / "f"),
-                         transport=transport)  # fmt: skip
+    spec = RunGatewaySpec(
+        "run-l", ["forge.list_checks"], sock, forge=LocalForge(tmp_path / "f"), transport=transport
+    )
+    h = RunGateway.start(spec, sink)
     try:
         async with client(h) as http:
             session = (await post(http, INIT)).headers["mcp-session-id"]
@@ -108,8 +112,8 @@ async def test_a_decision_that_cannot_be_audited_does_not_run(sock: Path, tmp_pa
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     forge = LocalForge(tmp_path / "f")
-    h = RunGateway.start("run-a", ["forge.open_pull_request"], sock, FailingSink(), forge=forge, repo=repo,
-                         head="corral/run-a")  # fmt: skip
+    h = RunGateway.start(RunGatewaySpec("run-a", ["forge.open_pull_request"], sock, forge=forge, repo=repo,
+                                        head="corral/run-a"), FailingSink())  # fmt: skip
     try:
         async with client(h) as http:
             session = (await post(http, INIT)).headers["mcp-session-id"]

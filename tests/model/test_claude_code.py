@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from corral.model.demo_repo import DEMO_FILES, bundled_playbook, write_demo_repo
+from corral.demo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook
 from corral.model.proxy import ModelProxy, Upstream
 from corral.model.scripted import SUBAGENT_TEXT

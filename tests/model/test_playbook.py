@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from corral.demo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.errors import PlaybookError
-from corral.model.demo_repo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook, TextTurn, ToolUseTurn, is_tool_name
 
 GOOD = """

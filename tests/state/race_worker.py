@@ -51,7 +51,7 @@ def open_fresh(url: str, barrier: Barrier, results: Any) -> None:
 
 
 def use_token(url: str, team: str, secret: str, barrier: Barrier, results: Any) -> None:
-    from corral.state.tokens import TokenRefused
+    from corral.errors import TokenRefused
 
     store = StateStore.open(url, Settings(), team=team)
     try:

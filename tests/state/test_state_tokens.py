@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from corral.errors import NotFound, StoreError
+from corral.errors import NotFound, StoreError, TokenRefused
 from corral.state import tokens
 from corral.state.base import utcnow
 from corral.state.db import StateStore
-from corral.state.tokens import TokenRefused, hash_secret
+from corral.state.tokens import hash_secret
 
 
 def _all_cells(store: StateStore) -> str:

@@ -33,6 +33,7 @@ from claude_agent_sdk import (
 from corral.agent.hook_events import EDIT_TOOLS, result_events
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
+from corral.config import Config
 from corral.errors import SandboxError
 from corral.events import AgentStopped, ToolCall, ToolDenied
 from corral.sandbox import NODUMP_LIBRARY, Sandbox
@@ -69,6 +70,31 @@ class AgentSettings:
     system_append: str = ""
     mcp_servers: dict[str, Any] = field(default_factory=dict)
     allowed_mcp_tools: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        model_url: str,
+        model_token: str,
+        system_append: str = "",
+        mcp_servers: dict[str, Any] | None = None,
+        allowed_mcp_tools: tuple[str, ...] = (),
+    ) -> AgentSettings:
+        """The project's `[agent]` and `[sandbox].workdir`, plus what this run's wiring hands over."""
+        return cls(
+            model=config.agent.model,
+            small_model=config.agent.small_model,
+            max_turns=config.agent.max_turns,
+            timeout_seconds=config.agent.timeout_seconds,
+            workdir=config.sandbox.workdir,
+            model_url=model_url,
+            model_token=model_token,
+            system_append=system_append,
+            mcp_servers=mcp_servers or {},
+            allowed_mcp_tools=allowed_mcp_tools,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,6 +182,7 @@ class ClaudeDriver:
         self._hooked: set[str] = set()
         """Tool calls the PreToolUse hook saw; any other refused call was stopped by Claude Code itself."""
         self._requested: dict[str, str] = {}
+        self._stop_hook_fired = False
 
     @property
     def stderr(self) -> str:
@@ -211,7 +238,9 @@ class ClaudeDriver:
         return {}
 
     async def _stop(self, data: HookInput, _id: str | None, _: HookContext) -> HookJSONOutput:
-        self._sink.emit(AgentStopped(reason="stop hook"))
+        # The Stop hook fires before the session's result (turns, cost) exists, so `agent.stopped`
+        # is recorded from the result in `run`; here only the fact that Claude Code chose to stop.
+        self._stop_hook_fired = True
         return {}
 
     # ---- the session ---------------------------------------------------------------------------
@@ -281,12 +310,19 @@ class ClaudeDriver:
         return result
 
     def run(self, task: str) -> AgentOutcome:
-        """Run the session to its end, the max_turns limit, or the wall-clock limit.
+        """Run the session to its end, the max_turns limit, or the wall-clock limit, and record
+        `agent.stopped` with the turns and cost that the run's record (and `corral show`) reports.
 
         Signals do not cross `docker exec`, so the wall-clock limit stops the container itself; the
         CLI's exit then ends the SDK session.
         """
         check_nodump(self._sandbox)
+        outcome = self._run_session(task)
+        reason = outcome.stop_reason + (" (stop hook)" if self._stop_hook_fired else "")
+        self._sink.emit(AgentStopped(reason=reason, turns=outcome.turns, cost_usd=outcome.cost_usd))
+        return outcome
+
+    def _run_session(self, task: str) -> AgentOutcome:
         timed_out = threading.Event()
 
         def expire() -> None:

@@ -13,9 +13,7 @@ Lifecycle:
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,23 +21,8 @@ from corral.audit.blobs import BlobStore
 from corral.audit.chain import Checkpoint, EventRow, genesis_hash
 from corral.audit.recorder import RunLock, RunRecorder
 from corral.audit.redact import Redactor
-from corral.audit.spool import (
-    SpoolCorrupt,
-    SpoolWriter,
-    check_run_id,
-    count_events,
-    last_record,
-    list_spools,
-    quarantine,
-    read_chunk,
-    read_marker,
-    recover,
-    remove_spool,
-    run_of,
-    spool_name,
-    try_lock,
-    write_marker,
-)
+from corral.audit.shipper import Shipper
+from corral.audit.spool import SpoolWriter, check_run_id, last_record, list_spools, read_chunk, spool_name
 from corral.audit.store import AuditStore, RunSummary, open_store, safe_url
 from corral.audit.verify import VerifyReport, export_lines, verify_rows
 from corral.errors import CorralError, NotFound, StoreError
@@ -47,8 +30,6 @@ from corral.events import AnyEvent, parse_event
 from corral.settings import Settings
 
 log = logging.getLogger("corral.audit")
-
-_MAX_BACKOFF = 5.0
 
 
 @dataclass(frozen=True)
@@ -82,24 +63,22 @@ class AuditLog:
         self.settings = settings
         self.url = url
         self.store = store
-        self.store_error: CorralError | None = None
         self.spool_dir = settings.spool_dir
         self.blobs = BlobStore(settings.home / "blobs")
         self.checkpoint_every = checkpoint_every
-        self.ship_interval = ship_interval
         self.lock_timeout = lock_timeout
+        self.shipper = Shipper(store, url, self.spool_dir, ship_interval)
         self._recorders: dict[Path, RunRecorder] = {}
-        self._own: dict[Path, bool] = {}  # spool path -> its recorder is closed
-        self._offsets: dict[Path, int] = {}
-        self._ship_lock = threading.RLock()
         self._state = threading.Lock()
-        self._orphans_pending = True
-        self._backoff = 0.0
-        self._retry_at = 0.0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.shipped = 0
+
+    @property
+    def store_error(self) -> CorralError | None:
+        """Why the store is unavailable (None while it answers)."""
+        return self.shipper.store_error
+
+    @property
+    def shipped(self) -> int:
+        return self.shipper.shipped
 
     # ---- opening and closing ----------------------------------------------------------------
 
@@ -129,14 +108,11 @@ class AuditLog:
             error = exc
             log.warning("audit store %s is unavailable, spooling locally: %s", safe_url(url), exc)
         audit = cls(settings, url, store, checkpoint_every=checkpoint_every, ship_interval=ship_interval)
-        audit.store_error = error
+        audit.shipper.store_error = error
         if error is None:
             audit.ship_pending()
         if background:
-            audit._thread = threading.Thread(
-                target=audit._run_shipper, name="corral-audit-shipper", daemon=True
-            )
-            audit._thread.start()
+            audit.shipper.start()
         return audit
 
     @property
@@ -146,12 +122,7 @@ class AuditLog:
     def close(self) -> None:
         for recorder in list(self._recorders.values()):
             recorder.close()
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        self.ship_now()
+        self.shipper.stop()
         if self.store is not None:
             self.store.close()
 
@@ -176,7 +147,7 @@ class AuditLog:
                     if stored:
                         heads.append(stored)
                 except StoreError as exc:
-                    self._went_offline(exc)
+                    self.shipper.went_offline(exc)
             head = max(heads, default=(0, genesis_hash(run_id)))
             writer = SpoolWriter(self.spool_dir / spool_name(run_id))
         except BaseException:
@@ -185,11 +156,12 @@ class AuditLog:
         redactor = Redactor()
         for name, value in (secrets or {}).items():
             redactor.register(name, value)
-        recorder = RunRecorder(self, run_id, head, writer, lock, self.blobs, redactor, self.checkpoint_every)
+        recorder = RunRecorder(
+            run_id, head, writer, lock, self.blobs, redactor, self.checkpoint_every, self._recorder_closed
+        )
         with self._state:
             self._recorders[writer.path] = recorder
-            self._own[writer.path] = False
-            self._offsets[writer.path] = writer.written
+        self.shipper.track(writer.path, writer.written)
         return recorder
 
     def _spooled_head(self, run_id: str) -> tuple[int, str] | None:
@@ -203,137 +175,21 @@ class AuditLog:
     def _recorder_closed(self, recorder: RunRecorder) -> None:
         with self._state:
             self._recorders.pop(recorder.spool_path, None)
-            self._own[recorder.spool_path] = True
-        self.ship_now()
+        self.shipper.recorder_closed(recorder.spool_path)
 
-    # ---- shipping ---------------------------------------------------------------------------
-
-    def _run_shipper(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.ship_interval)
-            self._wake.clear()
-            if not self._stop.is_set():
-                self.ship_now()
+    # ---- shipping (see `Shipper`) -------------------------------------------------------------
 
     def ship_now(self) -> int:
         """One shipping pass over this process's spools (and orphans still pending); never raises."""
-        if self.store is None or time.monotonic() < self._retry_at:
-            return 0
-        shipped = 0
-        with self._ship_lock:
-            try:
-                if self._orphans_pending:
-                    shipped += self.ship_pending()
-                with self._state:
-                    own = list(self._own.items())
-                for path, closed in own:
-                    shipped += self._ship_own(path, closed)
-            except StoreError as exc:
-                self._went_offline(exc)
-                return shipped
-            if self.store_error is not None:
-                log.warning("audit store %s is reachable again; shipping the spool", safe_url(self.url))
-            self.store_error = None
-            self._backoff = 0.0
-        return shipped
-
-    def _went_offline(self, exc: StoreError) -> None:
-        if self.store_error is None:
-            log.warning("audit store %s failed, spooling locally: %s", safe_url(self.url), exc)
-        self.store_error = exc
-        self._orphans_pending = True
-        self._backoff = min(max(self._backoff * 2, 0.25), _MAX_BACKOFF)
-        self._retry_at = time.monotonic() + self._backoff
-
-    def _ship_own(self, path: Path, closed: bool) -> int:
-        try:
-            offset, n, _ = self._ship_file(path, self._offsets.get(path, 0))
-        except FileNotFoundError:  # another process shipped and removed a closed spool of ours
-            offset, n = 0, 0
-            closed = True
-        self._offsets[path] = offset
-        if closed:
-            remove_spool(path)
-            with self._state:
-                self._own.pop(path, None)
-                self._offsets.pop(path, None)
-        return n
-
-    def _ship_file(self, path: Path, offset: int) -> tuple[int, int, bool]:
-        """Ship whole records from `offset`.
-
-        Returns the new offset, the events shipped, and whether the spool ends with a `close`
-        checkpoint. The marker moves only after the store has acknowledged the batch.
-        """
-        assert self.store is not None
-        shipped = 0
-        ends_closed = False
-        while True:
-            chunk = read_chunk(path, offset)
-            if chunk.end == offset:
-                return offset, shipped, ends_closed
-            rows = chunk.events
-            self.shipped += self.store.insert_many(rows)
-            self.store.insert_checkpoints(chunk.checkpoints)
-            write_marker(path, chunk.end)
-            offset = chunk.end
-            shipped += len(rows)
-            ends_closed = chunk.ends_closed
+        return self.shipper.ship_now()
 
     def ship_pending(self, run_id: str | None = None) -> int:
-        """Ship spools that no live process owns (left by a crash or an outage), then remove them.
-
-        A torn tail is truncated first, with a warning. A spool whose writer died without closing
-        gets a `recovered` checkpoint at its last event. Raises StoreError if the store fails.
-        """
-        if self.store is None:
-            raise StoreError(f"no audit store to ship to ({self.url})")
-        shipped = 0
-        with self._ship_lock:
-            for path in list_spools(self.spool_dir, run_id):
-                if path in self._own:
-                    continue
-                fd = try_lock(path)
-                if fd is None:
-                    continue  # a live process is writing it and will ship it itself
-                try:
-                    recover(path)
-                    offset = min(read_marker(path), path.stat().st_size)
-                    try:
-                        _, n, closed_cleanly = self._ship_file(path, offset)
-                    except SpoolCorrupt as exc:
-                        moved = quarantine(path)
-                        log.error("%s; the events before it were shipped; the file is kept as %s", exc, moved)
-                        continue
-                    shipped += n
-                    tail = last_record(path)
-                    if tail and not closed_cleanly:
-                        self.store.insert_checkpoints(
-                            [
-                                Checkpoint(
-                                    run_id=run_of(path),
-                                    seq=int(tail["seq"]),
-                                    hash=str(tail["hash"]),
-                                    reason="recovered",
-                                )
-                            ]
-                        )
-                    remove_spool(path)
-                finally:
-                    os.close(fd)
-            if run_id is None:
-                self._orphans_pending = False
-        return shipped
+        """Ship spools no live process owns; raises StoreError if the store fails."""
+        return self.shipper.ship_pending(run_id)
 
     def backlog(self) -> int:
         """Events spooled on this host that the store does not have yet (for `corral doctor`)."""
-        total = 0
-        for path in list_spools(self.spool_dir):
-            try:
-                total += count_events(path, read_marker(path))
-            except FileNotFoundError:
-                continue
-        return total
+        return self.shipper.backlog()
 
     def status(self) -> AuditStatus:
         """Ping the store now, and count the local backlog."""
@@ -379,7 +235,8 @@ class AuditLog:
         if include_spool:
             for path in list_spools(self.spool_dir, run_id):
                 try:
-                    chunk = read_chunk(path, 0, limit=1 << 40)
+                    # The whole file as it is now (a read of a larger fixed limit allocates that limit).
+                    chunk = read_chunk(path, 0, limit=path.stat().st_size + 1)
                 except (FileNotFoundError, StoreError):
                     continue
                 for row in chunk.events:

@@ -17,8 +17,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from corral.audit.blobs import MAX_EVENT_BYTES, BlobStore
 from corral.audit.chain import Checkpoint, canonical, chain_hash, dumps_line
@@ -26,9 +27,6 @@ from corral.audit.redact import Redactor
 from corral.audit.spool import SpoolWriter
 from corral.errors import StoreError
 from corral.events import Event, event_payload
-
-if TYPE_CHECKING:
-    from corral.audit.log import AuditLog
 
 E = TypeVar("E", bound=Event)
 
@@ -83,7 +81,6 @@ class RunRecorder:
 
     def __init__(
         self,
-        log: AuditLog,
         run_id: str,
         head: tuple[int, str],
         writer: SpoolWriter,
@@ -91,9 +88,11 @@ class RunRecorder:
         blobs: BlobStore,
         redactor: Redactor,
         checkpoint_every: int,
+        on_close: Callable[[RunRecorder], None] = lambda _recorder: None,
     ) -> None:
+        """`on_close` is told once the recorder has closed (the log then ships and forgets it)."""
         self.run_id = run_id
-        self._log = log
+        self._on_close = on_close
         self._seq, self._hash = head
         self._writer = writer
         self._lock = lock
@@ -173,4 +172,4 @@ class RunRecorder:
             if self._seq:
                 self._lock.write_head(self._seq, self._hash)
             self._lock.release()
-        self._log._recorder_closed(self)
+        self._on_close(self)

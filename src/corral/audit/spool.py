@@ -24,17 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from corral.audit.chain import CHECKPOINT_KIND, Checkpoint, EventRow
-from corral.errors import StoreError
+from corral.errors import SpoolCorrupt, StoreError
 
 log = logging.getLogger("corral.audit")
 
 SUFFIX = ".jsonl"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _READ_CHUNK = 8 * 1024 * 1024
-
-
-class SpoolCorrupt(StoreError):
-    """A spool line that is not JSON with whole lines after it: real corruption, not a torn tail."""
 
 
 def check_run_id(run_id: str) -> str:

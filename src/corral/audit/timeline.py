@@ -23,6 +23,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from corral import events as ev
+from corral.display import visible
 from corral.events import AnyEvent
 
 Section = Literal["saw", "decided", "did", "shipped", "run"]
@@ -181,7 +182,7 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
             (f"{e.section:<8}", _STYLE[e.section]),
             (f"{e.kind:<18} ", "bold"),
             ("sandbox says " if e.reported_by == "sandbox" else "", "italic"),
-            Text.from_markup(escape(e.summary)),
+            Text.from_markup(escape(visible(e.summary))),
             (_UNISSUED if e.model_issued is False else "", "bold red"),
         )
         parts: list[Text | Syntax] = [line]
@@ -189,7 +190,7 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
             lexer = "diff" if e.kind == "file.edit" else "text"
             parts.append(
                 Syntax(
-                    e.detail if e.kind == "file.edit" else _clip(e.detail),
+                    visible(e.detail if e.kind == "file.edit" else _clip(e.detail)),
                     lexer,
                     theme="ansi_dark",
                     word_wrap=True,

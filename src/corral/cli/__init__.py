@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,17 +29,47 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 RepoOption = Annotated[
     Path, typer.Option("--repo", help="The git repository to work on.", show_default="current directory")
 ]
+TeamOption = Annotated[
+    str | None,
+    typer.Option(
+        "--team",
+        help="The team to act in (default: CORRAL_TEAM, else the repository's corral.toml, else 'default').",
+    ),
+]
+ScopeRepoOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--repo",
+        help="The repository whose corral.toml gives the team and stores.",
+        show_default="the repository of the current directory",
+    ),
+]
 
 
 def emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    from corral.display import json_text
+
+    print(json_text(data))
 
 
-def _services(progress: Any = None) -> Any:
+def _services(progress: Any = None, *, team: str | None = None, repo: Path | None = None) -> Any:
+    """The one wiring for a command, scoped to the team that `corral.scope` picks."""
+    from corral.scope import resolve_scope
     from corral.services import Services
     from corral.settings import load_settings
 
-    return Services(load_settings(), progress)
+    settings = load_settings()
+    return Services(settings, progress, resolve_scope(settings, team, repo))
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM cleans up as Ctrl-C does (a long command's `finally` runs and records its end)."""
+    import signal
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _register_subcommands() -> None:
@@ -55,10 +85,25 @@ def _register_subcommands() -> None:
         ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
     ):
         try:
-            module = __import__(module_name, fromlist=["app"])
-        except ImportError:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            # Skipping a broken group would silently drop it from --help: list it, and fail when used.
+            _register_broken_group(name, module_name, exc)
             continue
         app.add_typer(module.app, name=name, help=help_text)
+
+
+def _register_broken_group(name: str, module_name: str, cause: ImportError) -> None:
+    @app.command(
+        name,
+        help=f"(unavailable: {cause})",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def unavailable() -> None:
+        raise CorralError(
+            f"the `corral {name}` commands cannot be loaded: {module_name} failed to import: {cause}",
+            hint="reinstall corral with its dependencies (pip install -e . or make demo), then retry",
+        )
 
 
 _register_subcommands()
@@ -83,9 +128,12 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except CorralError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False)
+        from corral.display import visible
+
+        # A message can quote agent-written text (a file name, a failure reason): never raw.
+        err.print(f"[bold red]error:[/bold red] {escape(visible(exc.message))}", highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", highlight=False)
+            err.print(f"[yellow]hint:[/yellow] {escape(visible(exc.hint))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: the run was recorded as failed and its container removed")

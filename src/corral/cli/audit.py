@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from corral.errors import CorralError, NotFound
+from corral.cli import ScopeRepoOption, TeamOption
+from corral.errors import CorralError, NotFound, RunNotFound, StoreError
 
 if TYPE_CHECKING:
     from corral.audit.log import AuditLog
     from corral.audit.verify import VerifyReport
+    from corral.services import Services
 
 # The audit library (its stores bring sqlalchemy and pymongo) is imported inside the commands, so
 # that every other `corral` command (and `corral --help`) starts without paying for it.
@@ -34,38 +36,71 @@ UrlOption = Annotated[
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    from corral.display import json_text
+
+    print(json_text(data))
+
+
+@dataclass
+class _Scoped:
+    """The audit log, and the run ids of the command's team (`corral.scope`)."""
+
+    log: AuditLog
+    services: Services
+
+    def run_id(self, run: str) -> str:
+        """A run of the team by id or unique prefix; else the exact chain id, if the log holds it.
+
+        The second case covers chains that are not runs (`corral gateway serve` sessions) and a
+        machine that has only the audit store.
+        """
+        try:
+            return str(self.services.find_run(run).run_id)
+        except RunNotFound:
+            if self.log.rows(run):
+                return run
+            raise
+        except (NotFound, StoreError):
+            return run
 
 
 @contextmanager
-def _audit(url: str | None) -> Iterator[AuditLog]:
+def _audit(url: str | None, team: str | None = None, repo: Path | None = None) -> Iterator[_Scoped]:
     from corral.audit.log import AuditLog
-    from corral.settings import load_settings
+    from corral.cli import _services
 
     try:
-        audit = AuditLog.open(load_settings(), url, allow_offline=True, background=False)
+        services = _services(team=team, repo=repo)
+        audit = AuditLog.open(
+            services.settings, url or services.audit_url(), allow_offline=True, background=False
+        )
     except CorralError as exc:
         _fail(exc)
     try:
-        yield audit
+        yield _Scoped(audit, services)
     except CorralError as exc:
         _fail(exc)
     finally:
         audit.close()
+        services.close()
 
 
 def _fail(exc: CorralError) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    from corral.display import visible
+
+    err.print(f"[bold red]error:[/bold red] {escape(visible(exc.message))}", highlight=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
+        err.print(f"[yellow]hint:[/yellow] {escape(visible(exc.hint))}", highlight=False)
     raise typer.Exit(2)
 
 
 @app.command("runs")
-def runs_cmd(store: UrlOption = None, as_json: JsonFlag = False) -> None:
+def runs_cmd(store: UrlOption = None, repo: ScopeRepoOption = None, as_json: JsonFlag = False) -> None:
     """List the runs the audit store holds."""
-    with _audit(store) as audit:
-        runs = audit.runs()
+    with _audit(store, repo=repo) as scoped:
+        runs = scoped.log.runs()
     if as_json:
         _print_json([dataclasses.asdict(r) for r in runs])
         return
@@ -75,24 +110,28 @@ def runs_cmd(store: UrlOption = None, as_json: JsonFlag = False) -> None:
 
 @app.command()
 def tail(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id (or a unique prefix), or an audit chain id.")],
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep printing new events.")] = True,
     interval: Annotated[float, typer.Option(help="Seconds between polls while following.")] = 0.5,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Print a run's events as they arrive (from the store and the local spool); stops at run.finished."""
     from corral.audit.timeline import render, timeline
+    from corral.display import json_line
     from corral.events import parse_event
 
     last = 0
-    with _audit(store) as audit:
+    with _audit(store, team, repo) as scoped:
+        run = scoped.run_id(run)
         while True:
-            rows = audit.rows(run, last)
+            rows = scoped.log.rows(run, last)
             for row in rows:
                 event = parse_event(row.data)
                 if as_json:
-                    print(row.data, flush=True)
+                    print(json_line(row.data), flush=True)
                 else:
                     entries = timeline([event], match_model=False)
                     render(entries, out, details=False)
@@ -106,16 +145,19 @@ def tail(
 
 @app.command()
 def show(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id (or a unique prefix), or an audit chain id.")],
     details: Annotated[bool, typer.Option("--details/--no-details", help="Show diffs and outputs.")] = True,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The run's timeline: what the agent saw, decided, did, and what shipped."""
     from corral.audit.timeline import counts, render, timeline
 
-    with _audit(store) as audit:
-        events = audit.read(run)
+    with _audit(store, team, repo) as scoped:
+        run = scoped.run_id(run)
+        events = scoped.log.read(run)
     if not events:
         _fail(
             NotFound(f"the audit log has no events for run {run}", hint="list runs with `corral audit runs`")
@@ -138,6 +180,8 @@ def verify(
     ] = None,
     strict: Annotated[bool, typer.Option(help="Fail on events after the last checkpoint.")] = False,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check the hash chain and checkpoints; name the first edited, deleted, inserted or reordered event."""
@@ -155,39 +199,47 @@ def verify(
         except CorralError as exc:
             _fail(exc)
     else:
-        with _audit(store) as audit:
-            ids = [r.run_id for r in audit.runs()] if all_runs else [run or ""]
-            reports = [audit.verify(i, strict=strict) for i in ids]
+        with _audit(store, team, repo) as scoped:
+            ids = [r.run_id for r in scoped.log.runs()] if all_runs else [scoped.run_id(run or "")]
+            reports = [scoped.log.verify(i, strict=strict) for i in ids]
     if as_json:
         _print_json([r.model_dump() | {"first": r.first.model_dump() if r.first else None} for r in reports])
     else:
+        from rich.markup import escape
+
+        from corral.display import visible
+
         for r in reports:
             style = "green" if r.ok else "bold red"
-            out.print(f"[{style}]{r.summary()}[/{style}]", highlight=False)
+            out.print(f"[{style}]{escape(visible(r.summary()))}[/{style}]", highlight=False)
             for p in r.problems[1:20]:
-                out.print(f"  also: {p}", highlight=False)
+                out.print(f"  also: {escape(visible(str(p)))}", highlight=False)
             for w in r.warnings[:5]:
-                out.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
+                out.print(f"  [yellow]warning:[/yellow] {escape(visible(str(w)))}", highlight=False)
     if not reports or not all(r.ok for r in reports):
         raise typer.Exit(1)
 
 
 @app.command()
 def export(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id (or a unique prefix), or an audit chain id.")],
     fmt: Annotated[str, typer.Option("--format", help="Export format (jsonl).")] = "jsonl",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")
     ] = None,
     store: UrlOption = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
 ) -> None:
     """Write the run's stored events and checkpoints as JSONL; `corral audit verify --file` re-checks it."""
     if fmt != "jsonl":
         err.print(f"unknown format {fmt!r}: only jsonl is supported")
         raise typer.Exit(2)
-    with _audit(store) as audit:
-        lines = audit.export(run)
-    text = "\n".join(lines) + "\n"
+    with _audit(store, team, repo) as scoped:
+        lines = scoped.log.export(scoped.run_id(run))
+    from corral.display import json_line
+
+    text = "\n".join(json_line(line) for line in lines) + "\n"
     if output is None:
         sys.stdout.write(text)
     else:

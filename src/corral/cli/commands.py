@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import JsonFlag, RepoOption, _services, emit_json, out
+from corral.cli import JsonFlag, RepoOption, ScopeRepoOption, TeamOption, _services, emit_json, out
 from corral.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Check the Docker Engine, images, Claude Code version and stores; say how to fix what is missing."""
         from corral.doctor import run_checks
 
-        checks = run_checks(_services(), repo)
+        checks = run_checks(_services(repo=repo), repo)
         if as_json:
             emit_json([dataclasses.asdict(c) for c in checks])
         else:
@@ -45,12 +45,16 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command()
-    def gc(as_json: JsonFlag = False) -> None:
-        """Remove what killed runs left behind: containers, socket directories, worktrees."""
+    def gc(team: TeamOption = None, repo: ScopeRepoOption = None, as_json: JsonFlag = False) -> None:
+        """Remove what killed runs of the team left behind: containers, socket directories, worktrees.
+
+        A run waiting for a human (awaiting approval) keeps its phase and its branch: only what it no
+        longer needs is removed. A run whose driving process died mid-phase is recorded as failed.
+        """
         from corral.errors import SandboxError
         from corral.gc import collect
 
-        services = _services()
+        services = _services(team=team, repo=repo)
         try:
             backend = services.sandbox_backend()
         except SandboxError:

@@ -10,10 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from corral.cli import _services, sigterm_as_interrupt
 from corral.errors import ConfigError, CorralError
 
 if TYPE_CHECKING:
+    from corral.audit import EventSink
     from corral.gateway.server import Gateway
+    from corral.services import Services
 
 # The gateway library (mcp, starlette, uvicorn) is imported inside the commands, so that every other
 # `corral` command (and `corral --help`) starts without paying for it.
@@ -31,19 +34,17 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 
 
 def _gateway(
-    repo: Path, gateway_file: Path | None, sink_path: Path | None = None
+    services: Services, repo: Path, gateway_file: Path | None, sink: EventSink | None = None
 ) -> tuple[Gateway, list[str]]:
-    from corral.config import load_config
+    from corral.config import Config
     from corral.deploy.local import LocalDeploy
     from corral.forge.local import LocalForge
     from corral.gateway.config import GatewayFileConfig, load_gateway_file
     from corral.gateway.run import build_gateway
-    from corral.gateway.sinks import JsonlSink
-    from corral.settings import load_settings
 
-    settings = load_settings()
-    config = load_config(repo)
-    default_file = repo / GATEWAY_FILE
+    settings = services.settings
+    config = services.scope.config or Config()
+    default_file = repo / config.gateway.upstreams_file
     file_config = (
         load_gateway_file(gateway_file)
         if gateway_file
@@ -54,7 +55,7 @@ def _gateway(
     gateway = build_gateway(
         file_config,
         secret_refs=config.secrets,
-        sink=JsonlSink(sink_path) if sink_path else None,
+        sink=sink,
         forge=LocalForge(settings.home / "forge"),
         deploy=LocalDeploy(settings.home / "deploy"),
         audience="corral-gateway:serve",
@@ -80,12 +81,15 @@ def check(
     """Print the tools, and the argument shapes, a grant set allows (a dry run for policy authors)."""
     from corral.gateway.check import check_grants
 
+    services = _services(repo=repo)
     try:
-        gateway, default_grants = _gateway(repo, gateway_file)
+        gateway, default_grants = _gateway(services, repo, gateway_file)
         result = check_grants(gateway, list(token_grants or default_grants))
     except CorralError as exc:
         _fail(exc)
         return
+    finally:
+        services.close()
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -114,16 +118,21 @@ def serve(
     gateway_file: GatewayFile = None,
     as_json: Json = False,
 ) -> None:
-    """Serve the gateway over streamable HTTP and print one capability token for the given grants."""
+    """Serve the gateway over streamable HTTP and print one capability token for the given grants.
+
+    Every decision and call is recorded in the audit log, hash-chained and redacted as a run's are,
+    on a chain of its own (`corral audit show CHAIN` reads it).
+    """
     from corral.gateway.serve import GatewayServer
-    from corral.settings import load_settings
 
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         _fail(ConfigError(f"--listen {listen!r} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8765"))
-    settings = load_settings()
+    services = _services(repo=repo)
+    chain = serve_chain_id()
+    recorder = services.audit().for_run(chain)
     try:
-        gateway, default_grants = _gateway(repo, gateway_file, settings.home / "gateway" / "audit.jsonl")
+        gateway, default_grants = _gateway(services, repo, gateway_file, recorder)
         server = GatewayServer(gateway, host=host or "127.0.0.1", port=int(port))
         server.start()
         grants = list(grant or default_grants)
@@ -132,8 +141,10 @@ def serve(
         except CorralError:
             server.stop()
             raise
-        token, record = gateway.authority.mint(run_id="serve", grants=grants, ttl_seconds=ttl)
+        token, record = gateway.authority.mint(run_id=chain, grants=grants, ttl_seconds=ttl)
     except CorralError as exc:
+        recorder.close()
+        services.close()
         _fail(exc)
         return
     info = {
@@ -142,10 +153,22 @@ def serve(
         "token_id": record.token_id,
         "policy_version": policy.version,
         "expires_at": record.expires_at,
-        "audit": str(settings.home / "gateway" / "audit.jsonl"),
+        "audit": chain,
     }
     typer.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+    sigterm_as_interrupt()  # so the audit chain is closed with its checkpoint
     try:
         server.wait()
     except KeyboardInterrupt:
         server.stop()
+    finally:
+        recorder.close()
+        services.close()
+
+
+def serve_chain_id() -> str:
+    """The audit chain of one `corral gateway serve` session: sortable, and unique per start."""
+    import secrets
+    import time
+
+    return f"gateway-serve-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"

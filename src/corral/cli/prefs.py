@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from corral.cli import TeamOption, _services
+
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.state.db import StateStore
@@ -30,20 +32,15 @@ By = Annotated[str, typer.Option("--by", help="Who is adding it (recorded with t
 
 
 @contextmanager
-def _store(repo: Path) -> Iterator[tuple[StateStore, Config]]:
-    from corral.config import load_config
-    from corral.settings import load_settings
-    from corral.state.db import StateStore, resolve_state_url
+def _store(repo: Path, team: str | None) -> Iterator[tuple[StateStore, Config]]:
+    """The scoped team's state store (through `Services`) and the repository's config."""
+    from corral.config import Config
 
-    settings = load_settings()
-    config = load_config(repo)
-    store = StateStore.open(
-        resolve_state_url(config.stores.state_url, settings), settings, config.project.team
-    )
+    services = _services(team=team, repo=repo)
     try:
-        yield store, config
+        yield services.state(), services.scope.config or Config()
     finally:
-        store.close()
+        services.close()
 
 
 def _json(items: list[Preference] | Preference) -> None:
@@ -81,6 +78,7 @@ def _table(items: list[Preference], title: str) -> None:
 @app.command("list")
 def list_cmd(
     repo: Repo = Path("."),
+    team: TeamOption = None,
     project: Project = None,
     show_all: Annotated[bool, typer.Option("--all", help="Include retired, superseded, expired.")] = False,
     as_json: Json = False,
@@ -88,7 +86,7 @@ def list_cmd(
     """List the project's preferences (active ones unless --all)."""
     from corral.state import preferences as prefs
 
-    with _store(repo) as (store, config):
+    with _store(repo, team) as (store, config):
         items = prefs.list_preferences(store, project or config.project.name, include_inactive=show_all)
     if as_json:
         _json(items)
@@ -104,6 +102,7 @@ def list_cmd(
 def add_cmd(
     rule: Annotated[str, typer.Argument(help="The rule the agent should follow.")],
     repo: Repo = Path("."),
+    team: TeamOption = None,
     project: Project = None,
     glob: Glob = None,
     confidence: Annotated[float, typer.Option("--confidence", min=0.0, max=1.0)] = 1.0,
@@ -113,7 +112,7 @@ def add_cmd(
     """Add a preference by hand."""
     from corral.state import preferences as prefs
 
-    with _store(repo) as (store, config):
+    with _store(repo, team) as (store, config):
         pref = prefs.add_preference(
             store, project or config.project.name, rule, scope_glob=glob, confidence=confidence, created_by=by
         )
@@ -124,12 +123,13 @@ def add_cmd(
 def retire_cmd(
     pref_id: Annotated[int, typer.Argument(help="The preference id (see `corral prefs list`).")],
     repo: Repo = Path("."),
+    team: TeamOption = None,
     as_json: Json = False,
 ) -> None:
     """Stop injecting a preference (it stays on record)."""
     from corral.state import preferences as prefs
 
-    with _store(repo) as (store, _config):
+    with _store(repo, team) as (store, _config):
         pref = prefs.retire(store, pref_id)
     _report(pref, as_json, f"retired preference {pref.id}")
 
@@ -139,6 +139,7 @@ def supersede_cmd(
     pref_id: Annotated[int, typer.Argument(help="The preference to replace.")],
     rule: Annotated[str, typer.Argument(help="The new rule.")],
     repo: Repo = Path("."),
+    team: TeamOption = None,
     glob: Glob = None,
     by: By = "",
     as_json: Json = False,
@@ -146,7 +147,7 @@ def supersede_cmd(
     """Replace a preference with a new rule; the old one stops being injected."""
     from corral.state import preferences as prefs
 
-    with _store(repo) as (store, _config):
+    with _store(repo, team) as (store, _config):
         new = prefs.supersede(store, pref_id, rule, scope_glob=glob, created_by=by)
     _report(new, as_json, f"preference {pref_id} superseded by {new.id}")
 
@@ -155,6 +156,7 @@ def supersede_cmd(
 def match_cmd(
     task: Annotated[str, typer.Argument(help="A task, as you would give it to `corral run`.")],
     repo: Repo = Path("."),
+    team: TeamOption = None,
     project: Project = None,
     path: Annotated[
         list[str] | None, typer.Option("--path", help="A file the task will likely touch.")
@@ -165,7 +167,7 @@ def match_cmd(
     """Show which preferences a run with this task would get, and the prompt section."""
     from corral.state import preferences as prefs
 
-    with _store(repo) as (store, config):
+    with _store(repo, team) as (store, config):
         paths = path or prefs.likely_paths_from_text(task) or None
         chosen = prefs.retrieve(store, project or config.project.name, task, paths, budget)
     if as_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,30 +9,32 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from corral.cli import JsonFlag, RepoOption, _services, emit_json, err, out
+from corral.cli import (
+    JsonFlag,
+    RepoOption,
+    ScopeRepoOption,
+    TeamOption,
+    _services,
+    emit_json,
+    err,
+    out,
+    sigterm_as_interrupt,
+)
 from corral.cli.progress import ProgressPrinter
-
-
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM cleans up like Ctrl-C: the run is recorded as failed and its container removed."""
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+from corral.display import visible, visible_line
 
 
 def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool) -> Any:
     from corral.runs import RunOrchestrator, RunRequest
 
     printer = ProgressPrinter(err, json_lines=as_json)
-    services = _services(printer.message)
-    _sigterm_as_interrupt()
+    services = _services(printer.message, repo=repo)
+    sigterm_as_interrupt()  # the run is recorded as failed and its container removed
     try:
-        run_id = RunOrchestrator(services, [printer]).run(
-            RunRequest(task=task, repo=repo, playbook=playbook, config_path=config)
-        )
-        record = services.state().get_run(run_id)
+        request = RunRequest(task=task, repo=repo, playbook=playbook, config_path=config)
+        orchestrator = RunOrchestrator(services, [printer])
+        run_id = orchestrator.run(request)
+        record = orchestrator.record(run_id)
     finally:
         services.close()
     if as_json:
@@ -46,11 +47,10 @@ def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_j
 def _print_summary(record: Any) -> None:
     out.print(f"\nrun [bold]{record.run_id}[/bold]: {record.phase}", highlight=False)
     if record.failure_reason:
-        out.print(f"  reason: {record.failure_reason}", highlight=False)
+        out.print(f"  reason: {visible(record.failure_reason)}", highlight=False, markup=False)
     if record.diffstat:
-        out.print(
-            f"  diff ({record.branch}):\n" + "\n".join("    " + ln for ln in record.diffstat.splitlines())
-        )
+        lines = "\n".join("    " + visible(ln) for ln in record.diffstat.splitlines())
+        out.print(f"  diff ({record.branch}):\n" + lines, highlight=False, markup=False)
     if record.checks_passed is not None:
         out.print(f"  checks: {'passed' if record.checks_passed else 'failed'}")
     out.print(f"  see: corral show {record.run_id} | corral audit show {record.run_id}", highlight=False)
@@ -84,8 +84,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Create a small repo with a failing test and let the scripted agent fix it, end to end."""
-        from corral.demo import create_demo_repo, demo_playbook_path
-        from corral.model.demo_repo import DEMO_TASK
+        from corral.demo import DEMO_TASK, create_demo_repo, demo_playbook_path
 
         services = _services()
         target = directory or services.settings.home / "demo" / time.strftime("sample-%Y%m%d-%H%M%S")
@@ -106,11 +105,16 @@ def register(app: typer.Typer) -> None:
     @app.command("runs")
     def list_runs(
         limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+        team: TeamOption = None,
+        repo: ScopeRepoOption = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """List recent runs."""
-        services = _services()
-        records = services.state().list_runs(limit=limit)
+        """List recent runs of the team."""
+        services = _services(team=team, repo=repo)
+        try:
+            records = services.state().list_runs(limit=limit)
+        finally:
+            services.close()
         if as_json:
             emit_json([r.model_dump(mode="json") for r in records])
             return
@@ -119,8 +123,8 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 r.run_id,
                 str(r.phase),
-                r.project,
-                r.task[:50],
+                visible_line(r.project),
+                visible_line(r.task[:50]),
                 f"{r.created_at:%Y-%m-%d %H:%M}",
                 f"${r.cost_usd:.4f}",
             )
@@ -129,16 +133,23 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(
         run_id: Annotated[str, typer.Argument(help="A run id, or a unique prefix of one.")],
+        team: TeamOption = None,
+        repo: ScopeRepoOption = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Show a run: summary, diff stat, checks, events count and cost."""
-        services = _services()
-        record = services.state().get_run(run_id)
-        events = services.audit().read(record.run_id)
+        services = _services(team=team, repo=repo)
+        try:
+            record = services.find_run(run_id)
+            events = services.audit().read(record.run_id)
+        finally:
+            services.close()
         if as_json:
             emit_json({**record.model_dump(mode="json"), "events": len(events)})
             return
         out.print(f"[bold]{record.run_id}[/bold]  {record.phase}", highlight=False)
+        # The task, the repo path, the failure reason and the diff stat's file names can all carry
+        # what an agent or a repository wrote: shown as text, with escapes made visible.
         rows = [
             ("task", record.task),
             ("project", record.project),
@@ -156,12 +167,10 @@ def register(app: typer.Typer) -> None:
         if record.failure_reason:
             rows.append(("failure", record.failure_reason))
         for key, value in rows:
-            out.print(f"  {key:<8} {value}", highlight=False)
+            out.print(f"  {key:<8} {visible_line(value)}", highlight=False, markup=False)
         if record.diffstat:
-            out.print(
-                "  diff\n" + "\n".join("    " + line for line in record.diffstat.splitlines()),
-                highlight=False,
-            )
+            lines = "\n".join("    " + visible(line) for line in record.diffstat.splitlines())
+            out.print("  diff\n" + lines, highlight=False, markup=False)
 
 
 def register_review(app: typer.Typer) -> None:
@@ -174,13 +183,15 @@ def register_review(app: typer.Typer) -> None:
         reviewer: Annotated[
             str | None, typer.Option("--as", help="Who rejects (default: your user name).")
         ] = None,
+        team: TeamOption = None,
+        repo: ScopeRepoOption = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Reject a run awaiting approval; its feedback teaches the project's next runs."""
         from corral.review import default_reviewer
         from corral.review import reject as reject_run
 
-        services = _services()
+        services = _services(team=team, repo=repo)
         try:
             result = reject_run(services, run_id, feedback, reviewer or default_reviewer())
         finally:

@@ -1,6 +1,6 @@
 """The run integration point: one gateway per run on the run's `gateway.sock`, with one agent token.
 
-handle = RunGateway.start(run_id, grants, socket_path, sink, forge=..., deploy=..., repo=..., head=...)
+handle = RunGateway.start(RunGatewaySpec(run_id, grants, socket_path, forge=..., repo=..., head=...), sink)
 mcp = handle.mcp_config("http://127.0.0.1:PORT/mcp")   # for the container's --mcp-config
 allowed = handle.allowed_tool_names()                   # for Claude Code's allowedTools
 ...
@@ -9,17 +9,18 @@ handle.stop()                                           # revokes the token, sto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corral.audit import EventSink
+from corral.audit.redact import Redactor
+from corral.config import Config
 from corral.deploy import DeployTarget
 from corral.forge import Forge
 from corral.gateway.catalog import claude_code_name
 from corral.gateway.config import GatewayFileConfig
-from corral.gateway.redact import Redactor
 from corral.gateway.serve import GatewayServer, Transport
 from corral.gateway.server import Gateway
 from corral.gateway.tokens import InMemoryTokenStore, TokenAuthority, TokenStore
@@ -54,7 +55,7 @@ def build_gateway(
 
     def secret(name: str) -> str:
         value = resolver.get(name, consumer="gateway")
-        redactor.add(name, value)
+        redactor.register(name, value)
         return value
 
     bindings: dict[str, RunBinding] = {}
@@ -117,50 +118,78 @@ class RunGatewayHandle:
         self.server.stop()
 
 
+@dataclass(frozen=True)
+class RunGatewaySpec:
+    """Everything one run's gateway is made of: who it serves, what it may reach, where it listens."""
+
+    run_id: str
+    grants: Sequence[str]
+    socket_path: Path
+    config: GatewayFileConfig = field(default_factory=GatewayFileConfig)
+    """The team gateway file: upstreams, annotations, rate limits."""
+    secret_refs: Mapping[str, str] = field(default_factory=dict)
+    forge: Forge | None = None
+    deploy: DeployTarget | None = None
+    repo: Path | None = None
+    head: str = ""
+    base: str = "main"
+    ttl_seconds: float = 3600.0
+    max_uses: int | None = None
+    token_store: TokenStore | None = None
+    log_dir: Path | None = None
+    environ: Mapping[str, str] | None = None
+    transport: Transport = "lean"
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, run_id: str, socket_path: Path, gateway_file: GatewayFileConfig, **wiring: Any
+    ) -> RunGatewaySpec:
+        """The project's `[gateway]` and `[secrets]`, plus the run's wiring (forge, repo, head, ...)."""
+        return cls(
+            run_id=run_id,
+            grants=tuple(config.gateway.grants),
+            socket_path=socket_path,
+            config=gateway_file,
+            secret_refs=dict(config.secrets),
+            base=config.project.base_branch,
+            ttl_seconds=config.gateway.token_ttl_seconds,
+            **wiring,
+        )
+
+
 class RunGateway:
     @staticmethod
-    def start(
-        run_id: str,
-        grants: list[str],
-        socket_path: Path,
-        sink: EventSink,
-        *,
-        config: GatewayFileConfig | None = None,
-        secret_refs: Mapping[str, str] | None = None,
-        forge: Forge | None = None,
-        deploy: DeployTarget | None = None,
-        repo: Path | None = None,
-        head: str = "",
-        base: str = "main",
-        ttl_seconds: float = 3600.0,
-        max_uses: int | None = None,
-        token_store: TokenStore | None = None,
-        log_dir: Path | None = None,
-        environ: Mapping[str, str] | None = None,
-        transport: Transport = "lean",
-    ) -> RunGatewayHandle:
-        """Start upstreams, validate `grants` (ConfigError names a bad rule), serve on `socket_path`,
-        and mint the run's agent token."""
+    def start(spec: RunGatewaySpec, sink: EventSink) -> RunGatewayHandle:
+        """Start upstreams, validate the grants (ConfigError names a bad rule), serve on the spec's
+        socket, and mint the run's agent token."""
         gateway = build_gateway(
-            config or GatewayFileConfig(),
-            secret_refs=secret_refs or {},
+            spec.config,
+            secret_refs=spec.secret_refs,
             sink=sink,
-            forge=forge,
-            deploy=deploy,
-            token_store=token_store,
-            audience=f"corral-gateway:{run_id}",
-            log_dir=log_dir,
-            environ=environ,
+            forge=spec.forge,
+            deploy=spec.deploy,
+            token_store=spec.token_store,
+            audience=f"corral-gateway:{spec.run_id}",
+            log_dir=spec.log_dir,
+            environ=spec.environ,
         )
-        gateway.register_run(RunBinding(run_id=run_id, repo=repo, head=head, base=base, sink=sink), sink)
-        server = GatewayServer(gateway, uds=socket_path, transport=transport)
+        binding = RunBinding(run_id=spec.run_id, repo=spec.repo, head=spec.head, base=spec.base, sink=sink)
+        gateway.register_run(binding, sink)
+        server = GatewayServer(gateway, uds=spec.socket_path, transport=spec.transport)
         server.start()
+        grants = list(spec.grants)
         try:
             policy = gateway.policy(grants, agent=True)
             token, record = gateway.authority.mint(
-                run_id=run_id, grants=grants, ttl_seconds=ttl_seconds, max_uses=max_uses, principal="agent"
+                run_id=spec.run_id,
+                grants=grants,
+                ttl_seconds=spec.ttl_seconds,
+                max_uses=spec.max_uses,
+                principal="agent",
             )
         except BaseException:
             server.stop()
             raise
-        return RunGatewayHandle(run_id, token, record.token_id, policy.version, socket_path, gateway, server)
+        return RunGatewayHandle(
+            spec.run_id, token, record.token_id, policy.version, spec.socket_path, gateway, server
+        )

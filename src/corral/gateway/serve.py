@@ -22,10 +22,9 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.errors import CorralError
+from corral.errors import CorralError, TokenRefused
 from corral.gateway.lean import LeanMcpApp
 from corral.gateway.server import TOKEN_STATE_KEY, Gateway
-from corral.gateway.tokens import TokenRejected
 
 MCP_PATH = "/mcp"
 
@@ -50,11 +49,11 @@ class TokenGuard:
         scheme, _, token = auth.partition(" ")
         try:
             if scheme.lower() != "bearer" or not token.strip():
-                raise TokenRejected("malformed")
+                raise TokenRefused(reason="malformed")
             record = self.gateway.authority.verify(token.strip())
-        except TokenRejected as exc:
+        except TokenRefused as exc:
             self.gateway.audit_rejected_token(exc)
-            await _unauthorized(send, exc.problem)
+            await _unauthorized(send, exc.reason)
             return
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in headers if k != b"authorization"]

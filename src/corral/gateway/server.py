@@ -24,16 +24,16 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from corral.audit import EventSink
-from corral.errors import ConfigError
+from corral.audit.redact import Redactor
+from corral.errors import ConfigError, TokenRefused, UpstreamFailure
 from corral.events import GatewayCall, GatewayDecision
 from corral.gateway.catalog import Catalog, ToolEntry
 from corral.gateway.config import Access
 from corral.gateway.policy import Decision, Policy, compile_policy
 from corral.gateway.ratelimit import RateLimitConfig, RateLimiter
-from corral.gateway.redact import Redactor
-from corral.gateway.tokens import TokenAuthority, TokenRecord, TokenRejected
+from corral.gateway.tokens import TokenAuthority, TokenRecord
 from corral.gateway.tools import BuiltinUpstream, RunBinding
-from corral.gateway.upstreams import Caller, Upstream, UpstreamFailure
+from corral.gateway.upstreams import Caller, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class Gateway:
             return
         sink.emit(event, durable=durable)
 
-    def audit_rejected_token(self, rejected: TokenRejected) -> None:
+    def audit_rejected_token(self, rejected: TokenRefused) -> None:
         """A 401 for a token we can attribute (expired, revoked, ...): record it on that run."""
         record = rejected.record
         if record is None:
@@ -181,8 +181,8 @@ class Gateway:
                     token_id=record.token_id,
                     tool_name="",
                     allowed=False,
-                    rule=f"token:{rejected.problem}",
-                    reason=f"token {rejected.problem}; request refused with 401 before any upstream call",
+                    rule=f"token:{rejected.reason}",
+                    reason=f"token {rejected.reason}; request refused with 401 before any upstream call",
                 )
             ),
         )
@@ -200,7 +200,7 @@ class Gateway:
         generation = pending.generation if pending is not None else None
         entry = self.catalog().by_exposed.get(exposed)
         tool = entry.qualified if entry else exposed
-        redacted = self.redactor.value(arguments)
+        redacted = self.redactor.redact(arguments)
         args_hash = arguments_hash(redacted)
         decision = self._decide(record, tool, entry, arguments)
         policy_version = self.policy_for(record).version
@@ -253,15 +253,15 @@ class Gateway:
         if decision.allowed:
             try:
                 self.authority.store.consume(record.token_id)
-            except TokenRejected as exc:
-                return Decision(False, f"token:{exc.problem}", "this token has no uses left")
+            except TokenRefused as exc:
+                return Decision(False, f"token:{exc.reason}", "this token has no uses left")
         return decision
 
     def _redact_result(self, result: types.CallToolResult) -> types.CallToolResult:
         if not self.redactor.active:
             return result
         data = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        clean = self.redactor.value(data)
+        clean = self.redactor.redact(data)
         return result if clean == data else types.CallToolResult.model_validate(clean)
 
     def _emit_call(
@@ -311,5 +311,5 @@ def _record_of(ctx: ServerRequestContext[Any]) -> TokenRecord:
     )
     if not isinstance(record, TokenRecord):
         # Unreachable through the HTTP app (the guard answers 401 first); refuse rather than guess.
-        raise PermissionError("no verified capability token on this request")
+        raise TokenRefused("no verified capability token on this request", reason="malformed")
     return record

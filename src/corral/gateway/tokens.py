@@ -12,16 +12,16 @@ import hmac
 import secrets
 import threading
 import time
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from corral.errors import TokenRefused
 
 TOKEN_PREFIX = "crt_"
 
 Principal = str
 """`agent` for run tokens, or `human:<name>` for operator tokens that may hold never-grantable tools."""
-
-TokenProblem = Literal["malformed", "unknown", "expired", "revoked", "wrong_audience", "exhausted"]
 
 
 class TokenRecord(BaseModel):
@@ -39,15 +39,6 @@ class TokenRecord(BaseModel):
     revoked: bool = False
 
 
-class TokenRejected(Exception):
-    """A bearer token that does not authorise this request; `problem` says which check failed."""
-
-    def __init__(self, problem: TokenProblem, record: TokenRecord | None = None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.record = record
-
-
 class TokenStore(Protocol):
     """Where token records live. `consume` must be atomic: use limits hold under concurrency."""
 
@@ -58,7 +49,7 @@ class TokenStore(Protocol):
     def revoke(self, token_id: str) -> None: ...
 
     def consume(self, token_id: str) -> TokenRecord:
-        """Count one use and return the updated record; raise TokenRejected('exhausted') past the limit."""
+        """Count one use and return the updated record; raise TokenRefused('exhausted') past the limit."""
         ...
 
 
@@ -86,9 +77,9 @@ class InMemoryTokenStore:
         with self._lock:
             record = self._records.get(token_id)
             if record is None:
-                raise TokenRejected("unknown")
+                raise TokenRefused(reason="unknown")
             if record.max_uses is not None and record.uses >= record.max_uses:
-                raise TokenRejected("exhausted", record.model_copy())
+                raise TokenRefused(reason="exhausted", record=record.model_copy())
             record.uses += 1
             return record.model_copy()
 
@@ -133,21 +124,21 @@ class TokenAuthority:
         return f"{TOKEN_PREFIX}{token_id}_{secret}", record
 
     def verify(self, token: str, *, now: float | None = None) -> TokenRecord:
-        """The record a clear token names, if it may be used here now; TokenRejected otherwise."""
+        """The record a clear token names, if it may be used here now; TokenRefused otherwise."""
         if not token.startswith(TOKEN_PREFIX):
-            raise TokenRejected("malformed")
+            raise TokenRefused(reason="malformed")
         token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
         if not sep or not token_id or not secret:
-            raise TokenRejected("malformed")
+            raise TokenRefused(reason="malformed")
         record = self.store.get(token_id)
         if record is None or not hmac.compare_digest(record.secret_hash, _hash(secret)):
-            raise TokenRejected("unknown")
+            raise TokenRefused(reason="unknown")
         if record.revoked:
-            raise TokenRejected("revoked", record)
+            raise TokenRefused(reason="revoked", record=record)
         if (time.time() if now is None else now) >= record.expires_at:
-            raise TokenRejected("expired", record)
+            raise TokenRefused(reason="expired", record=record)
         if record.audience != self.audience:
-            raise TokenRejected("wrong_audience", record)
+            raise TokenRefused(reason="wrong_audience", record=record)
         # Use limits count tools/call only (`consume`), so listing and session set-up stay possible
         # and a spent token gets a structured refusal the agent can read.
         return record

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import anyio
 import anyio.abc
@@ -27,18 +27,10 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
-from corral.errors import ConfigError
+from corral.errors import ConfigError, UpstreamFailure
 from corral.gateway.config import SECRET_REF, UpstreamConfig
 
 log = logging.getLogger(__name__)
-
-FailureKind = Literal["timeout", "crash", "unavailable"]
-
-
-class UpstreamFailure(Exception):
-    def __init__(self, kind: FailureKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@
 - `scripted`  an Anthropic Messages API server that plays a playbook (`scripted_app`).
 - `proxy`     the host-side model proxy: run token, model pinning, key injection, recording.
 - `sse`       SSE parsing and response reassembly, shared by the proxy and tests.
-- `demo_repo` the `corral demo` sample repository and its bundled playbook.
 
 Nothing is imported here, so `import corral.model.playbook` stays light.
 """

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from corral.config import SandboxConfig
 
 RUN_LABEL = "io.corral.run"
 PURPOSE_LABEL = "io.corral.purpose"
@@ -41,6 +44,33 @@ class SandboxSpec:
     pids: int = 512
     env: dict[str, str] = field(default_factory=dict)
     purpose: str = "agent"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SandboxConfig,
+        *,
+        run_id: str,
+        workspace: Path,
+        purpose: str,
+        socket_dir: Path | None = None,
+        bridges: dict[int, str] | None = None,
+    ) -> SandboxSpec:
+        """The project's `[sandbox]` section, for one container of run `run_id`."""
+        return cls(
+            run_id=run_id,
+            image=config.image,
+            workspace=workspace,
+            workdir=config.workdir,
+            readonly_paths=tuple(config.readonly_paths),
+            hidden_paths=tuple(config.hidden_paths),
+            socket_dir=socket_dir,
+            bridges=dict(bridges or {}),
+            cpus=config.cpus,
+            memory=config.memory,
+            pids=config.pids,
+            purpose=purpose,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,10 @@ class SandboxBackend(Protocol):
 
     def orphans(self, live_run_ids: set[str]) -> list[str]:
         """Ids of corral containers whose run is not in live_run_ids."""
+        ...
+
+    def run_containers(self) -> dict[str, str]:
+        """Every corral container of this backend's owner: container id -> run id."""
         ...
 
     def remove_container(self, container_id: str) -> None: ...

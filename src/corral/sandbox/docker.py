@@ -16,15 +16,12 @@ directory is per run and bound only into that run's containers.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
 import shlex
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from corral.sandbox import (
     SelfTestReport,
 )
 from corral.sandbox.mounts import plan_mounts
+from corral.sandbox.probe import start_host_probe
 from corral.settings import load_settings
 from corral.tail import Tail
 
@@ -344,17 +342,16 @@ class DockerBackend:
         )
 
     def orphans(self, live_run_ids: set[str]) -> list[str]:
+        return [cid for cid, run_id in self.run_containers().items() if run_id not in live_run_ids]
+
+    def run_containers(self) -> dict[str, str]:
         try:
             containers = self._client.containers.list(
                 all=True, filters={"label": [RUN_LABEL, f"{OWNER_LABEL}={self._owner}"]}
             )
         except docker.errors.DockerException as exc:
             raise _wrap("list corral containers", exc) from exc
-        return [
-            str(container.id)
-            for container in containers
-            if (container.labels or {}).get(RUN_LABEL) not in live_run_ids
-        ]
+        return {str(c.id): str((c.labels or {}).get(RUN_LABEL, "")) for c in containers}
 
     def remove_container(self, container_id: str) -> None:
         remove_container(self._client, container_id, self._mask_root)
@@ -382,45 +379,6 @@ class DockerBackend:
 
 # ---------------------------------------------------------------------------------------------------
 # Egress self-test
-
-
-class HostProbe:
-    """A TCP server on the host's 127.0.0.1 that counts who connects. The sandbox must not."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self.connections = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="corral-host-probe", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:  # stop() shut the socket down
-                return
-            if self._done.is_set():
-                conn.close()
-                return
-            self.connections += 1
-            conn.close()
-
-    def stop(self) -> int:
-        """Stop serving; return how many connections arrived."""
-        self._done.set()
-        # shutdown() wakes the blocked accept() at once (no polling timeout to wait out).
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=2)
-        self._server.close()
-        return self.connections
-
-
-def start_host_probe() -> HostProbe:
-    """Start a HostProbe on 127.0.0.1; use `.port`, and `.stop()` (returns the connection count)."""
-    return HostProbe()
 
 
 def run_self_test(sandbox: Sandbox) -> SelfTestReport:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
-from corral.errors import NotFound
+from corral.errors import RunNotFound
 from corral.state import engine as _engine
 
 APP_ROLE = "corral_app"
@@ -30,8 +30,12 @@ def row_dict(row: sa.Row[Any]) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def run_not_found(run_id: str, team: str) -> NotFound:
-    return NotFound(f"no run {run_id!r} in team {team!r}", hint="see `corral runs` for run ids")
+def run_not_found(run_id: str, team: str) -> RunNotFound:
+    return RunNotFound(
+        f"no run {run_id!r} in team {team!r}",
+        hint="see `corral runs` for this team's runs; choose another team with --team NAME or CORRAL_TEAM",
+        team=team,
+    )
 
 
 class StoreBase:

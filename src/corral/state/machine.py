@@ -24,6 +24,12 @@ class Phase(StrEnum):
 
 TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED})
 
+AT_REST: frozenset[Phase] = frozenset({Phase.AWAITING_APPROVAL})
+"""Phases that wait for a human: no corral process drives a run in them, by design."""
+
+WORKING: frozenset[Phase] = frozenset(Phase) - TERMINAL - AT_REST
+"""Phases a live corral process drives; a run left in one by a dead process lost its driver."""
+
 _FORWARD: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PREPARING}),
     Phase.PREPARING: frozenset({Phase.RUNNING}),
@@ -42,6 +48,11 @@ def allowed_next(phase: Phase) -> frozenset[Phase]:
 
 def is_terminal(phase: Phase) -> bool:
     return phase in TERMINAL
+
+
+def needs_driver(phase: Phase | str) -> bool:
+    """Whether a run in `phase` is only healthy while a corral process drives it."""
+    return Phase(phase) in WORKING
 
 
 def check_transition(from_phase: Phase | str, to_phase: Phase | str, run_id: str = "") -> None:

@@ -12,11 +12,11 @@ import hashlib
 import re
 import secrets
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from corral.errors import CorralError, NotFound, StoreError
+from corral.errors import NotFound, StoreError, TokenRefused
 from corral.state.base import utcnow
 from corral.state.models import TokenRecord
 from corral.state.schema import tokens
@@ -26,16 +26,6 @@ if TYPE_CHECKING:
 
 SECRET_PREFIX = "crl_"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-
-RefusalReason = Literal["unknown", "revoked", "expired", "exhausted"]
-
-
-class TokenRefused(CorralError):
-    """A capability token that is unknown, revoked, expired or used up."""
-
-    def __init__(self, message: str, *, reason: RefusalReason, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.reason: RefusalReason = reason
 
 
 def hash_secret(secret: str) -> str:
