@@ -25,9 +25,10 @@ import pytest
 from corral.agent.claude import STDERR_LIMIT, AgentSettings, ClaudeDriver, check_nodump
 from corral.agent.policy import PathPolicy
 from corral.errors import SandboxError
-from corral.gateway.sinks import JsonlSink
 from corral.sandbox.docker import EXEC_OUTPUT_LIMIT, DockerBackend, DockerSandbox
 from corral.sandbox.images import BASE_IMAGE, RECIPE_LABEL, image_is_current, recipe_hash
+from corral.services import Services
+from corral.settings import Settings
 
 from .conftest import PIN, UnixEchoServer, spec_for
 
@@ -150,13 +151,13 @@ def test_claude_code_stderr_keeps_a_bounded_tail(sandbox: DockerSandbox, tmp_pat
         model_url="http://127.0.0.1:7301",
         model_token="corral-run-test",
     )
-    driver = ClaudeDriver(
-        sandbox,
-        JsonlSink(tmp_path / "audit.jsonl"),
-        PathPolicy("/workspace", (), ()),
-        settings,
-        tmp_path / "w",
-    )
+    services = Services(Settings(home=tmp_path / "home"))
+    recorder = services.audit().for_run("test-stderr")
+    try:
+        driver = ClaudeDriver(sandbox, recorder, PathPolicy("/workspace", (), ()), settings, tmp_path / "w")
+    finally:
+        recorder.close()
+        services.close()
     callback = driver.options().stderr
     assert callback is not None
     line = "x" * 1023
