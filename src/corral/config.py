@@ -166,7 +166,7 @@ max_turns = 60
 timeout_seconds = 1800                      # wall-clock limit; the container is stopped after it
 
 [sandbox]
-image = "corral/agent:default"    # your team's image, built FROM corral/base
+image = "corral/agent:default"    # your team's image, built FROM corral/agent:default
 readonly_paths = []               # e.g. ["billing/**", "migrations/prod/**"]: mounted read-only
 hidden_paths = []                 # e.g. ["secrets/**", ".env"]: masked, the agent cannot read them
 cpus = 2
