@@ -39,6 +39,7 @@ from corral.events import (
 )
 from corral.model.playbook import Playbook
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
+from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import Phase
@@ -281,6 +282,7 @@ class _Run:
             "agent", socket_dir, {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
         )
         self.self_test(sandbox)
+        check_nodump(sandbox)
         self.warm.join()
         gateway = self.services.start_gateway(
             config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink

@@ -22,11 +22,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from corral.agent.claude import STDERR_LIMIT, AgentSettings, ClaudeDriver, check_nodump
+from corral.agent.claude import STDERR_LIMIT, AgentSettings, ClaudeDriver
 from corral.agent.policy import PathPolicy
 from corral.errors import SandboxError
 from corral.sandbox.docker import EXEC_OUTPUT_LIMIT, DockerBackend, DockerSandbox
 from corral.sandbox.images import BASE_IMAGE, RECIPE_LABEL, image_is_current, recipe_hash
+from corral.sandbox.nodump import check_nodump
 from corral.services import Services
 from corral.settings import Settings
 
