@@ -1,7 +1,8 @@
 """What runs in a sandbox cannot reach the processes that speak for it, nor flood the host.
 
 - the socat bridges run as uid 1001, apart from everything exec'd (uid 1000), and a dead bridge takes
-  the whole container down, so no other process gets its port;
+  the whole container down (killed from the host, or dead of a fork that failed at the pids limit),
+  so no other process gets its port;
 - the preload library makes a process non-dumpable, and an image without it fails the check;
 - an exec's output is streamed into a bounded tail: 1.2 GB printed costs the host no memory, and
   Claude Code's stderr is kept as a bounded tail too;
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -57,18 +59,60 @@ def test_bridges_run_as_uid_1001_and_the_agent_cannot_signal_them(bridged: Docke
     assert bridged.exec(["pgrep", "-c", "-x", "socat"]).output.strip() == "2"
 
 
+def _status_once_settled(container: Any) -> str:
+    """The container's status once it has stopped running (the Engine notices an exit a little later)."""
+    deadline = time.monotonic() + 30
+    container.reload()
+    while container.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        container.reload()
+    return str(container.status)
+
+
 def test_a_dead_bridge_takes_the_container_down(bridged: DockerSandbox, client: docker.DockerClient) -> None:
     container = client.containers.get(bridged.id)
     top = container.top(ps_args="-eo pid,comm")
     socat = [int(row[0]) for row in top["Processes"] if row[1] == "socat"]
     assert len(socat) == 2, top
     os.kill(socat[0], 9)  # from the host, as only root there can
-    deadline = time.monotonic() + 30
-    while container.status == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        container.reload()
-    assert container.status == "exited"
+    assert _status_once_settled(container) == "exited"
     assert "corral-bridge-died" in container.logs().decode()
+
+
+EXHAUST_PIDS_THEN_CONNECT = """
+import os, socket, time
+while True:  # every pid the container may have, so socat's next fork fails
+    try:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+    except OSError:
+        break
+for _ in range(3):
+    try:
+        socket.create_connection(("127.0.0.1", 18080), timeout=2).close()
+    except OSError:
+        pass
+"""
+
+
+def test_a_bridge_that_dies_of_a_failed_fork_takes_the_container_down(
+    make_sandbox: Callable[..., DockerSandbox], workspace: Path, client: docker.DockerClient
+) -> None:
+    # Without the kill, the agent can still make socat exit: fill the pids limit and connect. Its
+    # port must not then be free for the agent's own listener, so the whole container stops.
+    socket_dir = Path(tempfile.mkdtemp(prefix="cb", dir="/tmp"))
+    socket_dir.chmod(0o755)
+    server = UnixEchoServer(socket_dir / "echo.sock")
+    try:
+        sandbox = make_sandbox(workspace, socket_dir=socket_dir, bridges={18080: "echo.sock"}, pids=64)
+        sandbox.exec(["python3", "-c", EXHAUST_PIDS_THEN_CONNECT])
+        container = client.containers.get(sandbox.id)
+        assert _status_once_settled(container) == "exited"
+        logs = container.logs().decode()
+        assert "fork()" in logs and "corral-bridge-died" in logs, logs
+    finally:
+        server.close()
 
 
 def test_the_preload_library_makes_a_process_non_dumpable(sandbox: DockerSandbox) -> None:
