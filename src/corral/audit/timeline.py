@@ -114,6 +114,9 @@ def entry(event: AnyEvent) -> Entry:
             section = "shipped"
             verb = "approved" if event.kind == "approval.granted" else "rejected"
             summary = f"{verb} {event.subject} by {event.actor}: {_short(event.comment)}"
+        case ev.DeployRequested():
+            section = "did"
+            summary = f"asked to stage {event.branch} on {event.target} once the checks pass"
         case ev.DeployStaged() | ev.DeployPromoted():
             section = "shipped"
             summary = f"{event.kind.split('.')[1]} {event.deployment_id} {event.url}"
