@@ -16,7 +16,11 @@ demo: $(VENV)/.installed
 	source .ci/services.sh && install_packages demo && start_docker && \
 	env -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL -u ANTHROPIC_AUTH_TOKEN $(VENV)/bin/corral demo
 
+# The tests, after the security core's mutation floor (docs/testing.md). MUTATION=0 skips the floor
+# for a quick local run; CI never sets it.
+MUTATION ?= 1
 test: $(VENV)/.installed
+	if [ "$(MUTATION)" != 0 ]; then $(PY) tools/mutation.py; fi
 	source .ci/services.sh && services_up && \
 	CORRAL_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
 
