@@ -73,9 +73,10 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, runs
+    from corral.cli import commands, runs, server
 
     runs.register(app)
+    server.register(app)
     runs.register_review(app)
     commands.register(app)
     for module_name, name, help_text in (
@@ -83,6 +84,7 @@ def _register_subcommands() -> None:
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),
         ("corral.cli.prefs", "prefs", "Learned preferences: list, add, retire, supersede."),
         ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
+        ("corral.cli.server", "user", "Users of corral server: add them, give them API tokens."),
     ):
         try:
             module = importlib.import_module(module_name)

@@ -39,7 +39,16 @@ def json_type() -> sa.types.TypeEngine[Any]:
 
 metadata = sa.MetaData()
 
-TEAM_SCOPED = ("projects", "runs", "run_phases", "approvals", "model_pins", "tokens", "preferences")
+TEAM_SCOPED = (
+    "projects",
+    "runs",
+    "run_phases",
+    "approvals",
+    "model_pins",
+    "tokens",
+    "preferences",
+    "users",
+)
 
 projects = sa.Table(
     "projects",
@@ -172,4 +181,18 @@ preferences = sa.Table(
     sa.Column("superseded_by", sa.Integer, sa.ForeignKey("preferences.id"), nullable=True),
     sa.Column("retired_at", UTCDateTime, nullable=True),
     sa.Index("ix_preferences_project", "team", "project"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False, server_default=""),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("team", "name", name="uq_users_team_name"),
 )
