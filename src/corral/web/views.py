@@ -156,6 +156,7 @@ def gantt_svg(items: list[Bar], width: int = 900) -> str:
         parts.append(f"{rect}<title>{tip}</title></rect>")
     axis = row * len(items) + 20
     parts.append(f'<text x="{left}" y="{axis}" font-size="11">0 s</text>')
-    parts.append(f'<text x="{width - 60}" y="{axis}" font-size="11">{span:.2f} s</text>')
+    end = f"{span:.2f} s" if span >= 1 else f"{span * 1000:.1f} ms"
+    parts.append(f'<text x="{width - 60}" y="{axis}" font-size="11">{end}</text>')
     parts.append("</svg>")
     return "".join(parts)
