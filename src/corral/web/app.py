@@ -252,28 +252,31 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         return JSONResponse(_act(who, run_id, action, body.text))
 
     @app.get("/api/runs/{run_id}/events")
-    async def api_events(request: Request, run_id: RunId, after: Annotated[int, Query(ge=0)] = 0) -> Response:
+    async def api_events(
+        request: Request, run_id: RunId, after: Annotated[int, Query(ge=0)] = 0, raw: bool = False
+    ) -> Response:
         caller(request)
         run = services.find_run(run_id)
         header = request.headers.get("last-event-id", "")
         start = int(header) if header.isdigit() else after
         return StreamingResponse(
-            _stream(request, run.run_id, start),
+            _stream(request, run.run_id, start, raw),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def _stream(request: Request, run_id: str, last: int) -> AsyncIterator[str]:
+    async def _stream(request: Request, run_id: str, last: int, raw: bool) -> AsyncIterator[str]:
 
         audit = services.audit()
         app.state.streams += 1
         try:
-            async for frame in _frames(request, audit, run_id, last):
+            async for frame in _frames(request, audit, run_id, last, raw):
                 yield frame
         finally:
             app.state.streams -= 1
 
-    async def _frames(request: Request, audit: Any, run_id: str, last: int) -> AsyncIterator[str]:
+    async def _frames(request: Request, audit: Any, run_id: str, last: int, raw: bool) -> AsyncIterator[str]:
+        """Timeline entries for the page; with `raw`, the stored (redacted) event (`corral run --server`)."""
         from corral.audit.timeline import timeline
         from corral.events import parse_event
 
@@ -282,8 +285,13 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
             finished = False
             for row in rows:
                 event = parse_event(row.data)
-                entry = views.shown(timeline([event], match_model=False))[0]
-                yield f"id: {row.seq}\ndata: {json.dumps(entry.model_dump(mode='json'))}\n\n"
+                if raw:
+                    data = json.dumps(json.loads(row.data))
+                else:
+                    data = json.dumps(
+                        views.shown(timeline([event], match_model=False))[0].model_dump(mode="json")
+                    )
+                yield f"id: {row.seq}\ndata: {data}\n\n"
                 last = row.seq
                 finished = finished or event.kind == "run.finished"
             if finished:
