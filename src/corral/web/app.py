@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,6 +27,7 @@ from corral.errors import AuthError, CorralError, NotAvailable, NotFound, RunErr
 from corral.state.ids import RUN_ID
 from corral.web import actions, views
 from corral.web.auth import COOKIE, SESSION_MAX_AGE, Caller, Sessions, identify
+from corral.web.verified import VerifiedCache
 
 if TYPE_CHECKING:
     from corral.services import Services
@@ -78,6 +80,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         return response
 
     sessions = Sessions(secret or secrets.token_urlsafe(32))
+    verified = VerifiedCache()
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.startswith("/api")
@@ -178,7 +181,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         run = services.find_run(run_id)
         audit = services.audit()
         events = audit.read(run.run_id)
-        report = audit.verify(run.run_id)
+        report, verified_at = verified.report(audit, run.run_id, events)
         items = views.bars(events)
         return {
             "run": run,
@@ -186,6 +189,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
             "failure": visible(run.failure_reason),
             "timeline": views.run_timeline(events),
             "verified": report,
+            "verified_at": time.strftime("%H:%M:%S", time.gmtime(verified_at)),
             "diff_html": views.highlight_diff(views.branch_diff(run)),
             "turns": views.turn_diffs(events),
             "commits": views.commits(run),
