@@ -38,7 +38,9 @@ def test_sign_in_sets_a_signed_httponly_samesite_cookie_and_refuses_a_wrong_pass
 
 def test_the_runs_list_filters_and_pages(site: Site) -> None:
     site.sign_in("vera")
-    assert site.run_id in site.client.get("/runs").text
+    listing = site.client.get("/runs").text
+    assert site.run_id in listing
+    assert "\x1b" not in listing and "&lt;script&gt;" in listing and "<img src=x" not in listing
     assert site.run_id in site.client.get("/runs?phase=awaiting_approval&project=shop&requester=ann").text
     assert site.run_id not in site.client.get("/runs?phase=failed").text
     assert site.run_id not in site.client.get("/runs?requester=bob").text

@@ -73,6 +73,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
     """Open SSE streams: a browser that disconnects must end its stream (and the poll behind it)."""
     # Autoescape on for every template: agent text is only ever inserted escaped.
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    env.filters["visible"] = visible  # terminal escapes in agent text shown as `\x1b`, never raw
     templates = Jinja2Templates(env=env)
 
     def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
