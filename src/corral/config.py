@@ -46,8 +46,55 @@ class AgentConfig(_Section):
     _dated = field_validator("model", "small_model")(_require_dated)
 
 
+_APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+
+
+class ImageConfig(_Section):
+    """`[sandbox.image]` (or `[team.image]`): an image built FROM corral/agent with the project's deps.
+
+    The same key `image` also takes a string naming a ready image, so corral.toml files written before
+    project images existed keep working: TOML cannot hold both, and one key keeps one meaning.
+    """
+
+    apt: list[str] = []
+    """Debian packages, installed as root in their own layer before any repository file is copied in."""
+    setup: list[str] = []
+    """Shell steps run at build time, with network, as uid 1000, in /opt/corral/deps."""
+    inputs: list[str] = []
+    """Repository files (or glob patterns) copied in before `setup`; their content decides rebuilds."""
+
+    @field_validator("apt")
+    @classmethod
+    def _apt_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _APT_NAME.match(name):
+                raise ValueError(f"{name!r} is not a Debian package name (like 'nodejs' or 'tzdata=2024a-0')")
+        return names
+
+    @field_validator("setup")
+    @classmethod
+    def _steps(cls, steps: list[str]) -> list[str]:
+        for step in steps:
+            if not step.strip():
+                raise ValueError("a setup step is empty")
+        return steps
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_relative(cls, paths: list[str]) -> list[str]:
+        return _relative_paths(paths)
+
+
+def _relative_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path or path.startswith("/") or ".." in Path(path).parts:
+            raise ValueError(f"{path!r} must be relative to the repository root, without '..'")
+    return paths
+
+
 class SandboxConfig(_Section):
-    image: str = DEFAULT_IMAGE
+    image: str | ImageConfig = DEFAULT_IMAGE
+    """A ready image's name, or a `[sandbox.image]` table: the project image corral builds."""
     readonly_paths: list[str] = []
     hidden_paths: list[str] = []
     cpus: Annotated[float, Field(gt=0)] = 2.0
@@ -65,10 +112,17 @@ class SandboxConfig(_Section):
     @field_validator("readonly_paths", "hidden_paths")
     @classmethod
     def _relative(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if path.startswith("/") or ".." in Path(path).parts:
-                raise ValueError(f"{path!r} must be relative to the repository root, without '..'")
-        return paths
+        return _relative_paths(paths)
+
+    @property
+    def image_name(self) -> str | None:
+        """The ready image `image` names; None when it is a `[sandbox.image]` recipe."""
+        return self.image if isinstance(self.image, str) else None
+
+
+class TeamConfig(_Section):
+    image: ImageConfig | None = None
+    """`[team.image]`: the team's shared layer, FROM corral/agent; a project image builds FROM it."""
 
 
 class ChecksConfig(_Section):
@@ -96,6 +150,7 @@ class Config(_Section):
     project: ProjectConfig = ProjectConfig()
     agent: AgentConfig = AgentConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    team: TeamConfig = TeamConfig()
     checks: ChecksConfig = ChecksConfig()
     secrets: dict[str, str] = {}
     gateway: GatewayConfig = GatewayConfig()
