@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -249,5 +250,22 @@ approvers = []                    # who may approve; empty means anyone
 """
 
 
-def init_text(name: str, base_branch: str = "main") -> str:
-    return INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)
+_IMAGE_LINE = 'image = "corral/agent:default"    # your team\'s image, built FROM corral/base\n'
+_CHECKS_LINE = 'command = "pytest -q"             # run in a fresh sandbox on the agent\'s result\n'
+
+
+def init_text(name: str, base_branch: str = "main", repo: Path | None = None) -> str:
+    """The commented corral.toml; with `repo`, a `[sandbox.image]` and checks command for what it holds."""
+    from corral.detect import image_block, propose
+
+    text = INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)
+    proposal = propose(repo) if repo is not None else None
+    if proposal is None or not proposal.found:
+        return text
+    text = text.replace(
+        _IMAGE_LINE, '# image = "corral/agent:default"  # a ready image; [sandbox.image] below builds one\n'
+    )
+    text = text.replace(
+        _CHECKS_LINE, f"command = {json.dumps(proposal.checks_command)}   # matches [sandbox.image]\n"
+    )
+    return text.replace("pids = 512\n", "pids = 512\n" + image_block(proposal), 1)

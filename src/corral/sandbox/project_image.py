@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from corral.errors import ConfigError, ImageBuildFailed, SandboxError
 from corral.sandbox import CLAUDE_CODE_LABEL
-from corral.sandbox.images import IMAGE_KIND_LABEL, agent_tag, ensure_images, find_image
+from corral.sandbox.images import (
+    DIGEST_LABEL,
+    IMAGE_KIND_LABEL,
+    INPUTS_LABEL,
+    NAME_LABEL,
+    TEAM_LABEL,
+    agent_tag,
+    ensure_images,
+    find_image,
+)
 from corral.sandbox.mounts import resolve_patterns
 
 if TYPE_CHECKING:
@@ -43,9 +52,6 @@ ImageKind = Literal["team", "project"]
 
 RECIPE_VERSION = "1"
 """Bumped whenever the generated Dockerfile changes shape, so old tags are not mistaken for new."""
-NAME_LABEL = "io.corral.name"
-DIGEST_LABEL = "io.corral.digest"
-INPUTS_LABEL = "io.corral.inputs-hash"
 DEPS_DIRS: dict[ImageKind, str] = {"team": "/opt/corral/team", "project": "/opt/corral/deps"}
 VENV = "/opt/corral/venv"
 NODE_MODULES = f"{DEPS_DIRS['project']}/node_modules"
@@ -71,6 +77,7 @@ def repository_name(kind: ImageKind, name: str) -> str:
 class ImageRecipe:
     kind: ImageKind
     name: str
+    team: str
     base: str
     """The image id (sha256:...) this one builds FROM: naming it by id keeps the digest honest."""
     claude_code: str
@@ -150,6 +157,7 @@ class ImageRecipe:
         labels = {
             IMAGE_KIND_LABEL: self.kind,
             NAME_LABEL: self.name,
+            TEAM_LABEL: self.team,
             DIGEST_LABEL: self.digest,
             INPUTS_LABEL: self.inputs_hash,
             CLAUDE_CODE_LABEL: self.claude_code,
@@ -231,6 +239,7 @@ def _recipe(
     return ImageRecipe(
         kind=kind,
         name=name,
+        team=config.project.team,
         base=base,
         claude_code=config.agent.claude_code,
         apt=tuple(spec.apt),

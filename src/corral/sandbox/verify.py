@@ -32,6 +32,8 @@ from corral.sandbox.images import IMAGE_KIND_LABEL, bundled_claude, find_image
 
 CLAUDE_PATH = "usr/local/bin/claude"
 _CHUNK = 1 << 20
+_PASSED: dict[str, str] = {}
+"""Image id -> pin verified in this process (the file below keeps them across processes)."""
 
 
 def _cache_file() -> Path:
@@ -163,12 +165,15 @@ def verify_image(client: docker.DockerClient, ref: str, pin: str, cache_path: Pa
     image = find_image(client, ref)
     if image is None:
         raise SandboxError(f"image {ref} does not exist", hint="run `corral image build`")
+    image_id = str(image.id)
+    if _PASSED.get(image_id) == pin:
+        return image_id
     path = cache_path or _cache_file()
     cache = _load(path)
     passed = cache.get("passed", {})
     passed = passed if isinstance(passed, dict) else {}
-    image_id = str(image.id)
     if passed.get(image_id) == pin:
+        _PASSED[image_id] = pin
         return image_id
     problems = image_problems(client, image, pin, cache)
     if problems:
@@ -180,4 +185,5 @@ def verify_image(client: docker.DockerClient, ref: str, pin: str, cache_path: Pa
         )
     cache["passed"] = {**passed, image_id: pin}
     _store(path, cache)
+    _PASSED[image_id] = pin
     return image_id
