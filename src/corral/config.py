@@ -6,7 +6,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -167,8 +167,18 @@ class Config(_Section):
         return refs
 
 
+_UNION_TAGS = {"str", "ImageConfig"}
+"""pydantic names the member of `image: str | ImageConfig` it tried; the user wrote only the key."""
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(str(part) for part in loc if part not in _UNION_TAGS) or "(top level)"
+
+
+def _other_union_member(error: Any, errors: list[Any]) -> bool:
+    """A table under `image` also fails as a string: only the table's own errors say anything."""
+    loc = error["loc"]
+    return bool(loc) and loc[-1] == "str" and any(len(e["loc"]) > len(loc) for e in errors)
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -183,7 +193,10 @@ def parse_config(text: str, source: str) -> Config:
         return Config.model_validate(raw)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
+        errors = exc.errors()
+        for error in errors:
+            if _other_union_member(error, errors):
+                continue
             key = _key_path(error["loc"])
             if error["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'")

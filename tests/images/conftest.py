@@ -139,14 +139,14 @@ def node_image(docker_client: Any, agent_image: str, node_repo: Path) -> str:
 def small_repo(tmp_path: Path) -> Iterator[Any]:
     """A tiny project whose image needs no apt and no network: for the fault and gc tests."""
 
-    def make(name: str, setup: list[str], files: dict[str, str] | None = None) -> Path:
+    def make(name: str, setup: list[str], team: str = "default") -> Path:
         root = tmp_path / name
         root.mkdir()
-        for rel, text in {"deps.lock": "v1\n", **(files or {})}.items():
-            (root / rel).write_text(text)
+        (root / "deps.lock").write_text("v1\n")
         steps = ", ".join(f'"{step}"' for step in setup)
         (root / "corral.toml").write_text(
-            f'[project]\nname = "{name}"\n[sandbox.image]\ninputs = ["deps.lock"]\nsetup = [{steps}]\n'
+            f'[project]\nname = "{name}"\nteam = "{team}"\n'
+            f'[sandbox.image]\ninputs = ["deps.lock"]\nsetup = [{steps}]\n'
             "[checks]\ncommand = 'cat /opt/corral/deps/deps.lock'\n"
         )
         git(root, "init", "-q", "-b", "main")

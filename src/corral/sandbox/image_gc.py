@@ -52,7 +52,9 @@ def collect_images(client: docker.DockerClient, state: StateStore) -> ImageGcRep
     report = ImageGcReport()
     try:
         images = client.images.list(filters={"label": f"{TEAM_LABEL}={state.team}"})
-        used = {str(c.attrs.get("Image", "")) for c in client.containers.list(all=True)}
+        # The summary list, not containers.list(): that inspects each one and trips over any
+        # container another process removes meanwhile.
+        used = {str(c.get("ImageID", "")) for c in client.api.containers(all=True)}
     except docker.errors.DockerException as exc:
         raise SandboxError(f"Docker Engine failed to list images or containers: {exc}") from exc
     wanted, undecided = _wanted(client, state)

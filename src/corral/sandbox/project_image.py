@@ -99,7 +99,8 @@ class ImageRecipe:
     @property
     def digest(self) -> str:
         digest = hashlib.sha256(
-            f"corral-image-recipe-{RECIPE_VERSION}\0{self.kind}\0{self.name}\0{self.team}\0".encode()
+            f"corral-image-recipe-{RECIPE_VERSION}\0{self.kind}\0{self.name}\0{self.team}\0"
+            f"{self.claude_code}\0".encode()
         )
         digest.update(self._body().encode())
         for rel, content in (*self.inputs, *self.cas):
