@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corral.errors import ConfigError
 
@@ -157,6 +157,16 @@ class Config(_Section):
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
     stores: StoresConfig = StoresConfig()
+
+    @model_validator(mode="after")
+    def _team_image_under_a_recipe(self) -> Config:
+        named = self.sandbox.image_name
+        if self.team.image is not None and named is not None and named != DEFAULT_IMAGE:
+            raise ValueError(
+                f"[team.image] builds FROM corral/agent, but [sandbox].image names {named!r}: "
+                "drop one of them (a [sandbox.image] table builds FROM the team image)"
+            )
+        return self
 
     @field_validator("secrets")
     @classmethod

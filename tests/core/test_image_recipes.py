@@ -43,6 +43,11 @@ def test_a_sandbox_image_table_is_a_recipe() -> None:
     assert config.team.image == ImageConfig(apt=["git-lfs"])
 
 
+def test_a_team_image_cannot_sit_under_another_named_image() -> None:
+    with pytest.raises(ConfigError, match=r"\[team\.image\]"):
+        parse_config('[sandbox]\nimage = "acme/agent:1"\n[team.image]\napt = ["git-lfs"]\n', "corral.toml")
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [

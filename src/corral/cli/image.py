@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from corral.errors import CorralError
@@ -22,7 +23,8 @@ def _fail(exc: CorralError, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"error": exc.message, "hint": exc.hint}))
     else:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        # A failed build's message carries the setup step's output: repository code wrote it.
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -39,7 +41,11 @@ def build(
     from corral.sandbox.project_image import build_chain, has_recipe
 
     console = Console(stderr=True)
-    progress = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]{m}[/dim]", highlight=False))
+
+    def progress(message: str) -> None:
+        if not as_json:
+            console.print(f"[dim]{escape(message)}[/dim]", highlight=False)
+
     try:
         config = load_config(repo.resolve())
         pin = config.agent.claude_code
