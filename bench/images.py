@@ -91,7 +91,11 @@ def timed_run(repo: Path, playbook: Path, home: Path) -> tuple[float, dict[str, 
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"kind"')]
     checks = [e for e in events if e["kind"] == "check.result"]
     finished = [e for e in events if e["kind"] == "run.finished"]
-    return seconds, {"checks_passed": bool(checks and checks[-1]["passed"]), "phase": finished[-1]["phase"]}
+    return seconds, {
+        "checks_passed": bool(checks and checks[-1]["passed"]),
+        "checks_s": round(checks[-1]["duration_ms"] / 1000, 1) if checks else None,
+        "phase": finished[-1]["phase"],
+    }
 
 
 def main() -> None:
