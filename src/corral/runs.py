@@ -29,6 +29,7 @@ from corral.errors import CorralError, EgressError, RunError
 from corral.events import (
     CheckResult,
     CommitMade,
+    DeployStaged,
     PrefsInjected,
     RunCreated,
     RunFinished,
@@ -38,6 +39,7 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.model.playbook import Playbook
+from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
@@ -49,6 +51,7 @@ from corral.workspace import (
     create_worktree,
     hand_over,
     inspect_repo,
+    protected_in_commit,
     remove_worktree,
 )
 
@@ -154,6 +157,10 @@ class _Run:
         self.image: str | None = None
         """The image every sandbox of this run uses, resolved (and verified) once in prepare."""
         self.phase = Phase.QUEUED
+        self.protection = Protection.from_config(config)
+        self.base_protected: tuple[str, ...] = ()
+        """The protected paths of the base commit: every sandbox of the run masks exactly these."""
+        self.head_commit = ""
         self.host_key = services.host_api_key()
         """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
@@ -217,6 +224,7 @@ class _Run:
             self.commit()
             self.move(Phase.CHECKING)
             check = self.run_checks()
+            self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
             self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -264,6 +272,7 @@ class _Run:
             self.repo_info, self.run_id, self.services.settings.worktrees_dir
         )
         hand_over(workspace, AGENT_UID)
+        self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
         socket_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
@@ -298,7 +307,7 @@ class _Run:
         config = self.config
         self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
         policy = PathPolicy(
-            config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
+            config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
         )
         settings = AgentSettings.from_config(
             config,
@@ -330,8 +339,8 @@ class _Run:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
-        protected = (*self.config.sandbox.readonly_paths, *self.config.sandbox.hidden_paths)
-        commit = commit_changes(workspace, f"corral: {self.request.task}\n\nRun: {self.run_id}", protected)
+        message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
+        commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
             return
         self.sink.emit(
@@ -343,6 +352,7 @@ class _Run:
             )
         )
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+        self.head_commit = commit.commit
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
@@ -367,6 +377,20 @@ class _Run:
         )
         return check
 
+    def stage_requested(self, targets: tuple[str, ...], check: CheckResult) -> None:
+        """Carry out the agent's `deploy.stage` requests, only after passing checks and only at the
+        committed SHA: while the agent ran, nothing was committed and its branch could still move."""
+        if not targets:
+            return
+        if not check.passed or not self.head_commit:
+            why = "the checks failed" if not check.passed else "the run committed nothing"
+            self.services.progress(f"not staging on {', '.join(targets)}: {why}")
+            return
+        deploy = self.services.deploy_target()
+        for target in targets:
+            dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
+            self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
+
     # ---- sandboxes and resources ---------------------------------------------------------------
 
     def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
@@ -377,6 +401,8 @@ class _Run:
             run_id=self.run_id,
             workspace=workspace.path,
             purpose=purpose,
+            protection=self.protection,
+            required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
             image=self.image,

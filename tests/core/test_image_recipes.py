@@ -117,7 +117,7 @@ def test_inputs_refuse_hidden_paths_links_directories_and_unmatched_patterns(tmp
     ):
         with pytest.raises(ConfigError, match=words):
             read_inputs(tmp_path, patterns, [".env"])
-    with pytest.raises(Exception, match="symbolic link"):
+    with pytest.raises(ConfigError, match="symbolic link"):
         read_inputs(tmp_path, ["linked.lock"], [])
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from corral.display import visible
 from corral.errors import CorralError
 
 # corral.sandbox.images pulls in the docker SDK; it is imported inside the commands so that every
@@ -24,7 +25,7 @@ def _fail(exc: CorralError, as_json: bool) -> None:
         typer.echo(json.dumps({"error": exc.message, "hint": exc.hint}))
     else:
         # A failed build's message carries the setup step's output: repository code wrote it.
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(visible(str(exc)))}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -44,7 +45,7 @@ def build(
 
     def progress(message: str) -> None:
         if not as_json:
-            console.print(f"[dim]{escape(message)}[/dim]", highlight=False)
+            console.print(f"[dim]{escape(visible(message))}[/dim]", highlight=False)
 
     try:
         config = load_config(repo.resolve())

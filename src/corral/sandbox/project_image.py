@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from corral.errors import ConfigError, ImageBuildFailed, SandboxError
+from corral.paths import PathRules
 from corral.sandbox import CLAUDE_CODE_LABEL
 from corral.sandbox.images import (
     DIGEST_LABEL,
@@ -40,7 +41,6 @@ from corral.sandbox.images import (
     ensure_images,
     find_image,
 )
-from corral.sandbox.mounts import resolve_patterns
 
 if TYPE_CHECKING:
     import docker
@@ -200,23 +200,33 @@ def _build_env() -> dict[str, str]:
 
 
 def read_inputs(repo: Path, patterns: list[str], hidden: list[str]) -> tuple[tuple[str, bytes], ...]:
-    """The input files' content, refusing links, directories, hidden paths and patterns matching nothing."""
-    hidden_paths = resolve_patterns(repo, hidden) if hidden else []
+    """The input files' content, refusing links, directories, hidden paths and patterns matching nothing.
+
+    Patterns are globs from the repository root (`requirements*.txt`), not .gitignore patterns: a
+    lockfile named at the root must not also pick up every `package.json` under node_modules.
+    """
+    rules = PathRules(hidden, "hidden_paths")
+    root = repo.resolve()
     found: dict[str, bytes] = {}
     for pattern in patterns:
-        matched = resolve_patterns(repo, [pattern])
+        matched = sorted(repo.glob(pattern))
         if not matched:
             raise ConfigError(
                 f"corral.toml image inputs: {pattern!r} matches no file in {repo}",
                 hint="name files that exist in the repository (lockfiles, pyproject.toml, ...)",
             )
-        for rel in matched:
-            if any(rel == h or rel.startswith(h + "/") for h in hidden_paths):
+        for path in matched:
+            rel = path.relative_to(repo).as_posix()
+            if rules.matches(rel):
                 raise ConfigError(
                     f"corral.toml image inputs: {rel} is a hidden path ([sandbox].hidden_paths)",
                     hint="an input is copied into the image, where the agent could read it: drop it",
                 )
-            path = repo / rel
+            if path.is_symlink() or path.resolve() != root / rel:
+                raise ConfigError(
+                    f"corral.toml image inputs: {rel} is or passes through a symbolic link",
+                    hint="corral copies only the repository's own files into an image: name the real file",
+                )
             if not path.is_file():
                 raise ConfigError(
                     f"corral.toml image inputs: {rel} is not a regular file",
