@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from corral.config import load_config
-from corral.sandbox.image_gc import collect_images
 from corral.sandbox.images import find_image
 from corral.sandbox.project_image import build_chain, recipes, sandbox_image
 from corral.services import Services
@@ -87,16 +86,17 @@ def test_gc_images_removes_unused_project_images_and_never_one_in_use(
     old, in_use, current = tags
     services = Services(Settings())
     try:
-        state = services.state(load_config(repo))
-        state.ensure_project(name="corral-test-gc", repo=str(repo), image=current)
-        container = docker_client.containers.create(in_use, ["true"])
-        try:
-            report = collect_images(docker_client, state)
-            assert find_image(docker_client, in_use) is not None
-        finally:
-            container.remove(force=True)
+        services.state(load_config(repo)).ensure_project(name="corral-test-gc", repo=str(repo), image=current)
     finally:
         services.close()
-    assert report.removed == [old] and find_image(docker_client, old) is None
-    assert in_use in report.in_use and current in report.current
+    container = docker_client.containers.create(in_use, ["true"])
+    try:
+        proc = _corral("gc", "--images", "--team", "corral-test-gc-team", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert find_image(docker_client, in_use) is not None
+    finally:
+        container.remove(force=True)
+    report = json.loads(proc.stdout)
+    assert report["images_removed"] == [old] and find_image(docker_client, old) is None
+    assert report["images_in_use"] == [in_use] and report["images_current"] == [current]
     assert find_image(docker_client, current) is not None
