@@ -404,6 +404,8 @@ def sandbox_image(
         name = config.sandbox.image_name or ""
         ensure_images(client, config.agent.claude_code, name, progress)
         return name
+    # A corral/agent from an older recipe is rebuilt first; the project's digest then follows it.
+    ensure_images(client, config.agent.claude_code, agent_tag(config.agent.claude_code), progress)
     chain = recipes(client, config, repo)
     if find_image(client, chain[-1].tag) is None:
         progress(f"{chain[-1].tag} is not built yet: building it now")
