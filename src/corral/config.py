@@ -297,7 +297,7 @@ approvers = []                    # who may approve; empty means anyone
 """
 
 
-_IMAGE_LINE = 'image = "corral/agent:default"    # your team\'s image, built FROM corral/base\n'
+_IMAGE_LINE = re.compile(r'^image = "corral/agent:default".*\n', re.M)
 _CHECKS_LINE = 'command = "pytest -q"             # run in a fresh sandbox on the agent\'s result\n'
 
 
@@ -309,8 +309,8 @@ def init_text(name: str, base_branch: str = "main", repo: Path | None = None) ->
     proposal = propose(repo) if repo is not None else None
     if proposal is None or not proposal.found:
         return text
-    text = text.replace(
-        _IMAGE_LINE, '# image = "corral/agent:default"  # a ready image; [sandbox.image] below builds one\n'
+    text = _IMAGE_LINE.sub(
+        '# image = "corral/agent:default"  # a ready image; [sandbox.image] below builds one\n', text, count=1
     )
     text = text.replace(
         _CHECKS_LINE, f"command = {json.dumps(proposal.checks_command)}   # matches [sandbox.image]\n"
