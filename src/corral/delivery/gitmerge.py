@@ -110,7 +110,9 @@ def merge_at(repo: Path, base_branch: str, head_sha: str, *, message: str, appro
     proc = run_git([*_MERGE_GIT, "merge-tree", "--write-tree", "--name-only", old, head_sha], cwd=repo)
     lines = proc.stdout.splitlines()
     if proc.returncode == 1:
-        conflicts = sorted({line for line in lines[1:] if line.strip()})
+        # The tree, the conflicted paths, a blank line, then git's messages.
+        names = lines[1 : lines.index("")] if "" in lines else lines[1:]
+        conflicts = sorted({line for line in names if line.strip()})
         raise MergeRefused(
             f"the run's change conflicts with {base_branch} in: {', '.join(conflicts) or '(see git)'}",
             hint="resolve by rerunning the task on the new base, or merge the run branch by hand",
