@@ -126,6 +126,8 @@ class DeployConfig(_Section):
     token: str = "env:VERCEL_TOKEN"
     repository: str = ""
     """`owner/name` of the git repository Vercel builds from (its gitSource)."""
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
+    """How often a Vercel deployment's state is read while it builds."""
 
 
 class StoresConfig(_Section):

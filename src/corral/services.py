@@ -220,7 +220,7 @@ class Services:
             )
             return cls(self.settings.home / "deploy", builder)
         assert section is not None
-        return cls(section, self.host_secret(section.token))
+        return cls(section, self.host_secret(section.token), self.settings.home / "deploy" / backend)
 
     def host_secret(self, ref: str) -> str:
         """A credential corral itself uses on the host (`env:VAR` or `file:/path`); never a sandbox's."""

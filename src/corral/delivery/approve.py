@@ -190,6 +190,8 @@ def _merge(services: Services, config: Config, sink: EventSink, run: RunRecord, 
     if config.forge.backend == "local" and is_merged(repo, base, head):
         # An earlier `corral approve` merged and died before recording it: never merge twice.
         merge_commit = str(run.meta.get("merge_commit", "")) or _tip(repo, base)
+    elif (found := find_pull_request(forge, run)) is not None and found.state == "merged":
+        merge_commit = found.merge_commit  # the forge merged it before the process died
     else:
         summary = str((run.result or {}).get("text", ""))
         pr, _ = ensure_pull_request(forge, run, base, summary)

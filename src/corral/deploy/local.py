@@ -27,7 +27,7 @@ Builder = Callable[[str, Path], None]
 `DeployError` with the build's message."""
 
 
-class _Deployments(BaseModel):
+class Deployments(BaseModel):
     deployments: list[Deployment] = []
     promotions: dict[str, list[str]] = {}
     """Per project, the deployment ids production served, oldest first; the last is current."""
@@ -51,7 +51,7 @@ class LocalDeploy:
         self.path = root / "deployments.json"
         self.builder = builder
 
-    def _find(self, data: _Deployments, deployment_id: str) -> Deployment:
+    def _find(self, data: Deployments, deployment_id: str) -> Deployment:
         for dep in data.deployments:
             if dep.id == deployment_id:
                 return dep
@@ -66,7 +66,7 @@ class LocalDeploy:
             )
         dep_id = "dep_" + secrets.token_hex(6)
         dep = Deployment(id=dep_id, run_id=run_id, ref=ref, target=target, url=f"local://{target}/{dep_id}")
-        with locked_json(self.path, _Deployments) as data:
+        with locked_json(self.path, Deployments) as data:
             data.deployments.append(dep)
         return dep
 
@@ -85,7 +85,7 @@ class LocalDeploy:
             id="dep_" + secrets.token_hex(6), run_id=run_id, ref=commit, target="preview", state="building",
             project=project,
         )  # fmt: skip
-        with locked_json(self.path, _Deployments) as data:
+        with locked_json(self.path, Deployments) as data:
             data.deployments.append(dep)
         build_dir = self._build_dir(dep.id)
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ class LocalDeploy:
         return self._update(dep.id, state="staged", url=url, preview_url=url)
 
     def _update(self, deployment_id: str, **fields: str) -> Deployment:
-        with locked_json(self.path, _Deployments) as data:
+        with locked_json(self.path, Deployments) as data:
             dep = self._find(data, deployment_id)
             for key, value in fields.items():
                 setattr(dep, key, value)
@@ -124,7 +124,7 @@ class LocalDeploy:
 
     def promote(self, deployment_id: str, *, approver: str) -> Deployment:
         _human(approver, f"promote of {deployment_id}")
-        with locked_json(self.path, _Deployments) as data:
+        with locked_json(self.path, Deployments) as data:
             dep = self._find(data, deployment_id)
             if dep.state != "staged":
                 raise RunError(
@@ -145,7 +145,7 @@ class LocalDeploy:
 
     def rollback(self, *, project: str, approver: str) -> Deployment:
         _human(approver, f"rollback of {project}")
-        with locked_json(self.path, _Deployments) as data:
+        with locked_json(self.path, Deployments) as data:
             history = data.promotions.get(project, [])
             if len(history) < 2:
                 raise RunError(
@@ -160,14 +160,14 @@ class LocalDeploy:
             return previous.model_copy()
 
     def production(self, project: str) -> Deployment | None:
-        with locked_json(self.path, _Deployments, write=False) as data:
+        with locked_json(self.path, Deployments, write=False) as data:
             history = data.promotions.get(project, [])
             return self._find(data, history[-1]).model_copy() if history else None
 
     def get(self, deployment_id: str) -> Deployment:
-        with locked_json(self.path, _Deployments, write=False) as data:
+        with locked_json(self.path, Deployments, write=False) as data:
             return self._find(data, deployment_id)
 
     def list(self, run_id: str | None = None) -> list[Deployment]:
-        with locked_json(self.path, _Deployments, write=False) as data:
+        with locked_json(self.path, Deployments, write=False) as data:
             return [d for d in data.deployments if run_id is None or d.run_id == run_id]
