@@ -276,7 +276,8 @@ def promote(services: Services, run_id: str, *, approver: str, comment: str = ""
         promoted = deployer.promote(dep.id, approver=actor)
         sink.emit(DeployPromoted(actor=actor, deployment_id=promoted.id, url=promoted.url), durable=True)
         moved = _move(services, sink, run, Phase.PROMOTED, actor, f"promoted {promoted.id} to {promoted.url}")
-    return Delivered(run.run_id, moved.phase, dep.ref, str(run.meta.get("merge_commit", "")), promoted)
+    head = str(run.meta.get("head_commit", ""))
+    return Delivered(run.run_id, moved.phase, head, str(run.meta.get("merge_commit", "")), promoted)
 
 
 def rollback(services: Services, project: str, *, approver: str) -> Deployment:

@@ -1,9 +1,10 @@
 """One static HTTP server per deployment (and one per project's production), on 127.0.0.1.
 
 Each runs as its own detached process (`python -m corral.deploy.serve ROOT PORT_FILE`), so it outlives
-the `corral approve` or `corral deploy promote` that started it; its pid and port are recorded in the
-deploy state, and `ensure_server` finds a live one again instead of starting a second. Production's
-ROOT is a symbolic link that promotion and rollback replace atomically: the server resolves it per
+the `corral approve` or `corral deploy promote` that started it; its pid and port are in PORT_FILE, and
+`ensure_server` finds a live one again instead of starting a second. A server ends by itself when its
+PORT_FILE is removed (`stop_server`, or the corral home deleted), so none outlives its deployment.
+Production's ROOT is a symbolic link that promotion and rollback replace atomically: the server resolves it per
 request, so a switch takes effect for the next request with no restart. A path that resolves outside
 the current root (a link the build wrote) is answered 404: only the build's own files are served.
 """
@@ -15,6 +16,7 @@ import functools
 import os
 import subprocess
 import sys
+import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,7 +49,15 @@ def serve(root: Path, port_file: Path, port: int = 0) -> None:
     tmp = port_file.with_name(port_file.name + ".tmp")
     tmp.write_text(f"{os.getpid()} {server.server_address[1]}\n")
     os.replace(tmp, port_file)
+    threading.Thread(target=_exit_when_gone, args=(server, port_file), daemon=True).start()
     server.serve_forever()
+
+
+def _exit_when_gone(server: ThreadingHTTPServer, port_file: Path) -> None:
+    """A server whose port file is gone (stopped, or its corral home removed) ends by itself."""
+    while port_file.exists():
+        time.sleep(1.0)
+    server.shutdown()
 
 
 def _alive(pid: int, root: Path) -> bool:
