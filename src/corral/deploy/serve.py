@@ -5,8 +5,9 @@ the `corral approve` or `corral deploy promote` that started it; its pid and por
 `ensure_server` finds a live one again instead of starting a second. A server ends by itself when its
 PORT_FILE is removed (`stop_server`, or the corral home deleted), so none outlives its deployment.
 Production's ROOT is a symbolic link that promotion and rollback replace atomically: the server
-resolves it per request, so a switch takes effect for the next request with no restart. A path that resolves outside
-the current root (a link the build wrote) is answered 404: only the build's own files are served.
+resolves it per request, so a switch takes effect for the next request with no restart. A path that
+resolves outside the current root (a link the build wrote) is answered 404: only the build's own files
+are served.
 """
 
 from __future__ import annotations
