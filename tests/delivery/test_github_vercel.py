@@ -8,7 +8,6 @@ every vendor error on the way.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,14 +22,10 @@ from corral.settings import Settings
 from corral.state.machine import Phase
 from corral.state.models import RunRecord
 from tests.delivery.fakes import FakeGitHub, FakeVercel
+from tests.delivery.runs import awaiting_run, git
 
 GH_TOKEN = "ghp_fake-loopback-token-000"
 VC_TOKEN = "vercel-fake-loopback-token-000"
-
-
-def git(repo: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture
@@ -82,29 +77,9 @@ def services() -> Iterator[Services]:
 
 
 def make_run(services: Services, repo: Path, github: FakeGitHub, name: str) -> RunRecord:
-    """A run at awaiting_approval with passing checks, its branch pushed to the fake GitHub, its PR open."""
-    state = services.state()
-    state.ensure_project("shop", repo=str(repo))
-    record = state.create_run(
-        "shop", f"add {name}", str(repo), git(repo, "rev-parse", "main").strip(), requester="alice"
-    )
-    git(repo, "checkout", "-q", "-b", record.branch, "main")
-    (repo / f"{name}.txt").write_text(f"{name}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", name)
-    head = git(repo, "rev-parse", "HEAD").strip()
-    git(repo, "checkout", "-q", "main")
-    for phase in (Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL):
-        state.transition(record.run_id, phase)
-    state.update_run(
-        record.run_id,
-        checks_passed=True,
-        checks={"command": "pytest -q", "exit_code": 0},
-        diffstat=f" {name}.txt | 1 +",
-        meta={"head_commit": head},
-    )
-    github.heads[record.branch] = head
-    record = state.get_run(record.run_id)
+    """A run at awaiting_approval, its branch as pushed to the fake GitHub, its PR opened by corral."""
+    record = awaiting_run(services, repo, "shop", name)
+    github.heads[record.branch] = record.meta["head_commit"]
     ensure_pull_request(services.forge(delivery._config(record)), record, "main", f"added {name}")
     return record
 

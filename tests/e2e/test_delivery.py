@@ -17,11 +17,12 @@ import pytest
 from corral.delivery import approve as delivery
 from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from corral.deploy.local import LocalDeploy
-from corral.errors import ApprovalRefused, MergeRefused
+from corral.errors import ApprovalRefused, DeployError, MergeRefused
 from corral.forge.local import LocalForge
 from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
+from tests.delivery.runs import awaiting_run
 from tests.e2e.conftest import git, make_repo, run_task
 
 pytestmark = pytest.mark.docker
@@ -214,5 +215,41 @@ def test_run_pr_approve_merge_stage_promote_rollback_with_every_refusal(
         # (the approval whose merge was refused, the one that merged, the promotion)
         for run_id in (fix.run_id, title.run_id, link.run_id):
             assert services.audit().verify(run_id).ok, run_id
+    finally:
+        services.close()
+
+
+SITE_CONFIG = """[project]
+name = "site"
+
+[deploy]
+build = '''mkdir -p dist && cp index.html dist/ \\
+  && if [ -e broken.txt ]; then echo 'build: broken.txt found' >&2; exit 3; fi'''
+output = "dist"
+"""
+
+
+def test_a_failed_build_fails_the_run_and_leaves_production_as_it_was(
+    agent_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(tmp_path / "site", {"index.html": "<p>v1</p>"}, SITE_CONFIG)
+    services = Services(Settings())
+    try:
+        good = awaiting_run(services, repo, "site", "good")
+        staged = delivery.approve(services, good.run_id, approver="bob")
+        promoted = delivery.promote(services, good.run_id, approver="bob")
+        assert staged.deployment is not None and promoted.deployment is not None
+        production = promoted.deployment.url
+        assert fetch(production) == (200, "<p>v1</p>")
+
+        broken = awaiting_run(services, repo, "site", "broken")
+        with pytest.raises(DeployError, match=r"exited 3: build: broken\.txt found"):
+            delivery.approve(services, broken.run_id, approver="bob")
+        record = services.state().get_run(broken.run_id)
+        assert record.phase is Phase.FAILED and "broken.txt found" in record.failure_reason
+        deploys = LocalDeploy(services.settings.home / "deploy")
+        assert [d.state for d in deploys.list(broken.run_id)] == ["failed"]
+        assert deploys.production("site") == deploys.get(staged.deployment.id)
+        assert fetch(production) == (200, "<p>v1</p>")
     finally:
         services.close()
