@@ -106,6 +106,9 @@ class ForgeConfig(_Section):
     """`local` (pull requests on this host, merged by git here) or `github`."""
     repository: str = ""
     """`owner/name` on GitHub (backend github)."""
+    remote: str = ""
+    """Where the run branch is pushed before its pull request opens (default
+    `https://github.com/<repository>.git`), with the token as an HTTP header, never in a URL."""
     api_url: str = "https://api.github.com"
     token: str = "env:GITHUB_TOKEN"
     """Where corral reads the token on the host (`env:VAR` or `file:/path`); never in a sandbox."""

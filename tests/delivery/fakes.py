@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 Route = Callable[[dict[str, Any], re.Match[str]], tuple[int, Any]]
@@ -72,11 +74,13 @@ class FakeServer:
 
 
 class FakeGitHub(FakeServer):
-    def __init__(self, token: str, repository: str) -> None:
+    def __init__(self, token: str, repository: str, bare: Path) -> None:
         super().__init__(token)
         self.repository = repository
+        self.bare = bare
+        """The repository's git side: a bare repository that corral pushes run branches to."""
         self.heads: dict[str, str] = {}
-        """branch → head SHA: what a push to GitHub would have set."""
+        """branch → head SHA overrides (a head that moved on GitHub); else the bare repository's."""
         self.pulls: dict[int, dict[str, Any]] = {}
         self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.review_comments: dict[int, list[dict[str, Any]]] = {}
@@ -111,11 +115,17 @@ class FakeGitHub(FakeServer):
             data["errors"] = errors
         return data
 
+    def head_of(self, branch: str) -> str:
+        if branch in self.heads:
+            return self.heads[branch]
+        cmd = ["git", "-C", str(self.bare), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+
     def view(self, number: int) -> dict[str, Any]:
         pr = self.pulls[number]
         return {
             **pr,
-            "head": {"ref": pr["head"], "sha": self.heads.get(pr["head"], "")},
+            "head": {"ref": pr["head"], "sha": self.head_of(pr["head"])},
             "base": {"ref": pr["base"]},
         }
 
@@ -123,7 +133,7 @@ class FakeGitHub(FakeServer):
         return (200, self.view(number)) if number in self.pulls else (404, self.error("Not Found"))
 
     def create(self, body: dict[str, Any], _m: re.Match[str]) -> tuple[int, Any]:
-        if body.get("head") not in self.heads:
+        if not self.head_of(str(body.get("head"))):
             return 422, self.error(
                 "Validation Failed", [{"resource": "PullRequest", "field": "head", "code": "invalid"}]
             )
@@ -172,7 +182,7 @@ class FakeGitHub(FakeServer):
             )
         if pr["merged"] or pr["state"] != "open" or number in self.unmergeable:
             return 405, self.error("Pull Request is not mergeable")
-        if body["sha"] != self.heads.get(pr["head"]):
+        if body["sha"] != self.head_of(pr["head"]):
             return 409, self.error("Head branch was modified. Review and try the merge again.")
         sha = secrets.token_hex(20)
         pr.update(merged=True, state="closed", merged_at="2026-12-01T00:00:00Z", merge_commit_sha=sha)

@@ -8,6 +8,7 @@ every vendor error on the way.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +30,10 @@ VC_TOKEN = "vercel-fake-loopback-token-000"
 
 
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeGitHub, FakeVercel]]:
-    github, vercel = FakeGitHub(GH_TOKEN, "acme/shop"), FakeVercel(VC_TOKEN, "prj_shop")
+def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[FakeGitHub, FakeVercel]]:
+    bare = tmp_path / "github-shop.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    github, vercel = FakeGitHub(GH_TOKEN, "acme/shop", bare), FakeVercel(VC_TOKEN, "prj_shop")
     monkeypatch.setenv("GITHUB_TOKEN", GH_TOKEN)
     monkeypatch.setenv("VERCEL_TOKEN", VC_TOKEN)
     yield github, vercel
@@ -53,6 +56,7 @@ approvers = ["bob", "carol"]
 [forge]
 backend = "github"
 repository = "acme/shop"
+remote = "file://{github.bare}"
 api_url = "{github.url}"
 
 [deploy]
@@ -77,9 +81,8 @@ def services() -> Iterator[Services]:
 
 
 def make_run(services: Services, repo: Path, github: FakeGitHub, name: str) -> RunRecord:
-    """A run at awaiting_approval, its branch as pushed to the fake GitHub, its PR opened by corral."""
+    """A run at awaiting_approval, its PR opened by corral (which pushes the branch to the fake's git)."""
     record = awaiting_run(services, repo, "shop", name)
-    github.heads[record.branch] = record.meta["head_commit"]
     ensure_pull_request(services.forge(delivery._config(record)), record, "main", f"added {name}")
     return record
 
@@ -97,12 +100,13 @@ def test_github_and_vercel_chain_with_their_errors(
     ]
 
     # 409: the head moved on GitHub after the review; nothing merges, the run waits for a new approval.
+    assert github.head_of(first.branch) == head  # pushed by corral before the PR opened
     github.heads[first.branch] = "f" * 40
     with pytest.raises(MergeRefused, match="moved since"):
         delivery.approve(services, first.run_id, approver="bob")
     assert services.state().get_run(first.run_id).phase is Phase.AWAITING_APPROVAL
     assert not github.pulls[1]["merged"] and vercel.deployments == {}
-    github.heads[first.branch] = head
+    del github.heads[first.branch]
 
     # 405: not mergeable.
     github.unmergeable.add(1)

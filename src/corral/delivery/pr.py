@@ -52,6 +52,7 @@ def ensure_pull_request(
     pr = find_pull_request(forge, run)
     opened = pr is None
     if pr is None:
+        forge.publish(Path(run.repo), run.branch)
         title = run.task.strip().splitlines()[0][:100] if run.task.strip() else f"corral run {run.run_id}"
         if redactor is not None:
             title = redactor.redact_text(title)

@@ -10,11 +10,12 @@ to `[forge] api_url`; no sandbox ever sees it. The endpoints (docs.github.com/en
 - `GET /repos/{owner}/{repo}/pulls/{n}/comments` (review comments), `POST .../issues/{n}/comments`;
 - `PUT /repos/{owner}/{repo}/pulls/{n}/merge` with `sha`: 405 (not mergeable) and 409 (the head
   moved) and 422 become `MergeRefused`, and nothing is merged.
-The run branch must be on GitHub under its own name (`corral/<run-id>`) for a pull request to open.
+Before its pull request opens, the run branch is pushed to `[forge] remote` under its own name.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import httpx
 from corral.config import ForgeConfig
 from corral.errors import ConfigError, MergeRefused, NotFound, WorkspaceError
 from corral.forge import Check, CheckStatus, Comment, PullRequest
+from corral.workspace import run_git
 
 _STATUS = {"passed": "success", "failed": "failure", "pending": "pending"}
 _CHECK = {"success": "passed", "failure": "failed", "error": "failed", "pending": "pending"}
@@ -52,6 +54,8 @@ class GitHubForge:
                 hint='set [forge] repository = "owner/name" for the github backend',
             )
         self.repository = config.repository
+        self.remote = config.remote or f"https://github.com/{config.repository}.git"
+        self._token = token
         self.http = client or httpx.Client(
             base_url=config.api_url.rstrip("/"),
             timeout=30.0,
@@ -108,6 +112,39 @@ class GitHubForge:
             f"open a pull request from {head}",
         )
         return self._pull(data, author)
+
+    def publish(self, repo: Path, branch: str) -> None:
+        """`git push` of the run branch to `remote` with corral's hardened git: only the remote's own
+        transport is allowed, and the token travels as an Authorization header set through
+        `GIT_CONFIG_*` (never in the URL, the arguments or a file)."""
+        scheme = self.remote.split("://", 1)[0] if "://" in self.remote else "file"
+        basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
+        env = {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        ref = f"refs/heads/{branch}"
+        proc = run_git(
+            [
+                "-c",
+                f"protocol.{scheme}.allow=always",
+                "push",
+                "--no-verify",
+                "--quiet",
+                self.remote,
+                f"{ref}:{ref}",
+            ],
+            cwd=repo,
+            env=env,
+        )
+        if proc.returncode != 0:
+            said = proc.stderr.strip().replace(self._token, "***")
+            raise WorkspaceError(
+                f"pushing {branch} to {self.remote} failed: {said}",
+                hint="check [forge] remote and that the token may push to the repository",
+            )
 
     def get(self, number: int) -> PullRequest:
         return self._pull(self._ok(self._call("GET", f"/pulls/{number}"), f"read #{number}"))

@@ -78,6 +78,9 @@ class LocalForge:
             pr.checks = [c for c in pr.checks if c.name != check.name] + [check]
             return pr
 
+    def publish(self, repo: Path, branch: str) -> None:
+        return  # the run branch is already in the repository this forge merges into
+
     def update_body(self, number: int, body: str) -> PullRequest:
         with locked_json(self.path, _Pulls) as data:
             pr = self._find(data, number)
