@@ -70,7 +70,8 @@ def test_approve_comment_and_reject_through_the_cli(
     assert [(c.author, c.body) for c in pr.comments] == [("human:bob", "Name files in kebab-case.")]
     from corral.state.preferences import get_preference
 
-    candidate = get_preference(services.state(), answer["preference"])
+    (pref_id,) = answer["preferences"]
+    candidate = get_preference(services.state(), pref_id)
     assert (candidate.source_kind, candidate.rule, candidate.created_by) == (
         "review",
         "Name files in kebab-case.",

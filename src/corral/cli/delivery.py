@@ -71,24 +71,35 @@ def register(main: typer.Typer) -> None:
     @main.command("comment")
     def comment_cmd(
         run_id: RunArg,
-        text: Annotated[str, typer.Argument(help="The review comment.")],
+        text: Annotated[str, typer.Argument(help="The review comment.")] = "",
+        from_forge: Annotated[
+            bool, typer.Option("--from-forge", help="Record the pull request's review comments instead.")
+        ] = False,
         team: TeamOption = None,
         repo: ScopeRepoOption = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Comment on a run's pull request; the comment is offered as a candidate preference."""
+        """Comment on a run's pull request; each comment is offered as a candidate preference."""
         from corral.delivery.approve import comment as comment_run
+        from corral.delivery.approve import pull_review_comments
         from corral.identity import current_user
 
         services = _services(team=team, repo=repo)
         try:
-            number, pref = comment_run(services, run_id, author=current_user(), body=text)
+            if from_forge:
+                prefs = pull_review_comments(services, run_id)
+                number = None
+            else:
+                number, pref = comment_run(services, run_id, author=current_user(), body=text)
+                prefs = [pref]
         finally:
             services.close()
         if as_json:
-            emit_json({"pull_request": number, "preference": pref})
+            emit_json({"pull_request": number, "preferences": prefs})
             return
-        out.print(f"commented on pull request #{number}; candidate preference #{pref}", highlight=False)
+        where = f"pull request #{number}" if number is not None else "the forge's review comments"
+        shown = ", ".join(f"#{p}" for p in prefs) or "none new"
+        out.print(f"recorded {where}; candidate preferences: {shown}", highlight=False)
 
 
 @app.command()

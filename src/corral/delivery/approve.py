@@ -304,7 +304,7 @@ def rollback(services: Services, project: str, *, approver: str) -> Deployment:
     return back
 
 
-def comment(services: Services, run_id: str, *, author: str, body: str) -> tuple[int, int | None]:
+def comment(services: Services, run_id: str, *, author: str, body: str) -> tuple[int, int]:
     """A reviewer's comment on the run's pull request, recorded in its audit, offered as a candidate
     preference; returns (pull request number, preference id)."""
     if not body.strip():
