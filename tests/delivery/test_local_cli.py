@@ -85,6 +85,9 @@ def test_approve_comment_and_reject_through_the_cli(
     assert git(repo, "rev-parse", "main").strip() == done["merge_commit"]
     assert services.state().get_run(run.run_id).phase is Phase.MERGED
     assert "Approved-by: bob" in git(repo, "log", "-1", "--format=%B", "main")
+    code, output = cli(monkeypatch, "alice", "approve", run.run_id, "--repo", str(repo))
+    assert code != 0 and "already approved" in output  # merged, nothing to deploy: a second approval
+    assert len(services.state().list_approvals(run.run_id)) == 1
 
     other = awaiting_run(services, repo, "shop", "beta")
     ensure_pull_request(forge, other, "main", "added beta")

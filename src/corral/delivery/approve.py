@@ -143,7 +143,8 @@ def approve(
     config = _config(run)
     actor = f"human:{approver}"
     with _Chain(services, run.run_id) as sink:
-        if run.phase in (Phase.APPROVED, Phase.MERGED) and _approved_head(services, run):
+        unfinished = run.phase is Phase.APPROVED or (run.phase is Phase.MERGED and _deploys(config))
+        if unfinished and _approved_head(services, run):
             return _finish(services, config, sink, run, _approved_head(services, run), actor, resumed=True)
         if run.phase in (Phase.APPROVED, Phase.MERGED, Phase.STAGED, Phase.PROMOTED):
             raise ApprovalRefused(
@@ -177,10 +178,15 @@ def _finish(
         merge_commit = _merge(services, config, sink, run, head, actor)
         run = services.state().get_run(run.run_id)
     deployment = None
-    if config.deploy is not None and (config.deploy.build or config.deploy.backend != "local"):
+    if _deploys(config):
         deployment = _stage(services, config, sink, run, merge_commit or head, actor)
         run = services.state().get_run(run.run_id)
     return Delivered(run.run_id, run.phase, head, merge_commit, deployment, resumed)
+
+
+def _deploys(config: Config) -> bool:
+    """Whether the project is deployed after a merge: a `[deploy]` with a build, or a hosted backend."""
+    return config.deploy is not None and (bool(config.deploy.build) or config.deploy.backend != "local")
 
 
 def _merge(services: Services, config: Config, sink: EventSink, run: RunRecord, head: str, actor: str) -> str:
