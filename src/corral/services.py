@@ -170,6 +170,7 @@ class Services:
     ) -> RunGatewayHandle:
         """The run's MCP gateway on `socket_path`: the built-in forge and deploy tools, and the team's
         upstreams."""
+        from corral.forge.local import LocalForge
         from corral.gateway.config import GatewayFileConfig, load_gateway_file
         from corral.gateway.run import RunGateway, RunGatewaySpec
         from corral.gateway.state_tokens import StateRecordedTokenStore
@@ -181,7 +182,10 @@ class Services:
             run_id=run_id,
             socket_path=socket_path,
             gateway_file=file_config,
-            forge=self.forge(config),
+            # The agent's forge tools act on the local forge even for a GitHub project: while the agent
+            # runs, nothing is committed, so there is no branch to push; corral opens the GitHub pull
+            # request itself at awaiting_approval, from the committed result.
+            forge=LocalForge(self.settings.home / "forge"),
             deploy=self.deploy_target(),
             repo=repo,
             head=branch,
