@@ -70,7 +70,7 @@ def hostile_run(services: Services, repo: Path, base: str) -> str:
     state = services.state()
     state.ensure_project("shop", repo=str(repo))
     run = state.create_run(project="shop", task=f"fix it {HOSTILE}", repo=str(repo), base_commit=base)
-    state.update_run(run.run_id, branch="corral/branch", meta={"deployment_url": JS_LINK, "requester": "ann"})
+    state.update_run(run.run_id, branch="corral/branch", meta={"requester": "ann"})
     for phase in (Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL):
         state.transition(run.run_id, phase)
     recorder = services.audit().for_run(run.run_id)
@@ -94,6 +94,7 @@ def hostile_run(services: Services, repo: Path, base: str) -> str:
                 {"gen_ai.tool.call.id": "t2", "path": f"x{HOSTILE}.py", "diff": f"+{HOSTILE}\n-old\n"}
             )
         )
+        recorder.emit(ev.DeployStaged(actor="corral", deployment_id="d1", url=JS_LINK, ref="corral/branch"))
         recorder.emit(ev.RunFinished(phase="awaiting_approval", reason="", duration_ms=5))
     finally:
         recorder.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from corral.state.machine import Phase
-from corral.web import actions
 from tests.web.conftest import JS_LINK, Site
 
 
@@ -57,7 +56,7 @@ def test_agent_text_on_the_run_page_is_escaped_and_links_are_never_javascript(si
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in html
     assert "\x1b" not in html and "\\x1b]52;c;aGk=" in html
     assert f'href="{JS_LINK}' not in html and "javascript:window.pwned=3" in html  # shown as text
-    assert "verified, 7 events" in html  # the chain's verification status
+    assert "verified, 8 events" in html  # the chain's verification status
     assert "<svg" in html and "model: m" in html and "tool: Bash" in html  # the time chart's two bars
     assert 'class="gi"' in html  # the highlighted diff against the base
     assert "fix add" in html  # the commit list
@@ -119,14 +118,9 @@ def test_api_clients_use_bearer_tokens_and_a_viewer_token_cannot_decide(site: Si
     assert again.status_code == 409 and "not awaiting_approval" in again.json()["error"]
 
 
-def test_approve_says_plainly_when_delivery_is_not_installed(site: Site) -> None:
-    try:
-        actions._delivery()
-    except Exception:
-        reply = site.client.post(f"/api/runs/{site.run_id}/approve", json={}, headers=site.token("alice"))
-        assert reply.status_code == 501 and "not available" in reply.json()["error"]
-        return
-    # With corral.delivery present the action reaches it (its own tests cover what it does).
+def test_promote_reaches_delivery_under_its_rules(site: Site) -> None:
+    reply = site.client.post(f"/api/runs/{site.run_id}/promote", json={}, headers=site.token("alice"))
+    assert reply.status_code in (400, 409) and "not staged" in reply.json()["error"]
 
 
 def _frames(text: str) -> list[tuple[str, dict[str, object]]]:
@@ -142,9 +136,9 @@ def test_sse_streams_the_events_escaped_and_resumes_after_last_event_id(site: Si
     with site.client.stream("GET", f"/api/runs/{site.run_id}/events", headers=headers) as stream:
         raw = stream.read().decode()
     frames = _frames(raw)  # the run has finished, so the stream ends after its last event
-    assert [f[0] for f in frames] == ["1", "2", "3", "4", "5", "6", "7", "end"]
+    assert [f[0] for f in frames] == ["1", "2", "3", "4", "5", "6", "7", "8", "end"]
     assert all("\x1b" not in json.dumps(f[1], ensure_ascii=False) for f in frames)
     resumed_headers = {**headers, "Last-Event-ID": "4"}
     with site.client.stream("GET", f"/api/runs/{site.run_id}/events", headers=resumed_headers) as stream:
         resumed = _frames(stream.read().decode())
-    assert [f[0] for f in resumed] == ["5", "6", "7", "end"]
+    assert [f[0] for f in resumed] == ["5", "6", "7", "8", "end"]

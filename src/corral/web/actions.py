@@ -1,28 +1,24 @@
-"""The review actions, through the same library functions as the CLI (and so under the same rules).
-
-Approve, comment and promote live in `corral.delivery` (the delivery issue); where this installation
-does not have it yet, they raise NotAvailable and the server answers 501 saying so.
-"""
+"""The review actions, through the same library functions as the CLI (and so under the same rules):
+`corral.review.reject` and `corral.delivery.approve.{approve,comment,promote}`."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from corral.errors import NotAvailable
-
 if TYPE_CHECKING:
+    from corral.delivery.approve import Delivered
     from corral.services import Services
 
 
-def _delivery() -> Any:
-    try:
-        return importlib.import_module("corral.delivery.approve")
-    except ImportError as exc:
-        raise NotAvailable(
-            "approve, comment and promote are not available in this corral yet (no corral.delivery)",
-            hint="reject works; upgrade corral to a version with delivery for the others",
-        ) from exc
+def _delivered(done: Delivered) -> dict[str, Any]:
+    dep = done.deployment
+    return {
+        "run_id": done.run_id,
+        "phase": done.phase.value,
+        "head_sha": done.head_sha,
+        "merge_commit": done.merge_commit,
+        "deployment": dep.model_dump(mode="json") if dep is not None else None,
+    }
 
 
 def reject(services: Services, run_id: str, user: str, text: str) -> dict[str, Any]:
@@ -31,23 +27,27 @@ def reject(services: Services, run_id: str, user: str, text: str) -> dict[str, A
     result = reject_run(services, run_id, text, user)
     return {
         "run_id": result.run_id,
-        "decision": "rejected",
+        "phase": "rejected",
         "preference": getattr(result.preference, "id", None),
     }
 
 
 def approve(services: Services, run_id: str, user: str, text: str) -> dict[str, Any]:
-    done = _delivery().approve(services, run_id, approver=user, comment=text)
-    return {"run_id": run_id, "decision": "approved", "result": repr(done)}
+    from corral.delivery.approve import approve as approve_run
+
+    return _delivered(approve_run(services, run_id, approver=user, comment=text))
 
 
 def promote(services: Services, run_id: str, user: str, text: str) -> dict[str, Any]:
-    done = _delivery().promote(services, run_id, approver=user, comment=text)
-    return {"run_id": run_id, "decision": "promoted", "result": repr(done)}
+    from corral.delivery.approve import promote as promote_run
+
+    return _delivered(promote_run(services, run_id, approver=user, comment=text))
 
 
 def comment(services: Services, run_id: str, user: str, text: str) -> dict[str, Any]:
-    pr, pref = _delivery().comment(services, run_id, author=user, body=text)
+    from corral.delivery.approve import comment as comment_run
+
+    pr, pref = comment_run(services, run_id, author=user, body=text)
     return {"run_id": run_id, "pull_request": pr, "preference": pref}
 
 

@@ -195,7 +195,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
             "turns": views.turn_diffs(events),
             "commits": views.commits(run),
             "approvals": services.state().list_approvals(run_id=run.run_id),
-            "deployment_url": visible(str(run.meta.get("deployment_url", ""))),
+            "deployment_url": views.deployment_url(events),
             "gantt": views.gantt_svg(items) if items else "",
             "last_seq": max((e.seq for e in events), default=0),
         }

@@ -84,6 +84,12 @@ def run_timeline(events: list[AnyEvent]) -> list[Entry]:
     return shown(timeline(events))
 
 
+def deployment_url(events: list[AnyEvent]) -> str:
+    """The URL of the run's newest staged or promoted deployment (a deploy target reported it)."""
+    urls = [e.url for e in events if isinstance(e, ev.DeployStaged | ev.DeployPromoted) and e.url]
+    return visible(urls[-1]) if urls else ""
+
+
 @dataclass(frozen=True)
 class TurnDiff:
     seq: int

@@ -2,7 +2,7 @@
 sha256 of an API token, per team, under the same row-level security as every team table.
 
 Revision ID: 0005_users
-Revises: 0003_preference_search
+Revises: 0004_delivery
 Create Date: 2026-12-01
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_users"
-down_revision = "0003_preference_search"
+down_revision = "0004_delivery"
 branch_labels = None
 depends_on = None
 
