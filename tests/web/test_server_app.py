@@ -113,7 +113,7 @@ def test_api_clients_use_bearer_tokens_and_a_viewer_token_cannot_decide(site: Si
     assert site.client.post(f"/api/runs/{site.run_id}/approve", json={}, headers=viewer).status_code == 403
     approver = site.token("alice")
     reply = site.client.post(f"/api/runs/{site.run_id}/reject", json={"text": "x"}, headers=approver)
-    assert reply.status_code == 200 and reply.json()["decision"] == "rejected"
+    assert reply.status_code == 200 and reply.json()["phase"] == "rejected"
     again = site.client.post(f"/api/runs/{site.run_id}/reject", json={"text": "x"}, headers=approver)
     assert again.status_code == 409 and "not awaiting_approval" in again.json()["error"]
 
