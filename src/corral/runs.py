@@ -73,6 +73,8 @@ class RunRequest:
     repo: Path
     playbook: Path | None = None
     config_path: Path | None = None
+    requester: str | None = None
+    """Who asked (a `corral server` user); None: the person at this keyboard (`corral.identity`)."""
 
 
 @dataclass
@@ -199,7 +201,7 @@ class _Run:
             base_commit=repo_info.base_commit,
             model=config.agent.model,
             small_model=config.agent.small_model,
-            requester=current_user(),
+            requester=request.requester or current_user(),
         )
         state.update_run(record.run_id, pid=os.getpid())
         audit = services.audit(config)

@@ -69,8 +69,10 @@ def make_repo(root: Path) -> tuple[Path, str]:
 def hostile_run(services: Services, repo: Path, base: str) -> str:
     state = services.state()
     state.ensure_project("shop", repo=str(repo))
-    run = state.create_run(project="shop", task=f"fix it {HOSTILE}", repo=str(repo), base_commit=base)
-    state.update_run(run.run_id, branch="corral/branch", meta={"requester": "ann"})
+    run = state.create_run(
+        project="shop", task=f"fix it {HOSTILE}", repo=str(repo), base_commit=base, requester="ann"
+    )
+    state.update_run(run.run_id, branch="corral/branch")
     for phase in (Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL):
         state.transition(run.run_id, phase)
     recorder = services.audit().for_run(run.run_id)

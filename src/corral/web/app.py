@@ -241,7 +241,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         who.need("approver")
         if runner is None:
             raise NotAvailable("this server does not accept runs", hint="start it with `corral server`")
-        run_id = runner.submit(body.repo, body.task, body.playbook)
+        run_id = runner.submit(body.repo, body.task, body.playbook, who.user.name)
         return JSONResponse({"run_id": run_id}, status_code=201)
 
     @app.post("/api/runs/{run_id}/{action}")

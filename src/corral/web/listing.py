@@ -28,7 +28,7 @@ def list_runs(
     if project:
         query = query.where(runs.c.project == project)
     if requester:
-        query = query.where(runs.c.meta["requester"].as_string() == requester)
+        query = query.where(runs.c.requester == requester)
     if since:
         try:
             start = datetime.fromisoformat(since)

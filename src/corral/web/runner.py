@@ -33,7 +33,7 @@ class Runner:
         self._services = services
         self.threads: list[threading.Thread] = []
 
-    def submit(self, repo: str, task: str, playbook: str | None) -> str:
+    def submit(self, repo: str, task: str, playbook: str | None, requester: str) -> str:
         from corral.runs import RunOrchestrator, RunRequest
         from corral.services import Services
 
