@@ -119,7 +119,6 @@ def test_a_browser_signs_in_and_agent_markup_in_a_run_shows_as_text(
             assert "\\x1b" in page.inner_text("#timeline")
             assert page.locator("svg.gantt rect").count() == 2
             assert "verified" in page.inner_text("#chain")
-            page.screenshot(path=str(DOCS / "server-run.png"), full_page=False)
             assert dialogs == []
         finally:
             browser.close()
