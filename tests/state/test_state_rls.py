@@ -12,6 +12,7 @@ from corral.errors import NotFound
 from corral.state import preferences as prefs
 from corral.state.db import StateStore
 from corral.state.schema import TEAM_SCOPED
+from corral.state.users import add_user
 
 
 def _seed(store: StateStore, project: str) -> str:
@@ -22,6 +23,7 @@ def _seed(store: StateStore, project: str) -> str:
     store.pin_model(project, "claude-a-20250101", "claude-b-20250101", "2.1.332", pinned_by=store.team)
     store.issue_token(["forge.comment"], ttl=600, run_id=run_id)
     prefs.add_preference(store, project, f"{store.team} secret rule about billing")
+    add_user(store, f"{store.team}-reviewer", "approver")
     return run_id
 
 
