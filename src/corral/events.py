@@ -178,6 +178,14 @@ class FileEdit(Event):
     diff: str = ""
 
 
+class HumanPrompt(Event):
+    """A prompt the human typed into an interactive session (`corral shell`); `actor` names them."""
+
+    kind: Literal["human.prompt"] = "human.prompt"
+    prompt: str
+    session_id: str = ""
+
+
 class AgentStopped(Event):
     kind: Literal["agent.stopped"] = "agent.stopped"
     actor: Actor = "agent"
@@ -290,6 +298,7 @@ AnyEvent = Annotated[
     | ToolDenied
     | ShellCommand
     | FileEdit
+    | HumanPrompt
     | AgentStopped
     | GatewayCall
     | GatewayDecision

@@ -21,6 +21,8 @@ LEGAL = {
     (Phase.CHECKING, Phase.AWAITING_APPROVAL),
     (Phase.AWAITING_APPROVAL, Phase.MERGED),
     (Phase.AWAITING_APPROVAL, Phase.REJECTED),
+    (Phase.RUNNING, Phase.NO_CHANGES),  # a shell session that changed nothing
+    (Phase.AWAITING_APPROVAL, Phase.PREPARING),  # `corral shell --resume`
 } | {(p, Phase.FAILED) for p in Phase if p not in TERMINAL}
 
 

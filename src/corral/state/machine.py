@@ -1,7 +1,9 @@
 """The run state machine: the only way a run's phase may change.
 
 queued → preparing → running → checking → awaiting_approval → merged | rejected,
-and failed (with a reason) from every phase that is not terminal.
+and failed (with a reason) from every phase that is not terminal. An interactive session (`corral
+shell`) that changed nothing ends running → no_changes, and one awaiting approval may be reopened
+(`corral shell --resume`): awaiting_approval → preparing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ class Phase(StrEnum):
     MERGED = "merged"
     REJECTED = "rejected"
     FAILED = "failed"
+    NO_CHANGES = "no_changes"
 
 
-TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED})
+TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES})
 
 AT_REST: frozenset[Phase] = frozenset({Phase.AWAITING_APPROVAL})
 """Phases that wait for a human: no corral process drives a run in them, by design."""
@@ -33,9 +36,9 @@ WORKING: frozenset[Phase] = frozenset(Phase) - TERMINAL - AT_REST
 _FORWARD: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PREPARING}),
     Phase.PREPARING: frozenset({Phase.RUNNING}),
-    Phase.RUNNING: frozenset({Phase.CHECKING}),
+    Phase.RUNNING: frozenset({Phase.CHECKING, Phase.NO_CHANGES}),
     Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL}),
-    Phase.AWAITING_APPROVAL: frozenset({Phase.MERGED, Phase.REJECTED}),
+    Phase.AWAITING_APPROVAL: frozenset({Phase.MERGED, Phase.REJECTED, Phase.PREPARING}),
 }
 
 

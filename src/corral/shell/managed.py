@@ -1,0 +1,83 @@
+"""What the interactive CLI is given: managed settings (hooks and permission rules it cannot drop) and
+the sandbox HOME config that pre-answers its first-run dialogs.
+
+Claude Code 2.1.332 on Linux reads managed settings from `/etc/claude-code/managed-settings.json`
+(and drop-ins in `managed-settings.d/`, which the read-only root keeps empty). Managed settings take
+precedence over user, project and local settings; `allowManagedHooksOnly` makes user, project and
+local hooks (and plugins the user installed) not run at all, and `allowManagedPermissionRulesOnly`
+ignores permission rules from every other source, so nothing the agent writes into the workspace's
+`.claude/settings*.json` or into HOME can remove, reorder or bypass these hooks or rules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MANAGED_SETTINGS_IN_CONTAINER = "/etc/claude-code/managed-settings.json"
+FORWARDER_IN_CONTAINER = "/etc/claude-code/corral-hook.py"
+HOOK_SOCKET = "hook.sock"
+"""The host's hook endpoint in the run's socket directory (the forwarder connects to it directly)."""
+HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "UserPromptSubmit", "SessionEnd")
+HOOK_TIMEOUT_SECONDS = 90
+FORWARDER_SOURCE = Path(__file__).with_name("forward.py")
+
+
+def managed_settings(allowed_tools: list[str]) -> dict[str, Any]:
+    """Hooks on every event corral decides or audits, and the same allow-list as a headless run."""
+    command = f"python3 {FORWARDER_IN_CONTAINER}"
+    hook = {"type": "command", "command": command, "timeout": HOOK_TIMEOUT_SECONDS}
+    return {
+        "allowManagedHooksOnly": True,
+        "allowManagedPermissionRulesOnly": True,
+        "allowManagedMcpServersOnly": True,
+        "disableAllHooks": False,
+        "hooks": {event: [{"matcher": "*", "hooks": [hook]}] for event in HOOK_EVENTS},
+        "permissions": {
+            "allow": list(allowed_tools),
+            "defaultMode": "default",
+            "disableBypassPermissionsMode": "disable",
+            "disableAutoMode": "disable",
+        },
+        "env": {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"},
+    }
+
+
+def home_config(workdir: str, model_token: str) -> dict[str, Any]:
+    """`~/.claude.json` for the sandbox HOME: onboarding done, the workspace trusted, and the run's
+    placeholder key approved, so the TUI opens straight to a prompt."""
+    return {
+        "hasCompletedOnboarding": True,
+        "lastOnboardingVersion": "2.1.332",
+        "theme": "dark",
+        "autoUpdates": False,
+        # Claude Code asks once per API key, remembered by the key's last 20 characters.
+        "customApiKeyResponses": {"approved": [model_token[-20:]], "rejected": []},
+        "projects": {
+            workdir: {
+                "hasTrustDialogAccepted": True,
+                "hasCompletedProjectOnboarding": True,
+                "projectOnboardingSeenCount": 1,
+                "allowedTools": [],
+            }
+        },
+    }
+
+
+def write_run_files(directory: Path, allowed_tools: list[str]) -> dict[str, Path]:
+    """Write the managed settings and the forwarder for one run; container path -> host file.
+
+    The files are written by corral's own uid, mode 0444, into a directory only corral can write.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    settings = directory / "managed-settings.json"
+    forwarder = directory / "corral-hook.py"
+    for path, text in (
+        (settings, json.dumps(managed_settings(allowed_tools), indent=2)),
+        (forwarder, FORWARDER_SOURCE.read_text()),
+    ):
+        path.unlink(missing_ok=True)
+        path.write_text(text)
+        path.chmod(0o444)
+    return {MANAGED_SETTINGS_IN_CONTAINER: settings, FORWARDER_IN_CONTAINER: forwarder}
