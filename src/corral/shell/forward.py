@@ -12,12 +12,13 @@ import json
 import socket
 import sys
 
-SOCKET = "/run/corral/hook.sock"
+DEFAULT_SOCKET = "/run/corral/hook.sock"
 TIMEOUT_SECONDS = 60.0
 LIMIT = 8 * 1024 * 1024
 
 
 def main() -> int:
+    path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SOCKET
     payload = sys.stdin.buffer.read(LIMIT + 1)
     if len(payload) > LIMIT:
         sys.stderr.write("corral: the hook input is over 8 MiB; refused\n")
@@ -25,7 +26,7 @@ def main() -> int:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(TIMEOUT_SECONDS)
-            conn.connect(SOCKET)
+            conn.connect(path)
             conn.sendall(payload)
             conn.shutdown(socket.SHUT_WR)
             chunks = []

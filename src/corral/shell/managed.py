@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from corral.sandbox import SOCKETS_IN_CONTAINER
+
 MANAGED_SETTINGS_IN_CONTAINER = "/etc/claude-code/managed-settings.json"
 FORWARDER_IN_CONTAINER = "/etc/claude-code/corral-hook.py"
 HOOK_SOCKET = "hook.sock"
@@ -26,7 +28,7 @@ FORWARDER_SOURCE = Path(__file__).with_name("forward.py")
 
 def managed_settings(allowed_tools: list[str]) -> dict[str, Any]:
     """Hooks on every event corral decides or audits, and the same allow-list as a headless run."""
-    command = f"python3 {FORWARDER_IN_CONTAINER}"
+    command = f"python3 {FORWARDER_IN_CONTAINER} {SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}"
     hook = {"type": "command", "command": command, "timeout": HOOK_TIMEOUT_SECONDS}
     return {
         "allowManagedHooksOnly": True,
