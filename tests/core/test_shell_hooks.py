@@ -131,7 +131,11 @@ def test_managed_settings_keep_only_managed_hooks_and_rules() -> None:
     assert settings["permissions"]["disableBypassPermissionsMode"] == "disable"
     for event in ("PreToolUse", "PostToolUse", "UserPromptSubmit"):
         (hook,) = settings["hooks"][event][0]["hooks"]
-        assert hook["command"] == "python3 /etc/claude-code/corral-hook.py /run/corral/hook.sock"
+        assert hook["command"].startswith(
+            "/usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin /usr/bin/python3 -I -S "
+        )
+        assert hook["command"].endswith(" /etc/claude-code/corral-hook.py /run/corral/hook.sock")
+    assert settings["env"]["LD_PRELOAD"] == "" and settings["env"]["CLAUDE_CODE_SIMPLE"] == ""
 
 
 def test_without_a_terminal_corral_shell_points_at_corral_run(tmp_path: Path) -> None:

@@ -26,10 +26,47 @@ HOOK_TIMEOUT_SECONDS = 90
 FORWARDER_SOURCE = Path(__file__).with_name("forward.py")
 
 
+PATH = "/usr/local/bin:/usr/bin:/bin"
+PINNED_ENV = {
+    "PATH": PATH,
+    # User and project settings may set `env`, which Claude Code also hands to hook processes; managed
+    # settings win key by key. These would let the agent run its own code in the shell that starts
+    # the forwarder (the dynamic loader's inputs) or switch the hooks surface off.
+    **dict.fromkeys(
+        (
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "GCONV_PATH",
+            "GLIBC_TUNABLES",
+            "LOCPATH",
+            "NLSPATH",
+            "BASH_ENV",
+            "ENV",
+            "CLAUDE_CODE_SIMPLE",
+            "CLAUDE_CODE_SAFE_MODE",
+            "CLAUDE_CODE_DISABLE_HOOK_FORWARDING",
+        ),
+        "",
+    ),
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+}
+
+
+def hook_command() -> str:
+    """The command every managed hook runs. An empty environment and Python's isolated mode without
+    `site` (-I -S): nothing the agent can write (HOME's user site, usercustomize, PYTHON* variables,
+    the workspace) is read by the forwarder."""
+    return (
+        f"/usr/bin/env -i PATH={PATH} /usr/bin/python3 -I -S {FORWARDER_IN_CONTAINER}"
+        f" {SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}"
+    )
+
+
 def managed_settings(allowed_tools: list[str]) -> dict[str, Any]:
     """Hooks on every event corral decides or audits, and the same allow-list as a headless run."""
-    command = f"python3 {FORWARDER_IN_CONTAINER} {SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}"
-    hook = {"type": "command", "command": command, "timeout": HOOK_TIMEOUT_SECONDS}
+    hook = {"type": "command", "command": hook_command(), "timeout": HOOK_TIMEOUT_SECONDS}
     return {
         "allowManagedHooksOnly": True,
         "allowManagedPermissionRulesOnly": True,
@@ -42,7 +79,7 @@ def managed_settings(allowed_tools: list[str]) -> dict[str, Any]:
             "disableBypassPermissionsMode": "disable",
             "disableAutoMode": "disable",
         },
-        "env": {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"},
+        "env": dict(PINNED_ENV),
     }
 
 
