@@ -9,9 +9,12 @@ Measured in one bench run, on the real CLI in the real sandbox with the scripted
   a PreToolUse JSON (as Claude Code spawns a command hook), to the host's hook socket, the decision
   and the durable audit, and back; against the same host work called directly (what the SDK hook
   path runs too, on the SDK's own stdio channel).
-- per tool call, end to end: the same playbook of N Bash calls as a headless `corral run` (SDK hooks)
-  and as a `corral shell --task` session (forwarded command hooks), mean interval between consecutive
-  `tool.call` events in each run's audit; the difference is what the forwarded hooks add per call.
+- per tool call, end to end: the same playbook of N Bash calls (a) as a headless `corral run` (SDK
+  hooks), (b) as a `corral shell --task` session (forwarded command hooks) and (c) as the same
+  session with the managed hooks left out (the interactive CLI's own cost, for attribution only:
+  corral itself never runs without them). The figure is the mean interval between consecutive
+  main-thread `model.request` events in each run's audit; b − c is what the forwarded hooks add per
+  call, c − a what the interactive CLI costs over the headless one.
 
 Prints a markdown table.
 """
@@ -146,16 +149,19 @@ def only_run_events(home: Path) -> list[Any]:
 
 
 def call_interval_ms(events: list[Any]) -> float:
-    stamps = [e.ts.timestamp() for e in events if e.kind == "tool.call"]
+    stamps = [e.ts.timestamp() for e in events if e.kind == "model.request" and e.tools > 0]
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1000
 
 
-def shell_session(work: Path, index: int, book: Path | None, task: str) -> tuple[float, list[Any]]:
+def shell_session(
+    work: Path, index: int, book: Path | None, task: str, hooks: bool = True
+) -> tuple[float, list[Any]]:
     """Seconds to the first prompt ready, and (with a task) the session's audit."""
     home = Path(tempfile.mkdtemp(prefix="sb", dir="/tmp"))
     repo = make_repo(work / f"shell-{index}")
     term = Tmux(f"s{index}")
-    command = [sys.executable, "-m", "corral", "shell", "--repo", str(repo)]
+    entry = ["-m", "corral"] if hooks else [os.path.abspath(__file__), "--as-corral-without-hooks"]
+    command = [sys.executable, *entry, "shell", "--repo", str(repo)]
     if book:
         command += ["--playbook", str(book)]
     if task:
@@ -216,7 +222,7 @@ def hook_round_trips(n: int) -> tuple[list[float], list[float]]:
     )
     sandbox = DockerBackend(services.docker(), mask_root=work / "masks").create(spec)
     try:
-        command = f"python3 {managed.FORWARDER_IN_CONTAINER} /run/corral/{managed.HOOK_SOCKET}"
+        command = managed.hook_command()
         result = sandbox.exec(["python3", "-c", HOOK_LOOP, str(n), command], timeout=300)
         forwarded = [float(x) for x in json.loads(result.output.strip().splitlines()[-1])]
         direct = []
@@ -239,7 +245,19 @@ def hook_round_trips(n: int) -> tuple[list[float], list[float]]:
     return forwarded, direct
 
 
+def corral_without_hooks(args: list[str]) -> None:
+    """`corral ARGS` with no managed hooks: the bench's baseline arm (c) only."""
+    managed.HOOK_EVENTS = ()
+    from corral.cli import main as corral_main
+
+    sys.argv = ["corral", *args]
+    corral_main()
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--as-corral-without-hooks"]:
+        corral_without_hooks(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--calls", type=int, default=20)
@@ -251,33 +269,40 @@ def main() -> None:
     ready: list[float] = []
     shell_calls: list[float] = []
     run_calls: list[float] = []
+    bare_calls: list[float] = []
     for i in range(args.repeat):
-        seconds, _ = shell_session(work, 2 * i, None, "")
+        seconds, _ = shell_session(work, 3 * i, None, "")
         ready.append(seconds)
-        _, events = shell_session(work, 2 * i + 1, book, "run the bench calls")
+        _, events = shell_session(work, 3 * i + 1, book, "run the bench calls")
         shell_calls.append(call_interval_ms(events))
+        _, events = shell_session(work, 3 * i + 2, book, "run the bench calls", hooks=False)
+        bare_calls.append(call_interval_ms(events))
         run_calls.append(call_interval_ms(headless_run(work, i, book)))
     forwarded, direct = hook_round_trips(args.hooks)
     shutil.rmtree(work, ignore_errors=True)
-    print("| measure | value |\n|---|---|")
-    print(f"| `corral shell` start → first prompt ready, p50 of {args.repeat} | {p50(ready):.2f} s |")
-    print(
-        f"| hook round trip through the forwarder (in the sandbox), p50 / p95 of {args.hooks} | "
-        f"{p50(forwarded):.1f} / {p95(forwarded):.1f} ms |"
-    )
-    print(
-        f"| the same host work called directly (decision + durable audit), p50 / p95 | "
-        f"{p50(direct):.1f} / {p95(direct):.1f} ms |"
-    )
-    print(
-        f"| per tool call, headless `corral run` (SDK hooks), p50 of {args.repeat} "
-        f"| {p50(run_calls):.0f} ms |"
-    )
-    print(
-        f"| per tool call, `corral shell` (forwarded hooks), p50 of {args.repeat} "
-        f"| {p50(shell_calls):.0f} ms |"
-    )
-    print(f"| added per tool call by the forwarded hooks | {p50(shell_calls) - p50(run_calls):.0f} ms |")
+    load = os.getloadavg()[0]
+    rows = [
+        (f"`corral shell` start → first prompt ready, p50 of {args.repeat}", f"{p50(ready):.2f} s"),
+        (
+            f"hook round trip through the forwarder, in the sandbox, p50 / p95 of {args.hooks}",
+            f"{p50(forwarded):.1f} / {p95(forwarded):.1f} ms",
+        ),
+        (
+            "the same host work called directly (decision + durable audit), p50 / p95",
+            f"{p50(direct):.1f} / {p95(direct):.1f} ms",
+        ),
+        ("(a) per tool call, headless `corral run`, SDK hooks", f"{p50(run_calls):.0f} ms"),
+        ("(b) per tool call, `corral shell`, forwarded hooks", f"{p50(shell_calls):.0f} ms"),
+        ("(c) per tool call, the same session without hooks", f"{p50(bare_calls):.0f} ms"),
+        (
+            "b − c: added per call by the forwarded hooks (pre + post)",
+            f"{p50(shell_calls) - p50(bare_calls):.0f} ms",
+        ),
+        ("c − a: the interactive CLI over the headless one", f"{p50(bare_calls) - p50(run_calls):.0f} ms"),
+    ]
+    print(f"load average at the end: {load:.1f}\n\n| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ def test_a_session_is_audited_in_order_committed_checked_and_resumable(
     assert kinds.index("commit.made") < kinds.index("check.result")
     assert commit.files == ["new.txt"]
     assert leftovers(docker_client, settings, run_id) == []
+    assert not (settings.shell_files_dir / run_id).exists()
     saved = list((settings.home / "sessions" / run_id).glob("projects/*/*.jsonl"))
     assert saved, "the CLI's conversation was kept for --resume"
     for path in saved:
@@ -282,3 +283,4 @@ def test_closing_the_terminal_mid_tool_ends_the_session_and_removes_its_containe
     assert result.record.result["stop_reason"].startswith("terminal closed")
     assert result.record.phase == "no_changes"
     assert leftovers(docker_client, settings, run_id) == []
+    assert not (settings.shell_files_dir / run_id).exists()

@@ -142,7 +142,7 @@ class _ShellRun(_Run):
     def agent_files(self, socket_dir: Path) -> dict[str, Path]:
         from corral.agent.claude import BUILTIN_TOOLS
 
-        directory = self.services.settings.home / "shell" / self.run_id
+        directory = self.services.settings.shell_files_dir / self.run_id
         self.resources.stoppers.append(lambda: _remove_tree(directory))
         return managed.write_run_files(directory, list(BUILTIN_TOOLS))
 
