@@ -43,7 +43,7 @@ def _serve(rec: RunRecorder, path: Path) -> tuple[HookServer, SessionHooks]:
 
 def _forward(socket_path: Path, data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(FORWARDER_SOURCE), str(socket_path)],
+        ["/bin/sh", str(FORWARDER_SOURCE), str(socket_path)],
         input=json.dumps(data),
         capture_output=True,
         text=True,
@@ -114,7 +114,7 @@ def test_a_call_that_cannot_be_audited_is_refused(
         rec.close()  # the audit is gone: nothing may run unrecorded
         result = _forward(server.path, _pre("Bash", {"command": "ls"}, "t1"))
         garbage = subprocess.run(
-            [sys.executable, str(FORWARDER_SOURCE), str(server.path)],
+            ["/bin/sh", str(FORWARDER_SOURCE), str(server.path)],
             input="not json",
             capture_output=True,
             text=True,
@@ -131,10 +131,10 @@ def test_managed_settings_keep_only_managed_hooks_and_rules() -> None:
     assert settings["permissions"]["disableBypassPermissionsMode"] == "disable"
     for event in ("PreToolUse", "PostToolUse", "UserPromptSubmit"):
         (hook,) = settings["hooks"][event][0]["hooks"]
-        assert hook["command"].startswith(
-            "/usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin /usr/bin/python3 -I -S "
+        assert hook["command"] == (
+            "/usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin /bin/sh /etc/claude-code/corral-hook.sh"
+            " /run/corral/hook.sock"
         )
-        assert hook["command"].endswith(" /etc/claude-code/corral-hook.py /run/corral/hook.sock")
     assert settings["env"]["LD_PRELOAD"] == "" and settings["env"]["CLAUDE_CODE_SIMPLE"] == ""
 
 

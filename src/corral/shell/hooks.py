@@ -1,6 +1,6 @@
 """The host's hook endpoint for an interactive session: one unix socket in the run's socket directory.
 
-The in-sandbox forwarder (`corral.shell.forward`) sends each hook's JSON here and replays the answer.
+The in-sandbox forwarder (`corral/shell/forward.sh`) sends each hook's JSON here and replays the answer.
 Tool calls are decided by `ToolHooks`, the same code a headless run's SDK hooks call, with the same
 durable audit before the tool runs; every prompt the human types becomes a `human.prompt` event. An
 error while auditing is answered with exit code 2, so the call is blocked: fail closed.
@@ -31,7 +31,10 @@ class HookAnswer:
     stderr: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps({"exit": self.exit, "stdout": self.stdout, "stderr": self.stderr}).encode()
+        """The forwarder's wire form: the exit code's one digit, then stdout (0) or stderr (2)."""
+        if self.exit == 0:
+            return b"0" + self.stdout.encode()
+        return b"2" + self.stderr.rstrip("\n").encode()
 
 
 def _allow() -> str:

@@ -18,12 +18,12 @@ from typing import Any
 from corral.sandbox import SOCKETS_IN_CONTAINER
 
 MANAGED_SETTINGS_IN_CONTAINER = "/etc/claude-code/managed-settings.json"
-FORWARDER_IN_CONTAINER = "/etc/claude-code/corral-hook.py"
+FORWARDER_IN_CONTAINER = "/etc/claude-code/corral-hook.sh"
 HOOK_SOCKET = "hook.sock"
 """The host's hook endpoint in the run's socket directory (the forwarder connects to it directly)."""
 HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "UserPromptSubmit", "SessionEnd")
 HOOK_TIMEOUT_SECONDS = 90
-FORWARDER_SOURCE = Path(__file__).with_name("forward.py")
+FORWARDER_SOURCE = Path(__file__).with_name("forward.sh")
 
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -43,6 +43,9 @@ PINNED_ENV = {
             "NLSPATH",
             "BASH_ENV",
             "ENV",
+            "CLAUDE_CODE_SHELL",
+            "CLAUDE_CODE_SHELL_PREFIX",
+            "CLAUDE_CODE_SHELL_LAUNCHER_SCRIPT",
             "CLAUDE_CODE_SIMPLE",
             "CLAUDE_CODE_SAFE_MODE",
             "CLAUDE_CODE_DISABLE_HOOK_FORWARDING",
@@ -55,12 +58,10 @@ PINNED_ENV = {
 
 
 def hook_command() -> str:
-    """The command every managed hook runs. An empty environment and Python's isolated mode without
-    `site` (-I -S): nothing the agent can write (HOME's user site, usercustomize, PYTHON* variables,
-    the workspace) is read by the forwarder."""
+    """The command every managed hook runs: the forwarder with an empty environment, by absolute
+    paths, so nothing the agent can write (HOME, the workspace, variables) is read on the way."""
     return (
-        f"/usr/bin/env -i PATH={PATH} /usr/bin/python3 -I -S {FORWARDER_IN_CONTAINER}"
-        f" {SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}"
+        f"/usr/bin/env -i PATH={PATH} /bin/sh {FORWARDER_IN_CONTAINER} {SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}"
     )
 
 
@@ -111,7 +112,7 @@ def write_run_files(directory: Path, allowed_tools: list[str]) -> dict[str, Path
     """
     directory.mkdir(parents=True, exist_ok=True, mode=0o755)
     settings = directory / "managed-settings.json"
-    forwarder = directory / "corral-hook.py"
+    forwarder = directory / "corral-hook.sh"
     for path, text in (
         (settings, json.dumps(managed_settings(allowed_tools), indent=2)),
         (forwarder, FORWARDER_SOURCE.read_text()),
