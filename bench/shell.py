@@ -222,7 +222,7 @@ def hook_round_trips(n: int) -> tuple[list[float], list[float]]:
     )
     sandbox = DockerBackend(services.docker(), mask_root=work / "masks").create(spec)
     try:
-        command = managed.hook_command()
+        command = shlex.join(managed.hook_argv())
         result = sandbox.exec(["python3", "-c", HOOK_LOOP, str(n), command], timeout=300)
         forwarded = [float(x) for x in json.loads(result.output.strip().splitlines()[-1])]
         direct = []

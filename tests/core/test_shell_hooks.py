@@ -131,10 +131,15 @@ def test_managed_settings_keep_only_managed_hooks_and_rules() -> None:
     assert settings["permissions"]["disableBypassPermissionsMode"] == "disable"
     for event in ("PreToolUse", "PostToolUse", "UserPromptSubmit"):
         (hook,) = settings["hooks"][event][0]["hooks"]
-        assert hook["command"] == (
-            "/usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin /bin/sh /etc/claude-code/corral-hook.sh"
-            " /run/corral/hook.sock"
-        )
+        assert [hook["command"], *hook["args"]] == [
+            "/usr/bin/env",
+            "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "/bin/sh",
+            "/etc/claude-code/corral-hook.sh",
+            "/run/corral/hook.sock",
+        ]
+        assert hook["onFailure"] == "block"  # a hook that fails any other way blocks too
     assert settings["env"]["LD_PRELOAD"] == "" and settings["env"]["CLAUDE_CODE_SIMPLE"] == ""
 
 

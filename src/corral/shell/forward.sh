@@ -7,7 +7,7 @@
 # unreachable host means deny. sh and socat only (started within a few ms, unlike an interpreter);
 # bound read-only into the sandbox and run with an empty environment, so the agent can neither
 # change it nor reach into it.
-reply=$(/usr/bin/socat -t 90 -T 90 - "UNIX-CONNECT:$1" 2>/dev/null)
+reply=$(/usr/bin/socat -t 60 -T 60 - "UNIX-CONNECT:$1" 2>/dev/null)
 rest=${reply#?}
 code=${reply%"$rest"}
 case $code in

@@ -22,7 +22,8 @@ FORWARDER_IN_CONTAINER = "/etc/claude-code/corral-hook.sh"
 HOOK_SOCKET = "hook.sock"
 """The host's hook endpoint in the run's socket directory (the forwarder connects to it directly)."""
 HOOK_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "UserPromptSubmit", "SessionEnd")
-HOOK_TIMEOUT_SECONDS = 90
+HOOK_TIMEOUT_SECONDS = 120
+"""Above the forwarder's own 60 s limit, so a slow host is the forwarder's exit 2, not a timeout."""
 FORWARDER_SOURCE = Path(__file__).with_name("forward.sh")
 
 
@@ -57,17 +58,36 @@ PINNED_ENV = {
 }
 
 
-def hook_command() -> str:
-    """The command every managed hook runs: the forwarder with an empty environment, by absolute
-    paths, so nothing the agent can write (HOME, the workspace, variables) is read on the way."""
-    return (
-        f"/usr/bin/env -i PATH={PATH} /bin/sh {FORWARDER_IN_CONTAINER} {SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}"
-    )
+def hook_argv() -> list[str]:
+    """What every managed hook runs: the forwarder with an empty environment, by absolute paths, so
+    nothing the agent can write (HOME, the workspace, variables) is read on the way."""
+    return [
+        "/usr/bin/env",
+        "-i",
+        f"PATH={PATH}",
+        "/bin/sh",
+        FORWARDER_IN_CONTAINER,
+        f"{SOCKETS_IN_CONTAINER}/{HOOK_SOCKET}",
+    ]
+
+
+def command_hook() -> dict[str, Any]:
+    """One managed command hook. The exec form (`args`) spawns it with no shell in between, and
+    `onFailure: block` makes a hook that cannot start, times out, is killed or exits with a code
+    other than 0 or 2 block the action; Claude Code's default for those is to let it go ahead."""
+    command, *args = hook_argv()
+    return {
+        "type": "command",
+        "command": command,
+        "args": args,
+        "timeout": HOOK_TIMEOUT_SECONDS,
+        "onFailure": "block",
+    }
 
 
 def managed_settings(allowed_tools: list[str]) -> dict[str, Any]:
     """Hooks on every event corral decides or audits, and the same allow-list as a headless run."""
-    hook = {"type": "command", "command": hook_command(), "timeout": HOOK_TIMEOUT_SECONDS}
+    hook = command_hook()
     return {
         "allowManagedHooksOnly": True,
         "allowManagedPermissionRulesOnly": True,
