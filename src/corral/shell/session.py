@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from corral.agent.tool_hooks import ToolHooks
 from corral.audit.observed import Observer
@@ -31,6 +32,7 @@ from corral.events import AgentStopped
 from corral.model.playbook import Playbook
 from corral.review import default_reviewer
 from corral.runs import GATEWAY_PORT, RunRequest, _Prepared, _Run
+from corral.sandbox import Sandbox
 from corral.services import Services
 from corral.shell import managed, transcripts
 from corral.shell.hooks import HookServer, SessionHooks
@@ -143,7 +145,7 @@ class _ShellRun(_Run):
         from corral.agent.claude import BUILTIN_TOOLS
 
         directory = self.services.settings.shell_files_dir / self.run_id
-        self.resources.stoppers.append(lambda: _remove_tree(directory))
+        self.resources.stoppers.append(lambda: shutil.rmtree(directory, ignore_errors=True))
         return managed.write_run_files(directory, list(BUILTIN_TOOLS))
 
     def drive_agent(self, prepared: _Prepared) -> None:
@@ -158,7 +160,6 @@ class _ShellRun(_Run):
         assert self.resources.socket_dir is not None
         server = HookServer(session, self.resources.socket_dir / managed.HOOK_SOCKET)
         self.resources.stoppers.append(server.stop)
-        self.hook_server = server
         home = json.dumps(managed.home_config(settings.workdir, settings.model_token))
         setup = sandbox.exec(["python3", "-c", _WRITE_HOME_CONFIG, home], timeout=30)
         if setup.exit_code != 0:
@@ -216,7 +217,7 @@ def _interactive_env(settings: AgentSettings) -> dict[str, str]:
     return env
 
 
-def attach(argv: list[str], sandbox: Any) -> str:
+def attach(argv: list[str], sandbox: Sandbox) -> str:
     """Run the interactive CLI on the user's terminal until it exits or the terminal closes.
 
     A closed terminal (SIGHUP) leaves `docker exec`'s process running in the container, so corral
@@ -247,9 +248,3 @@ def _detach_from_terminal() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
