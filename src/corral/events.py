@@ -135,7 +135,14 @@ class ModelRefused(Event):
 # ---- agent tools (from Claude Code hooks) ----------------------------------------------------
 
 
-class ToolCall(Event):
+class SandboxReported(Event):
+    """An event the host knows only because Claude Code, inside the sandbox, said so (a hook call or
+    its message stream): a claim by hostile ground, unlike what the host's own proxy and gateway saw."""
+
+    reported_by: Literal["sandbox"] = "sandbox"
+
+
+class ToolCall(SandboxReported):
     kind: Literal["tool.call"] = "tool.call"
     actor: Actor = "agent"
     tool_name: str = Field(alias="gen_ai.tool.name")
@@ -143,7 +150,7 @@ class ToolCall(Event):
     input: dict[str, Any] = {}
 
 
-class ToolResult(Event):
+class ToolResult(SandboxReported):
     kind: Literal["tool.result"] = "tool.result"
     actor: Actor = "agent"
     tool_name: str = Field(alias="gen_ai.tool.name")
@@ -152,7 +159,7 @@ class ToolResult(Event):
     is_error: bool = False
 
 
-class ToolDenied(Event):
+class ToolDenied(SandboxReported):
     kind: Literal["tool.denied"] = "tool.denied"
     actor: Actor = "agent"
     tool_name: str = Field(alias="gen_ai.tool.name")
@@ -161,7 +168,7 @@ class ToolDenied(Event):
     reason: str
 
 
-class ShellCommand(Event):
+class ShellCommand(SandboxReported):
     kind: Literal["shell.command"] = "shell.command"
     actor: Actor = "agent"
     tool_call_id: str = Field(alias="gen_ai.tool.call.id")
@@ -170,7 +177,7 @@ class ShellCommand(Event):
     output: str = ""
 
 
-class FileEdit(Event):
+class FileEdit(SandboxReported):
     kind: Literal["file.edit"] = "file.edit"
     actor: Actor = "agent"
     tool_call_id: str = Field(alias="gen_ai.tool.call.id")
@@ -178,15 +185,16 @@ class FileEdit(Event):
     diff: str = ""
 
 
-class HumanPrompt(Event):
-    """A prompt the human typed into an interactive session (`corral shell`); `actor` names them."""
+class HumanPrompt(SandboxReported):
+    """A prompt typed into an interactive session (`corral shell`), as the sandbox's hook reported it;
+    `actor` names the human at the terminal."""
 
     kind: Literal["human.prompt"] = "human.prompt"
     prompt: str
     session_id: str = ""
 
 
-class AgentStopped(Event):
+class AgentStopped(SandboxReported):
     kind: Literal["agent.stopped"] = "agent.stopped"
     actor: Actor = "agent"
     reason: str = ""
@@ -266,10 +274,20 @@ class ApprovalRejected(Event):
     comment: str = ""
 
 
+class DeployRequested(Event):
+    """The agent asked for a staging deploy; corral stages the committed result after the checks pass."""
+
+    kind: Literal["deploy.requested"] = "deploy.requested"
+    target: str
+    branch: str = ""
+
+
 class DeployStaged(Event):
     kind: Literal["deploy.staged"] = "deploy.staged"
     deployment_id: str
     url: str = ""
+    ref: str = ""
+    """The commit SHA that was staged."""
 
 
 class DeployPromoted(Event):
@@ -308,6 +326,7 @@ AnyEvent = Annotated[
     | PrOpened
     | ApprovalGranted
     | ApprovalRejected
+    | DeployRequested
     | DeployStaged
     | DeployPromoted
     | PrefsInjected,

@@ -29,6 +29,7 @@ from corral.errors import CorralError, EgressError, RunError
 from corral.events import (
     CheckResult,
     CommitMade,
+    DeployStaged,
     PrefsInjected,
     RunCreated,
     RunFinished,
@@ -38,7 +39,9 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.model.playbook import Playbook
+from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
+from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import AT_REST, TERMINAL, Phase
@@ -51,6 +54,7 @@ from corral.workspace import (
     delete_branch,
     hand_over,
     inspect_repo,
+    protected_in_commit,
     remove_worktree,
 )
 
@@ -163,6 +167,10 @@ class _Run:
         self.sink = sink
         self.resources = _Resources()
         self.phase = Phase.QUEUED
+        self.protection = Protection.from_config(config)
+        self.base_protected: tuple[str, ...] = ()
+        """The protected paths of the base commit: every sandbox of the run masks exactly these."""
+        self.head_commit = ""
         self.host_key = services.host_api_key()
         """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
@@ -227,6 +235,7 @@ class _Run:
             else:
                 self.move(Phase.CHECKING)
                 check = self.run_checks()
+                self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
                 self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -272,6 +281,7 @@ class _Run:
         self.services.ensure_images(config)
         workspace = resources.workspace = self.open_workspace()
         hand_over(workspace, AGENT_UID)
+        self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
         socket_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
@@ -296,6 +306,7 @@ class _Run:
             self.agent_files(socket_dir),
         )
         self.self_test(sandbox)
+        check_nodump(sandbox)
         self.warm.join()
         gateway = self.services.start_gateway(
             config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
@@ -312,8 +323,9 @@ class _Run:
         return {}
 
     def policy(self) -> PathPolicy:
-        sandbox = self.config.sandbox
-        return PathPolicy(sandbox.workdir, tuple(sandbox.readonly_paths), tuple(sandbox.hidden_paths))
+        return PathPolicy(
+            self.config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
+        )
 
     def agent_settings(self, prepared: _Prepared) -> AgentSettings:
         """What the CLI inside the sandbox is given: the proxy, the run token, the gateway, the prompt."""
@@ -356,8 +368,8 @@ class _Run:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
-        protected = (*self.config.sandbox.readonly_paths, *self.config.sandbox.hidden_paths)
-        commit = commit_changes(workspace, f"corral: {self.request.task}\n\nRun: {self.run_id}", protected)
+        message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
+        commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
             return None
         self.sink.emit(
@@ -369,6 +381,7 @@ class _Run:
             )
         )
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+        self.head_commit = commit.commit
         return commit
 
     def branch_has_commits(self) -> bool:
@@ -399,6 +412,20 @@ class _Run:
         )
         return check
 
+    def stage_requested(self, targets: tuple[str, ...], check: CheckResult) -> None:
+        """Carry out the agent's `deploy.stage` requests, only after passing checks and only at the
+        committed SHA: while the agent ran, nothing was committed and its branch could still move."""
+        if not targets:
+            return
+        if not check.passed or not self.head_commit:
+            why = "the checks failed" if not check.passed else "the run committed nothing"
+            self.services.progress(f"not staging on {', '.join(targets)}: {why}")
+            return
+        deploy = self.services.deploy_target()
+        for target in targets:
+            dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
+            self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
+
     # ---- sandboxes and resources ---------------------------------------------------------------
 
     def create_sandbox(
@@ -415,6 +442,8 @@ class _Run:
             run_id=self.run_id,
             workspace=workspace.path,
             purpose=purpose,
+            protection=self.protection,
+            required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
             readonly_files=files,
@@ -452,17 +481,31 @@ class _Run:
                 hint="the container must have only loopback and no route to the host; check the Docker setup",
             )
 
-    def remove_sandboxes(self) -> None:
+    def remove_sandboxes(self, *, strict: bool = True) -> None:
+        """Remove the run's containers. With `strict`, one that cannot be removed fails the run: its
+        processes may still be writing to the workspace, so nothing may be committed or checked."""
+        failed: list[tuple[Sandbox, CorralError]] = []
         while self.resources.containers:
             sandbox = self.resources.containers.pop()
-            with contextlib.suppress(CorralError):
+            try:
                 sandbox.remove()
+            except CorralError as exc:
+                failed.append((sandbox, exc))
+                continue
             with contextlib.suppress(CorralError):
                 self.sink.emit(SandboxRemoved(container_id=sandbox.id))
+        self.resources.containers.extend(sandbox for sandbox, _ in failed)  # release() tries again
+        if failed and strict:
+            stuck, error = failed[0]
+            raise RunError(
+                f"could not remove sandbox {stuck.id[:12]}, so the run stops before anything else "
+                f"touches its workspace: {error.message}",
+                hint="check `docker ps -a` and the Docker Engine's log; `corral gc` removes what is left",
+            )
 
     def release(self) -> None:
         """Give back everything the run holds, in reverse order, whatever happened."""
-        self.remove_sandboxes()
+        self.remove_sandboxes(strict=False)
         for stop in reversed(self.resources.stoppers):
             with contextlib.suppress(Exception):
                 stop()

@@ -6,6 +6,9 @@
             gateway.call, secret.requested
 - shipped:  check.result, commit.made, pr.opened, approval.*, deploy.*
 - run:      everything else (run.*, sandbox.*, agent.stopped, ...)
+
+Events from Claude Code's hooks are claims made inside the sandbox, so each entry says who reported
+it (`host` or `sandbox`), and a tool call that no model response the proxy saw asked for is flagged.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from corral import events as ev
+from corral.display import visible
 from corral.events import AnyEvent
 
 Section = Literal["saw", "decided", "did", "shipped", "run"]
@@ -41,6 +45,10 @@ class Entry(BaseModel):
     summary: str
     detail: str = ""
     """A diff or an output excerpt, shown under the summary."""
+    reported_by: Literal["host", "sandbox"] = "host"
+    model_issued: bool | None = None
+    """For a tool call: whether a model response recorded by the host's proxy carried its id. False
+    means only the sandbox says the call happened (a forged hook call, or a bridge that was taken over)."""
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -109,6 +117,9 @@ def entry(event: AnyEvent) -> Entry:
             section = "shipped"
             verb = "approved" if event.kind == "approval.granted" else "rejected"
             summary = f"{verb} {event.subject} by {event.actor}: {_short(event.comment)}"
+        case ev.DeployRequested():
+            section = "did"
+            summary = f"asked to stage {event.branch} on {event.target} once the checks pass"
         case ev.DeployStaged() | ev.DeployPromoted():
             section = "shipped"
             summary = f"{event.kind.split('.')[1]} {event.deployment_id} {event.url}"
@@ -136,11 +147,23 @@ def entry(event: AnyEvent) -> Entry:
         actor=event.actor,
         summary=summary.strip(),
         detail=detail,
+        reported_by="sandbox" if isinstance(event, ev.SandboxReported) else "host",
     )
 
 
-def timeline(events: Sequence[AnyEvent]) -> list[Entry]:
-    return [entry(e) for e in sorted(events, key=lambda e: e.seq)]
+def timeline(events: Sequence[AnyEvent], *, match_model: bool = True) -> list[Entry]:
+    """The entries in seq order. With `match_model`, each tool call is checked against the tool_use
+    ids of all the run's model responses (the whole run: a hook may be audited before the response
+    that asked for it); pass False for a partial run, where a response may not have arrived yet."""
+    entries = [entry(e) for e in sorted(events, key=lambda e: e.seq)]
+    if not match_model:
+        return entries
+    issued = {use.id for e in events if isinstance(e, ev.ModelResponse) for use in e.tool_uses}
+    calls = {e.seq: e.tool_call_id for e in events if isinstance(e, ev.ToolCall)}
+    return [
+        item.model_copy(update={"model_issued": calls[item.seq] in issued}) if item.seq in calls else item
+        for item in entries
+    ]
 
 
 _DETAIL_LINES = 20
@@ -154,6 +177,9 @@ def _clip(text: str) -> str:
     return f"… {len(lines) - _DETAIL_LINES} lines above\n" + "\n".join(lines[-_DETAIL_LINES:])
 
 
+_UNISSUED = "  [NOT ASKED FOR BY ANY MODEL RESPONSE: only the sandbox reports this call]"
+
+
 def render(entries: Sequence[Entry], console: Console, *, details: bool = True) -> None:
     for e in entries:
         line = Text.assemble(
@@ -161,14 +187,16 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
             (f"{e.ts[11:19]} ", "dim"),
             (f"{e.section:<8}", _STYLE[e.section]),
             (f"{e.kind:<18} ", "bold"),
-            Text.from_markup(escape(e.summary)),
+            ("sandbox says " if e.reported_by == "sandbox" else "", "italic"),
+            Text.from_markup(escape(visible(e.summary))),
+            (_UNISSUED if e.model_issued is False else "", "bold red"),
         )
         parts: list[Text | Syntax] = [line]
         if details and e.detail:
             lexer = "diff" if e.kind == "file.edit" else "text"
             parts.append(
                 Syntax(
-                    e.detail if e.kind == "file.edit" else _clip(e.detail),
+                    visible(e.detail if e.kind == "file.edit" else _clip(e.detail)),
                     lexer,
                     theme="ansi_dark",
                     word_wrap=True,
