@@ -109,11 +109,15 @@ class ModelRequest(Event):
     stream: bool = True
     last_user: str = ""
     """A short summary of the newest user turn: what the agent saw."""
+    dropped_betas: list[str] = []
+    """`anthropic-beta` values the proxy did not forward (model/request_filter.py)."""
 
 
 class ModelResponse(Event):
     kind: Literal["model.response"] = "model.response"
     request_model: str = Field(alias="gen_ai.request.model")
+    operation: str = Field(default="chat", alias="gen_ai.operation.name")
+    """`chat`, or `count_tokens`, whose input_tokens are a count and not usage."""
     response_model: str = Field(default="", alias="gen_ai.response.model")
     response_id: str = Field(default="", alias="gen_ai.response.id")
     exchange_id: str

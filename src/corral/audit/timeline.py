@@ -63,13 +63,17 @@ def entry(event: AnyEvent) -> Entry:
     match event:
         case ev.ModelRequest():
             section = "saw"
+            operation = "" if event.operation == "chat" else f" ({event.operation})"
             summary = (
-                f"{event.request_model}: {event.messages} messages, {event.tools} tools; "
+                f"{event.request_model}{operation}: {event.messages} messages, {event.tools} tools; "
                 f"user: {_short(event.last_user)}"
             )
         case ev.HumanPrompt():
             section = "saw"
             summary = f"{event.actor} asked: {_short(event.prompt)}"
+        case ev.ModelResponse() if event.operation == "count_tokens":
+            section = "decided"
+            summary = f"count_tokens: {event.input_tokens} input tokens"
         case ev.ModelResponse():
             section = "decided"
             parts = [f"tool_use {t.name}({_short(str(t.input), 80)})" for t in event.tool_uses]
