@@ -87,6 +87,36 @@ class ApprovalConfig(_Section):
     approvers: list[str] = []
 
 
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    """'90s', '30m', '12h', '7d', '2w' in seconds; anything else is a ConfigError."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ConfigError(f"{value!r} is not a duration like '7d', '12h' or '30m'", hint="use N[smhdw]")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+class RegressConfig(_Section):
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """Non-inferiority margin on the pass rate: a candidate fails when it is worse by more."""
+    max_age: str = "7d"
+    """A promotion needs a passing regression at most this old."""
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    power: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    min_tasks: Annotated[int, Field(ge=1)] = 8
+    epochs: Annotated[int, Field(ge=1, le=20)] = 3
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.match(value.strip()):
+            raise ValueError(f"{value!r} is not a duration like '7d', '12h' or '30m'")
+        return value.strip()
+
+
 class StoresConfig(_Section):
     state_url: str | None = None
     audit_url: str | None = None
@@ -101,6 +131,7 @@ class Config(_Section):
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
     stores: StoresConfig = StoresConfig()
+    regress: RegressConfig = RegressConfig()
 
     @field_validator("secrets")
     @classmethod
@@ -187,6 +218,14 @@ token_ttl_seconds = 3600                # the run's capability token expires aft
 
 [approval]
 approvers = []                    # who may approve; empty means anyone
+
+[regress]                         # the gate every model upgrade passes (`corral regress`)
+margin = 0.05                     # non-inferiority margin on the pass rate
+max_age = "7d"                    # `corral model promote` needs a passing regression this fresh
+alpha = 0.05                      # one-sided significance of the gate
+power = 0.8                       # for the minimum detectable effect the report states
+min_tasks = 8                     # fewer tasks than this is "inconclusive", never a pass
+epochs = 3                        # re-runs per task and side
 
 [stores]
 # state_url = "postgresql+psycopg://user@host/corral"   # default: SQLite under .corral/

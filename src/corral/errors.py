@@ -8,7 +8,9 @@ CorralError
 │   └── EgressError      the in-container self-test found a way out: fail closed
 ├── ModelError           the model proxy refused or the upstream failed
 ├── RunError             an illegal phase transition or a run that cannot proceed
-│   └── RunConflict      another process changed the run's phase first
+│   ├── RunConflict      another process changed the run's phase first
+│   └── PinMismatch      the CLI or tool surface a run found differs from the project's model pin
+├── GateRefused          `corral model promote` without a fresh passing regression of that model
 ├── TokenRefused         a capability token that is malformed, unknown, revoked, expired, used up,
 │                        or for another audience; `reason` names which (one vocabulary for the
 │                        gateway's tokens and the state DB's)
@@ -69,6 +71,14 @@ class RunError(CorralError):
 
 
 class RunConflict(RunError):
+    pass
+
+
+class PinMismatch(RunError):
+    pass
+
+
+class GateRefused(CorralError):
     pass
 
 

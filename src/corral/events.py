@@ -270,6 +270,16 @@ class DeployPromoted(Event):
     url: str = ""
 
 
+class AgentInit(Event):
+    """What Claude Code reported at init: its version and tool surface, checked against the pin."""
+
+    kind: Literal["agent.init"] = "agent.init"
+    claude_code_version: str = ""
+    tools: list[str] = []
+    gateway_tools: list[str] = []
+    tool_surface_hash: str = ""
+
+
 class PrefsInjected(Event):
     kind: Literal["prefs.injected"] = "prefs.injected"
     preference_ids: list[str] = []
@@ -301,7 +311,8 @@ AnyEvent = Annotated[
     | ApprovalRejected
     | DeployStaged
     | DeployPromoted
-    | PrefsInjected,
+    | PrefsInjected
+    | AgentInit,
     Field(discriminator="kind"),
 ]
 

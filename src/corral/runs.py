@@ -16,17 +16,18 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
-from corral.errors import CorralError, EgressError, RunError
+from corral.errors import CorralError, EgressError, PinMismatch, RunError, WorkspaceError
 from corral.events import (
+    AgentInit,
     CheckResult,
     CommitMade,
     PrefsInjected,
@@ -37,6 +38,7 @@ from corral.events import (
     SandboxRemoved,
     SandboxSelfTest,
 )
+from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.probe import start_host_probe
@@ -47,6 +49,7 @@ from corral.workspace import (
     Workspace,
     commit_changes,
     create_worktree,
+    commit_exists,
     hand_over,
     inspect_repo,
     remove_worktree,
@@ -61,12 +64,37 @@ MODEL_PORT = 7301
 GATEWAY_PORT = 7302
 
 
+RunMode = Literal["run", "regress", "replay"]
+Script = Playbook | Cassette
+
+
 @dataclass(frozen=True)
 class RunRequest:
+    """`mode` "regress" re-runs a recorded task with `model` (a candidate); "replay" re-drives one
+    from its cassette. Both start from `base_commit`, end at `evaluated` after the checks, and are
+    never offered for approval; regression runs also lose every forge and deploy write grant."""
+
     task: str
     repo: Path
     playbook: Path | None = None
+    """A playbook (YAML) or a cassette (JSON) for the scripted model to play."""
     config_path: Path | None = None
+    mode: RunMode = "run"
+    model: str | None = None
+    base_commit: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    cassette: Cassette | None = None
+
+
+def _evaluation_grants(grants: list[str]) -> list[str]:
+    """What a regression run may call: no forge or deploy tool that acts (reads stay)."""
+    kept = []
+    for grant in grants:
+        tool = grant.split("(", 1)[0]
+        acts = tool.startswith(("forge.", "deploy.")) and not tool.endswith((":read", "list_checks"))
+        if not acts:
+            kept.append(grant)
+    return kept
 
 
 @dataclass
@@ -104,17 +132,34 @@ class RunOrchestrator:
         self._observers = observers or []
         self._config: Config | None = None
 
-    def prepare_inputs(self, request: RunRequest) -> tuple[Config, Playbook | None]:
+    def prepare_inputs(self, request: RunRequest) -> tuple[Config, Script | None]:
         """Validate everything the user gave before anything is created."""
         config = load_config(request.repo.expanduser().resolve(), request.config_path)
-        playbook = Playbook.from_path(request.playbook) if request.playbook else None
-        return config, playbook
+        if request.model:
+            config = config.model_copy(update={"agent": config.agent.model_copy(update={"model": request.model})})
+        if request.mode == "regress":
+            grants = _evaluation_grants(list(config.gateway.grants))
+            config = config.model_copy(update={"gateway": config.gateway.model_copy(update={"grants": grants})})
+        script: Script | None = request.cassette
+        if script is None and request.playbook is not None:
+            if is_cassette_file(request.playbook):
+                script = Cassette.load(request.playbook)
+            else:
+                script = Playbook.from_path(request.playbook)
+        return config, script
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
         config, playbook = self.prepare_inputs(request)
         self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
+        if request.base_commit:
+            if not commit_exists(repo_info.root, request.base_commit):
+                raise WorkspaceError(
+                    f"{repo_info.root}: the recorded base commit {request.base_commit[:12]} no longer exists",
+                    hint="it was rewritten or garbage-collected; this task cannot be re-run from its start state",
+                )
+            repo_info = replace(repo_info, base_commit=request.base_commit, dirty_paths=())
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
         return _Run.start(
             self._services, self._observers, request, config, playbook, repo_info, backend
@@ -133,7 +178,7 @@ class _Run:
         services: Services,
         request: RunRequest,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Script | None,
         repo_info: RepoInfo,
         backend: SandboxBackend,
         run_id: str,
@@ -165,7 +210,7 @@ class _Run:
         observers: list[Observer],
         request: RunRequest,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Script | None,
         repo_info: RepoInfo,
         backend: SandboxBackend,
     ) -> _Run:
@@ -185,6 +230,7 @@ class _Run:
             base_commit=repo_info.base_commit,
             model=config.agent.model,
             small_model=config.agent.small_model,
+            meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
         )
         state.update_run(record.run_id, pid=os.getpid())
         audit = services.audit(config)
@@ -206,6 +252,7 @@ class _Run:
         reason = ""
         try:
             self.record_creation()
+            self.check_pin()
             self.move(Phase.PREPARING)
             prepared = self.prepare()
             self.move(Phase.RUNNING)
@@ -213,7 +260,8 @@ class _Run:
             self.commit()
             self.move(Phase.CHECKING)
             check = self.run_checks()
-            self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
+            outcome = "checks passed" if check.passed else "checks failed"
+            self.move(Phase.AWAITING_APPROVAL if self.request.mode == "run" else Phase.EVALUATED, outcome)
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
             raise
@@ -224,7 +272,7 @@ class _Run:
             raise
         finally:
             self.release()
-            if self.phase not in (Phase.AWAITING_APPROVAL, Phase.FAILED):
+            if self.phase not in (Phase.AWAITING_APPROVAL, Phase.EVALUATED, Phase.FAILED):
                 with contextlib.suppress(CorralError):
                     self.move(Phase.FAILED, reason or "run ended early")
             duration = int((time.monotonic() - started) * 1000)
@@ -250,6 +298,58 @@ class _Run:
                 dirty_paths=list(self.repo_info.dirty_paths),
             )
         )
+
+    def check_pin(self) -> None:
+        """A run uses the project's pinned models; only a candidate's regression run may differ."""
+        pin = self.state.current_pin(self.config.project.name)
+        if pin is None or self.request.mode == "regress":
+            return
+        agent = self.config.agent
+        for what, pinned, configured in (
+            ("model", pin.model, agent.model),
+            ("small model", pin.small_model, agent.small_model),
+            ("Claude Code version", pin.claude_code, agent.claude_code),
+        ):
+            if pinned != configured:
+                raise PinMismatch(
+                    f"corral.toml asks for {what} {configured}, but project {pin.project} is pinned to "
+                    f"{pinned} (pinned by {pin.pinned_by} at {pin.pinned_at:%Y-%m-%d %H:%M} UTC)",
+                    hint="run `corral regress --candidate MODEL` and `corral model promote MODEL`, "
+                    "or change corral.toml back to the pin",
+                )
+
+    def check_surface(self, data: dict[str, Any], gateway_tools: list[str]) -> None:
+        """Claude Code's init report: record it, and hold it against the pin (not in a candidate's
+        regression run, whose CLI may differ by design; a replay compares it with its original)."""
+        from corral.agent.surface import ToolSurface
+
+        surface = ToolSurface.from_init(data, gateway_tools)
+        self.sink.emit(
+            AgentInit(
+                claude_code_version=surface.claude_code_version,
+                tools=list(surface.tools),
+                gateway_tools=list(surface.gateway_tools),
+                tool_surface_hash=surface.hash,
+            ),
+            durable=True,
+        )
+        pin = self.state.current_pin(self.config.project.name)
+        if pin is None or self.request.mode != "run":
+            return
+        if surface.claude_code_version and surface.claude_code_version != pin.claude_code:
+            raise PinMismatch(
+                f"the Claude Code in image {self.config.sandbox.image} is {surface.claude_code_version}, "
+                f"but project {pin.project} is pinned to {pin.claude_code}",
+                hint="rebuild the image with the pinned CLI (`corral image build`), or pin the new version "
+                "after a passing `corral regress`",
+            )
+        if pin.tool_surface_hash and surface.hash != pin.tool_surface_hash:
+            raise PinMismatch(
+                f"the agent's tool surface {surface.hash} differs from the pinned {pin.tool_surface_hash} "
+                f"({len(surface.tools)} Claude Code tools, {len(surface.gateway_tools)} gateway tools)",
+                hint="a CLI upgrade, a gateway upstream or the grants changed the tools; re-pin with "
+                "`corral model pin --from-run RUN` once a regression passes",
+            )
 
     def prepare(self) -> _Prepared:
         """Worktree, sockets, model proxy, sandbox with its self-test, gateway: all a run needs."""
@@ -286,6 +386,11 @@ class _Run:
             config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
         )
         resources.stoppers.append(gateway.stop)
+        if isinstance(self.playbook, Cassette) and self.request.mode == "replay":
+            from corral.gateway.recorded import serve_recorded
+
+            recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
+            serve_recorded(gateway.gateway, recorded)
         return _Prepared(sandbox, model_token, gateway, prefs)
 
     def drive_agent(self, prepared: _Prepared) -> None:
@@ -306,7 +411,15 @@ class _Run:
         )
         wrapper = self.services.settings.sockets_dir / f"{self.run_id}.wrapper"
         self.resources.stoppers.append(lambda: wrapper.unlink(missing_ok=True))
-        outcome = ClaudeDriver(prepared.sandbox, self.sink, policy, settings, wrapper).run(self.request.task)
+        gateway_tools = prepared.gateway.surface()
+        outcome = ClaudeDriver(
+            prepared.sandbox,
+            self.sink,
+            policy,
+            settings,
+            wrapper,
+            on_init=lambda data: self.check_surface(data, gateway_tools),
+        ).run(self.request.task)
         self.state.update_run(
             self.run_id,
             cost_usd=outcome.cost_usd,
@@ -338,7 +451,8 @@ class _Run:
                 diff_stat=commit.diff_stat,
             )
         )
-        self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+        meta = {**self.state.get_run(self.run_id).meta, "head_commit": commit.commit}
+        self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta=meta)
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from corral.audit import EventSink
     from corral.audit.log import AuditLog
     from corral.gateway.run import RunGatewayHandle
+    from corral.model.cassette import Cassette
     from corral.model.playbook import Playbook
     from corral.model.proxy import ModelProxy
     from corral.sandbox import SandboxBackend
@@ -133,16 +134,27 @@ class Services:
     def start_model_proxy(
         self,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Playbook | Cassette | None,
         sink: EventSink,
         run_token: str,
         socket_path: Path,
         host_key: str | None,
     ) -> ModelProxy:
+        """The run's proxy. Its upstream: a cassette (replay: never a model), the scripted model with
+        a playbook or without a key, else the Anthropic API with the host's key."""
+        from corral.model.cassette import Cassette as CassetteModel
         from corral.model.playbook import Playbook as PlaybookModel
         from corral.model.proxy import ModelProxy, Upstream
 
-        if playbook is not None or not host_key:
+        if isinstance(playbook, CassetteModel):
+            import httpx
+
+            from corral.model.cassette import cassette_app
+            from corral.model.proxy import SCRIPTED_BASE_URL
+
+            transport = httpx.ASGITransport(app=cassette_app(playbook))
+            upstream = Upstream(base_url=SCRIPTED_BASE_URL, transport=transport, name=playbook.source)
+        elif playbook is not None or not host_key:
             if playbook is None:
                 self.progress(
                     "no ANTHROPIC_API_KEY on the host and no --playbook: the scripted model answers "

@@ -19,6 +19,7 @@ LEGAL = {
     (Phase.PREPARING, Phase.RUNNING),
     (Phase.RUNNING, Phase.CHECKING),
     (Phase.CHECKING, Phase.AWAITING_APPROVAL),
+    (Phase.CHECKING, Phase.EVALUATED),
     (Phase.AWAITING_APPROVAL, Phase.MERGED),
     (Phase.AWAITING_APPROVAL, Phase.REJECTED),
 } | {(p, Phase.FAILED) for p in Phase if p not in TERMINAL}
@@ -90,11 +91,14 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     assert len(store.phase_history(run_id)) == len(store.phase_history(run_id))
 
 
-@pytest.mark.parametrize("terminal", [Phase.MERGED, Phase.REJECTED, Phase.FAILED])
+@pytest.mark.parametrize("terminal", [Phase.MERGED, Phase.REJECTED, Phase.FAILED, Phase.EVALUATED])
 def test_terminal_phases_are_final(store: StateStore, terminal: Phase) -> None:
     run_id = _new(store)
     if terminal is Phase.FAILED:
         store.transition(run_id, Phase.FAILED, "docker engine went away")
+    elif terminal is Phase.EVALUATED:
+        _advance(store, run_id, Phase.CHECKING)
+        store.transition(run_id, terminal)
     else:
         _advance(store, run_id, Phase.AWAITING_APPROVAL)
         store.transition(run_id, terminal)

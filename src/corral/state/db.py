@@ -17,6 +17,7 @@ from corral.state import engine as _engine
 from corral.state import migrate
 from corral.state.base import APP_ROLE, row_dict, run_not_found, utcnow
 from corral.state.governance import GovernanceStore
+from corral.state.regressions import RegressionStore
 from corral.state.ids import RUN_ID_PREFIX, new_run_id
 from corral.state.machine import TERMINAL, Phase, check_transition
 from corral.state.models import PhaseChange, ProjectRecord, RunRecord, StoreInfo
@@ -51,7 +52,7 @@ UPDATABLE_RUN_FIELDS = frozenset(
 USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
-class StateStore(GovernanceStore):
+class StateStore(GovernanceStore, RegressionStore):
     """One team's view of a state database. Open with `StateStore.open`, close with `close()`."""
 
     # ---- lifecycle --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The run state machine: the only way a run's phase may change.
 
 queued → preparing → running → checking → awaiting_approval → merged | rejected,
-and failed (with a reason) from every phase that is not terminal.
+and failed (with a reason) from every phase that is not terminal. A regression or replay run ends at
+`evaluated` after its checks: it is scored, never offered for approval.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ class Phase(StrEnum):
     MERGED = "merged"
     REJECTED = "rejected"
     FAILED = "failed"
+    EVALUATED = "evaluated"
 
 
-TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED})
+TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED, Phase.EVALUATED})
 
 AT_REST: frozenset[Phase] = frozenset({Phase.AWAITING_APPROVAL})
 """Phases that wait for a human: no corral process drives a run in them, by design."""
@@ -34,7 +36,7 @@ _FORWARD: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PREPARING}),
     Phase.PREPARING: frozenset({Phase.RUNNING}),
     Phase.RUNNING: frozenset({Phase.CHECKING}),
-    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL}),
+    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL, Phase.EVALUATED}),
     Phase.AWAITING_APPROVAL: frozenset({Phase.MERGED, Phase.REJECTED}),
 }
 
