@@ -56,6 +56,7 @@ from corral.workspace import (
 )
 
 if TYPE_CHECKING:
+    from corral.audit.log import AuditLog
     from corral.audit.recorder import RunRecorder
     from corral.gateway.run import RunGatewayHandle
     from corral.state.models import RunRecord
@@ -164,6 +165,10 @@ class RunOrchestrator:
         return _Run.start(
             self._services, self._observers, request, config, playbook, repo_info, backend
         ).execute()
+
+    def audit(self) -> AuditLog:
+        """The audit log of the project the last run ran in."""
+        return self._services.audit(self._config)
 
     def record(self, run_id: str) -> RunRecord:
         """The run's record, from the store of the project it ran in (its team, its stores)."""

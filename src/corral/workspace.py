@@ -119,6 +119,14 @@ def commit_exists(repo: Path, commit: str) -> bool:
     return True
 
 
+def tree_of(repo: Path, commit: str) -> str | None:
+    """The tree a commit records (two commits with equal trees have identical contents), or None."""
+    try:
+        return _git(["rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}"], cwd=repo).strip() or None
+    except WorkspaceError:
+        return None
+
+
 _WORKTREES = threading.Lock()
 """Concurrent runs of one repository (a regression suite) must not race on its worktree metadata."""
 
