@@ -48,8 +48,8 @@ from corral.workspace import (
     RepoInfo,
     Workspace,
     commit_changes,
-    create_worktree,
     commit_exists,
+    create_worktree,
     hand_over,
     inspect_repo,
     remove_worktree,
@@ -137,10 +137,14 @@ class RunOrchestrator:
         """Validate everything the user gave before anything is created."""
         config = load_config(request.repo.expanduser().resolve(), request.config_path)
         if request.model:
-            config = config.model_copy(update={"agent": config.agent.model_copy(update={"model": request.model})})
+            config = config.model_copy(
+                update={"agent": config.agent.model_copy(update={"model": request.model})}
+            )
         if request.mode == "regress":
             grants = _evaluation_grants(list(config.gateway.grants))
-            config = config.model_copy(update={"gateway": config.gateway.model_copy(update={"grants": grants})})
+            config = config.model_copy(
+                update={"gateway": config.gateway.model_copy(update={"grants": grants})}
+            )
         script: Script | None = request.cassette
         if script is None and request.playbook is not None:
             if is_cassette_file(request.playbook):
@@ -158,7 +162,7 @@ class RunOrchestrator:
             if not commit_exists(repo_info.root, request.base_commit):
                 raise WorkspaceError(
                     f"{repo_info.root}: the recorded base commit {request.base_commit[:12]} no longer exists",
-                    hint="it was rewritten or garbage-collected; this task cannot be re-run from its start state",
+                    hint="it was rewritten or garbage-collected: this task cannot be re-run from its start",
                 )
             repo_info = replace(repo_info, base_commit=request.base_commit, dirty_paths=())
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs

@@ -69,7 +69,9 @@ def test_the_demo_replays_identically_and_a_changed_policy_diverges_at_its_step(
 
 
 def _build_probe_image(docker_client: Any, content: str) -> None:
-    dockerfile = f"FROM corral/agent:default\nRUN echo {content} > /etc/corral-probe\n"
+    dockerfile = (
+        f"FROM corral/agent:default\nUSER root\nRUN echo {content} > /etc/corral-probe\nUSER 1000:1000\n"
+    )
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=PROBE_IMAGE, rm=True)
 
 

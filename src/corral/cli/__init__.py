@@ -72,16 +72,22 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, runs
+    from corral.cli import commands, regress, runs
 
     runs.register(app)
     runs.register_review(app)
     commands.register(app)
+    regress.register(app)
     for module_name, name, help_text in (
         ("corral.cli.image", "image", "Build and list the sandbox images."),
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),
         ("corral.cli.prefs", "prefs", "Learned preferences: list, add, retire, supersede."),
         ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
+        (
+            "corral.cli.model",
+            "model",
+            "Pinned models: pin, history, promote (gated on a passing regression).",
+        ),
     ):
         try:
             module = importlib.import_module(module_name)

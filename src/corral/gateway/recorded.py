@@ -22,7 +22,9 @@ from corral.gateway.upstreams import Caller, Upstream
 class RecordedUpstream:
     """Wraps one upstream: write tools pop their recorded result, the rest pass through."""
 
-    def __init__(self, inner: Upstream, recorded: dict[str, deque[tuple[str, bool]]], writes: set[str]) -> None:
+    def __init__(
+        self, inner: Upstream, recorded: dict[str, deque[tuple[str, bool]]], writes: set[str]
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self._recorded = recorded

@@ -229,7 +229,9 @@ def cassette_app(cassette: Cassette) -> Starlette:
         )
 
     async def count_tokens(request: Request) -> Response:
-        return JSONResponse({"input_tokens": estimate_tokens((await request.body()).decode(errors="replace"))})
+        return JSONResponse(
+            {"input_tokens": estimate_tokens((await request.body()).decode(errors="replace"))}
+        )
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": "cassette", "exchanges": len(cassette.exchanges)})

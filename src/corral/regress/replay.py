@@ -135,9 +135,7 @@ def first_step_divergence(
         if got.input != want.input:
             return Divergence(n, f"{want.tool} input", _short(want.input), _short(got.input))
         if got.denied != want.denied:
-            return Divergence(
-                n, f"{want.tool} decision", want.denied or "allowed", got.denied or "allowed"
-            )
+            return Divergence(n, f"{want.tool} decision", want.denied or "allowed", got.denied or "allowed")
         if got.is_error != want.is_error:
             return Divergence(n, f"{want.tool} error flag", str(want.is_error), str(got.is_error))
         if _mask(got.output, run_ids) != _mask(want.output, run_ids):

@@ -138,8 +138,8 @@ def paired_bootstrap(
         means.append(sum(picked) / len(picked))
     means.sort()
     tail = (1 - confidence) / 2
-    low = means[int(math.floor(tail * (resamples - 1)))]
-    high = means[int(math.ceil((1 - tail) * (resamples - 1)))]
+    low = means[math.floor(tail * (resamples - 1))]
+    high = means[math.ceil((1 - tail) * (resamples - 1))]
     return (mean, low, high)
 
 
@@ -220,18 +220,25 @@ def analyse(outcomes: Sequence[TaskOutcome], gate: GateConfig) -> Analysis:
         verdict: Verdict = "inconclusive"
         reason = f"{n} task(s) is fewer than the {gate.min_tasks} the gate needs to decide"
     elif high < -gate.margin:
-        verdict, reason = "fail", (
-            f"the candidate is worse by more than the margin {gate.margin:.2f}: "
-            f"the difference's upper bound is {high:+.3f}"
+        verdict, reason = (
+            "fail",
+            (
+                f"the candidate is worse by more than the margin {gate.margin:.2f}: "
+                f"the difference's upper bound is {high:+.3f}"
+            ),
         )
     elif low >= -gate.margin:
-        verdict, reason = "pass", (
-            f"a drop beyond the margin {gate.margin:.2f} is ruled out: the lower bound is {low:+.3f}"
+        verdict, reason = (
+            "pass",
+            (f"a drop beyond the margin {gate.margin:.2f} is ruled out: the lower bound is {low:+.3f}"),
         )
     else:
-        verdict, reason = "inconclusive", (
-            f"the interval [{low:+.3f}, {high:+.3f}] straddles the margin -{gate.margin:.2f}; "
-            f"with {n} tasks the minimum detectable effect is {mde:.2f}"
+        verdict, reason = (
+            "inconclusive",
+            (
+                f"the interval [{low:+.3f}, {high:+.3f}] straddles the margin -{gate.margin:.2f}; "
+                f"with {n} tasks the minimum detectable effect is {mde:.2f}"
+            ),
         )
     return Analysis(
         verdict=verdict,

@@ -17,10 +17,10 @@ from corral.state import engine as _engine
 from corral.state import migrate
 from corral.state.base import APP_ROLE, row_dict, run_not_found, utcnow
 from corral.state.governance import GovernanceStore
-from corral.state.regressions import RegressionStore
 from corral.state.ids import RUN_ID_PREFIX, new_run_id
 from corral.state.machine import TERMINAL, Phase, check_transition
 from corral.state.models import PhaseChange, ProjectRecord, RunRecord, StoreInfo
+from corral.state.regressions import RegressionStore
 from corral.state.schema import projects, run_phases, runs
 
 __all__ = ["APP_ROLE", "StateStore", "resolve_state_url", "utcnow"]
