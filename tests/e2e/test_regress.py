@@ -9,6 +9,7 @@ mixed and noisy candidates on recorded outcomes are in tests/regress/test_stats.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,14 +65,14 @@ TASKS = [f"add() subtracts; fix it (ticket {i})" for i in range(8)]
 MODEL = "claude-candidate-mixed-20260101"
 
 
-def _record_window(repo: Path, settings: Settings) -> str:
+def _record_window(repo: Path, settings: Settings, tasks: list[str] = TASKS) -> str:
     """Eight approved runs of last week, as corral records them: phases, checks, approval, commit."""
     base = git(repo, "rev-parse", "HEAD").strip()
     services = Services(settings)
     try:
         state, audit = services.state(), services.audit()
         state.ensure_project(name="shop", repo=str(repo), team="default", image="", config_snapshot={})
-        for task in TASKS:
+        for task in tasks:
             run = state.create_run("shop", task, str(repo), base, model="claude-sonnet-4-5-20250929")
             for phase in (Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL):
                 state.transition(run.run_id, phase)
@@ -175,3 +176,57 @@ def test_a_window_with_no_runs_has_nothing_to_compare(
     )
     assert proc.returncode == 0, proc.stderr
     assert "nothing to compare" in proc.stdout
+
+
+def test_a_crashed_candidate_run_fails_its_task_and_ctrl_c_leaves_a_partial_report(
+    agent_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(tmp_path / "shop", FILES, CONFIG)
+    settings = Settings()
+    tasks = TASKS[:4]
+    _record_window(repo, settings, tasks)
+    (tmp_path / "fix.yaml").write_text(FIX)
+    # The first task's playbook is missing: that run fails to start, which fails the epoch, not the suite.
+    mapping = {tasks[0]: "missing.yaml", **{t: "fix.yaml" for t in tasks[1:]}}
+    (tmp_path / "c.yaml").write_text(json.dumps({"model": MODEL, "tasks": mapping}))
+    monkeypatch.chdir(repo)
+    args = [
+        "--epochs",
+        "1",
+        "--playbooks",
+        str(tmp_path / "c.yaml"),
+        "--output",
+        str(tmp_path / "r"),
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "regress", "--candidate", MODEL, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("candidate") and "-> pass" in line:
+            proc.send_signal(signal.SIGINT)  # one run done: Ctrl-C while the next is in flight
+            break
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr[-3000:]
+    data = json.loads(stdout)
+    assert data["partial"] is True
+    assert "partial" in Path(data["report"]["html"]).read_text()
+    per_task = {t["task"].split(":", 2)[2]: t for t in data["per_task"]}
+    assert not per_task[tasks[0]]["candidate"][0]["passed"]
+    assert "missing.yaml" in per_task[tasks[0]]["candidate"][0]["reason"]
+    assert per_task[tasks[1]]["candidate"][0]["passed"]
+    not_run = [key for key, t in per_task.items() if not t["candidate"]]
+    assert not_run  # Ctrl-C started no more runs: those tasks have no candidate epoch
+    assert data["analysis"]["tasks"] == len(tasks) - len(not_run)
+    services = Services(settings)
+    try:
+        (row,) = services.state().list_regressions("shop", MODEL)
+        assert row.partial
+        live = [r for r in services.state().list_runs(limit=50) if r.meta.get("mode") == "regress"]
+        assert live and all(r.phase in (Phase.EVALUATED, Phase.FAILED) for r in live)
+    finally:
+        services.close()
