@@ -59,10 +59,10 @@ class RecordedUpstream:
         queue = self._recorded.get(tool)
         if not queue:
             text = f"corral replay: the recording has no result for another call of {tool}"
-            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
+            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
         output, is_error = queue.popleft()
         self.served += 1
-        return types.CallToolResult(content=[types.TextContent(type="text", text=output)], isError=is_error)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=output)], is_error=is_error)
 
 
 def serve_recorded(gateway: Gateway, results: Iterable[tuple[str, str, bool]], server: str = "corral") -> int:
