@@ -85,6 +85,8 @@ class RunRequest:
     base_commit: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     cassette: Cassette | None = None
+    preference_ids: tuple[int, ...] | None = None
+    """Inject exactly these preferences (a replay: what the recording was told) instead of retrieving."""
 
 
 def _evaluation_grants(grants: list[str]) -> list[str]:
@@ -382,7 +384,7 @@ class _Run:
             self.host_key,
         )
         resources.stoppers.append(proxy.stop)
-        prefs = self.services.preferences_for(config, self.request.task)
+        prefs = self.services.preferences_for(config, self.request.task, self.request.preference_ids)
         if prefs.ids:
             self.sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
             self.state.update_run(self.run_id, preference_ids=[int(i) for i in prefs.ids])

@@ -204,13 +204,22 @@ class Services:
 
     # ---- memory --------------------------------------------------------------------------------
 
-    def preferences_for(self, config: Config, task: str) -> PreferenceSelection:
-        """The project's most relevant active preferences for this task, rendered for the system prompt."""
+    def preferences_for(
+        self, config: Config, task: str, ids: tuple[int, ...] | None = None
+    ) -> PreferenceSelection:
+        """The project's most relevant active preferences for this task, rendered for the system prompt;
+        with `ids`, exactly those (a replay injects what its recording was told)."""
         from corral.state import preferences
 
-        prefs = preferences.retrieve(
-            self.state(config), config.project.name, task, preferences.likely_paths_from_text(task) or None
-        )
+        if ids is not None:
+            prefs = [preferences.get_preference(self.state(config), i) for i in ids]
+        else:
+            prefs = preferences.retrieve(
+                self.state(config),
+                config.project.name,
+                task,
+                preferences.likely_paths_from_text(task) or None,
+            )
         if not prefs:
             return PreferenceSelection((), "")
         return PreferenceSelection(tuple(str(p.id) for p in prefs), preferences.render_prompt_section(prefs))

@@ -233,6 +233,7 @@ def replay_run(
         base_commit=original.base_commit,
         meta={"replay_of": original.run_id},
         cassette=cassette,
+        preference_ids=tuple(original.preference_ids),
     )
     orchestrator = RunOrchestrator(services, observers)
     replay_id = orchestrator.run(request)
