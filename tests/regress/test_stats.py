@@ -123,3 +123,13 @@ def test_single_epoch_uses_the_exact_test_and_is_honest_about_few_discordant_pai
     worse = analyse(_window([True] * 6 + [False] * 2, [False] * 8, epochs=1), GateConfig())
     assert worse.verdict == "fail"
     assert worse.p_value == pytest.approx(sp.binomtest(6, 6, 0.5).pvalue)
+
+
+def test_a_recorded_run_against_k_candidate_epochs_uses_every_epoch() -> None:
+    # The default suite: one recorded (approved, passing) run per task, three candidate epochs.
+    window = [TaskOutcome(f"task-{i}", "shop", (True,), (True, False, False)) for i in range(10)]
+    result = analyse(window, GateConfig())
+    assert result.test.startswith("paired bootstrap") and result.epochs == 3
+    assert result.candidate_rate == pytest.approx(1 / 3)
+    assert result.verdict == "fail"
+    assert result.pass_at_k["3"] == pytest.approx(1.0) and result.pass_hat_k["3"] == 0.0

@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
             )
             for task in a.regressions:
                 out.print(f"  regression: {task}", highlight=False, markup=False)
+        if not as_json:
             for key, reason in suite.window.skipped:
                 out.print(f"  skipped: {key}: {reason}", highlight=False, markup=False)
             if suite.report_paths:

@@ -158,6 +158,7 @@ class Analysis:
     reason: str
     tasks: int
     epochs: int
+    """The candidate's epochs per task (the fewest any task got)."""
     test: str
     baseline_rate: float
     candidate_rate: float
@@ -166,9 +167,9 @@ class Analysis:
     difference: float
     difference_interval: tuple[float, float]
     p_value: float
-    """Two-sided exact McNemar on epoch-1 pairs, or the bootstrap share at or below -margin."""
+    """Two-sided exact McNemar on the first epoch of each side."""
     discordant: tuple[int, int]
-    """(baseline only passed, candidate only passed) over the epoch-1 pairs."""
+    """(baseline only passed, candidate only passed) over the first-epoch pairs."""
     mde: float
     margin: float
     pass_at_k: dict[str, float] = field(default_factory=dict)
@@ -192,7 +193,10 @@ def analyse(outcomes: Sequence[TaskOutcome], gate: GateConfig) -> Analysis:
     the configured confidence; `pass` when that is ruled out; `inconclusive` when the tasks are too
     few for either (fewer than `min_tasks`, or the interval straddles the margin)."""
     n = len(outcomes)
-    epochs = min((min(len(o.baseline), len(o.candidate)) for o in outcomes), default=0)
+    epochs = min((len(o.candidate) for o in outcomes), default=0)
+    # One epoch on both sides: binary pairs, exactly. More on either side (a candidate's K epochs
+    # against one recorded run, say): each task's rate is a fraction, so the bootstrap.
+    binary = all(len(o.baseline) <= 1 and len(o.candidate) <= 1 for o in outcomes)
     confidence = 1 - 2 * gate.alpha  # a one-sided test at alpha reads a two-sided 1-2a interval
     base = sum(o.baseline_rate for o in outcomes)
     cand = sum(o.candidate_rate for o in outcomes)
@@ -201,7 +205,7 @@ def analyse(outcomes: Sequence[TaskOutcome], gate: GateConfig) -> Analysis:
     regressions = tuple(o.task for o in sorted(outcomes, key=lambda o: o.difference) if o.difference < 0)
     improvements = tuple(o.task for o in outcomes if o.difference > 0)
     mean, low, high = paired_bootstrap(outcomes, seed=gate.seed, confidence=confidence)
-    if epochs <= 1 and n:
+    if binary and n:
         # Binary pairs: an exact interval on the difference from the discordant pairs (the
         # conditional binomial), rather than the bootstrap, which is degenerate on few discordants.
         disc = b + c

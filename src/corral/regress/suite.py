@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.config import Config, load_config
-from corral.errors import CorralError
+from corral.errors import ConfigError, CorralError
 from corral.events import AnyEvent, CommitMade, ToolCall, ToolDenied
 from corral.regress.candidates import ScriptedCandidate
 from corral.regress.stats import Analysis, GateConfig, TaskOutcome, analyse
@@ -229,6 +229,11 @@ class Suite:
             suite.wall_s = time.monotonic() - started
             return suite
         candidate = ScriptedCandidate.load(opts.playbooks) if opts.playbooks else None
+        if candidate is not None and candidate.model != opts.candidate:
+            raise ConfigError(
+                f"{opts.playbooks} plays {candidate.model}, but the suite's candidate is {opts.candidate}",
+                hint="pass --candidate with the model the candidate file names",
+            )
         baseline = ScriptedCandidate.load(opts.baseline_playbooks) if opts.baseline_playbooks else None
         jobs: list[tuple[TaskResult, str, int, str, ScriptedCandidate | None]] = []
         for result in results:
