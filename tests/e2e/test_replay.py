@@ -4,12 +4,15 @@ changed policy and a changed tool result each diverge at the step where they fir
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
+from corral.model.cassette import Cassette
 from corral.regress.replay import ReplayReport, replay_run
 from corral.services import Services
 from corral.settings import Settings
@@ -56,6 +59,20 @@ def test_the_demo_replays_identically_and_a_changed_policy_diverges_at_its_step(
         services.close()
     assert replayed.phase == "evaluated" and replayed.meta["replay_of"] == original.run_id
     assert git(repo, "diff", f"corral/{original.run_id}", f"corral/{same.replay_id}") == ""
+
+    # The portable cassette: exported by the CLI, played by the scripted model in a plain run.
+    cassette = tmp_path / "demo.cassette.json"
+    exported = subprocess.run(
+        [sys.executable, "-m", "corral", "audit", "export", original.run_id, "--cassette", str(cassette)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert Cassette.load(cassette).run_id == original.run_id
+    played = run_task(repo, DEMO_TASK, cassette)
+    assert played.record.phase == "awaiting_approval" and played.record.checks_passed is True
+    assert git(repo, "diff", f"corral/{original.run_id}", f"corral/{played.run_id}") == ""
 
     # Now calc/ops.py is read-only: the Edit (step 3) is refused where the recording allowed it.
     (repo / "corral.toml").write_text(DEMO_CONFIG + '\n[sandbox]\nreadonly_paths = ["calc/ops.py"]\n')
