@@ -3,13 +3,16 @@ changed policy and a changed tool result each diverge at the step where they fir
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
+import requests.exceptions
 
 from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from corral.model.cassette import Cassette
@@ -117,4 +120,7 @@ def test_a_changed_tool_result_and_a_changed_image_diverge_at_their_steps(
         assert "first-image" in rebuilt.divergence.expected
         assert "second-image" in rebuilt.divergence.actual
     finally:
-        docker_client.images.remove(PROBE_IMAGE, force=True)
+        # A busy engine can take minutes to untag; a leftover probe tag is harmless, a failed test
+        # for it would be noise (the next run rebuilds the tag anyway).
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            docker_client.images.remove(PROBE_IMAGE, force=True)
