@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs and starts every service the tests use, idempotently. Sourced by .ci/run; usable by hand:
 #   source .ci/services.sh && services_up
-# Exports CORRAL_TEST_POSTGRES_URL, CORRAL_TEST_MONGO_URL and CORRAL_TEST_NPM_DIR.
+# Exports CORRAL_TEST_POSTGRES_URL, CORRAL_TEST_PGBOUNCER_URL, CORRAL_TEST_MONGO_URL and CORRAL_TEST_NPM_DIR.
 set -euo pipefail
 
 CORRAL_SERVICES_DIR=${CORRAL_SERVICES_DIR:-/var/tmp/corral-services}
 FERRETDB_VERSION=v1.24.2
 PG_PORT=${PG_PORT:-55432}
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 FERRET_PORT=${FERRET_PORT:-57017}
 NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory"
 
@@ -15,7 +16,7 @@ log() { printf '[services] %s\n' "$*" >&2; }
 # `install_packages` installs what the tests need; `install_packages demo` only what a run needs.
 install_packages() {
   local missing=() wanted="dockerd:docker.io debootstrap:debootstrap socat:socat git:git"
-  [[ ${1:-} == demo ]] || wanted+=" chromium:chromium /usr/lib/postgresql/15/bin/initdb:postgresql"
+  [[ ${1:-} == demo ]] || wanted+=" chromium:chromium /usr/lib/postgresql/15/bin/initdb:postgresql /usr/sbin/pgbouncer:pgbouncer"
   for pair in $wanted; do
     local bin=${pair%%:*} pkg=${pair##*:}
     if [[ $bin == /* ]]; then [[ -x $bin ]] || missing+=("$pkg"); else command -v "$bin" >/dev/null || missing+=("$pkg"); fi
@@ -49,6 +50,44 @@ start_postgres() {
     su postgres -c "$bin/pg_ctl -D $data -l $data/log -w -o '-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1' start" >/dev/null
   fi
   export CORRAL_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+
+# Debian's pgbouncer in transaction pooling mode (as Supabase's pooler on port 6543 runs) in front of the
+# Postgres above. Its own config, pid and log under $CORRAL_SERVICES_DIR, on its own port: the system
+# service the package may start (port 6432, /etc/pgbouncer) is never the one the tests reach.
+start_pgbouncer() {
+  local dir=$CORRAL_SERVICES_DIR/pgbouncer pid
+  install -d -o postgres "$dir"
+  cat >"$dir/pgbouncer.ini.new" <<INI
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+default_pool_size = 4
+max_client_conn = 200
+ignore_startup_parameters = extra_float_digits
+pidfile = $dir/pgbouncer.pid
+logfile = $dir/pgbouncer.log
+INI
+  echo '"postgres" ""' >"$dir/userlist.txt"
+  mv "$dir/pgbouncer.ini.new" "$dir/pgbouncer.ini"
+  chown postgres "$dir/pgbouncer.ini" "$dir/userlist.txt"
+  export CORRAL_TEST_PGBOUNCER_URL="postgresql+psycopg://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres"
+  pid=$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(readlink "/proc/$pid/exe") == */pgbouncer ]]; then return; fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PGBOUNCER_PORT") 2>/dev/null; then
+    log "something other than our pgbouncer listens on 127.0.0.1:$PGBOUNCER_PORT; set PGBOUNCER_PORT"; return 1
+  fi
+  log "starting pgbouncer (pool_mode=transaction) on 127.0.0.1:$PGBOUNCER_PORT"
+  su postgres -c "/usr/sbin/pgbouncer -d $dir/pgbouncer.ini"
+  for _ in $(seq 1 30); do (exec 3<>"/dev/tcp/127.0.0.1/$PGBOUNCER_PORT") 2>/dev/null && return; sleep 0.2; done
+  log "pgbouncer did not start"; tail -n 20 "$dir/pgbouncer.log" >&2; return 1
 }
 
 build_ferretdb() {
@@ -94,6 +133,7 @@ services_up() {
   install_packages
   start_docker
   start_postgres
+  start_pgbouncer
   start_ferretdb
   install_npm_mcp
 }

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corral.errors import ConfigError
+from corral.paths import pattern_problem
 
 CONFIG_FILE = "corral.toml"
 DATED_MODEL_ID = re.compile(r"^claude-[a-z0-9.-]+-\d{8}$")
@@ -54,6 +55,8 @@ class SandboxConfig(_Section):
     memory: str = "4g"
     pids: Annotated[int, Field(ge=16)] = 512
     workdir: str = "/workspace"
+    agent_may_edit_config: bool = False
+    """When false, corral.toml and the gateway file are read-only to the agent like readonly_paths."""
 
     @field_validator("memory")
     @classmethod
@@ -64,11 +67,12 @@ class SandboxConfig(_Section):
 
     @field_validator("readonly_paths", "hidden_paths")
     @classmethod
-    def _relative(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if path.startswith("/") or ".." in Path(path).parts:
-                raise ValueError(f"{path!r} must be relative to the repository root, without '..'")
-        return paths
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ValueError(f"pattern {pattern!r} {problem} (patterns read as in .gitignore)")
+        return patterns
 
 
 class ChecksConfig(_Section):
@@ -81,6 +85,14 @@ class GatewayConfig(_Section):
     upstreams_file: str = "corral-gateway.toml"
     """The team gateway file (upstream MCP servers, annotations, rate limits), relative to the repo."""
     token_ttl_seconds: Annotated[float, Field(gt=0)] = 3600.0
+
+
+class LimitsConfig(_Section):
+    """Bounds on what a run may hand back (DESIGN invariant 9), checked before anything is committed."""
+
+    max_file_mb: Annotated[float, Field(gt=0)] = 10.0
+    max_diff_mb: Annotated[float, Field(gt=0)] = 100.0
+    max_files: Annotated[int, Field(ge=1)] = 5000
 
 
 class ApprovalConfig(_Section):
@@ -130,6 +142,7 @@ class Config(_Section):
     secrets: dict[str, str] = {}
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
+    limits: LimitsConfig = LimitsConfig()
     stores: StoresConfig = StoresConfig()
     regress: RegressConfig = RegressConfig()
 
@@ -198,8 +211,11 @@ timeout_seconds = 1800                      # wall-clock limit; the container is
 
 [sandbox]
 image = "corral/agent:default"    # your team's image, built FROM corral/base
+# Path patterns read as in .gitignore: no slash matches at any depth ("*.pem"), a slash anchors at
+# the repository root ("config/secret.env", "/.env"), "*" stays within one directory, "**" crosses.
 readonly_paths = []               # e.g. ["billing/**", "migrations/prod/**"]: mounted read-only
 hidden_paths = []                 # e.g. ["secrets/**", ".env"]: masked, the agent cannot read them
+agent_may_edit_config = false     # true lets the agent change corral.toml and the gateway file
 cpus = 2
 memory = "4g"
 pids = 512
@@ -215,6 +231,11 @@ timeout_seconds = 600
 grants = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]
 upstreams_file = "corral-gateway.toml"  # upstream MCP servers (GitHub, Sentry, ...), if the file exists
 token_ttl_seconds = 3600                # the run's capability token expires after this
+
+[limits]                          # a run over a limit fails, and nothing of it is committed
+max_file_mb = 10                  # the largest file a run may add or change
+max_diff_mb = 100                 # the total size of the files a run adds or changes
+max_files = 5000                  # how many files a run may add, change or delete
 
 [approval]
 approvers = []                    # who may approve; empty means anyone

@@ -4,6 +4,7 @@ CorralError
 ├── ConfigError          corral.toml missing, malformed, unknown key, bad value
 ├── PlaybookError        a playbook that is not YAML or has an unknown tool shape
 ├── WorkspaceError       not a git repo, unknown base branch, worktree trouble
+│   └── LimitError       a run's change is over a [limits] bound: nothing of it is committed
 ├── SandboxError         Docker Engine missing, image missing, container trouble
 │   └── EgressError      the in-container self-test found a way out: fail closed
 ├── ModelError           the model proxy refused or the upstream failed
@@ -51,6 +52,10 @@ class PlaybookError(CorralError):
 
 
 class WorkspaceError(CorralError):
+    pass
+
+
+class LimitError(WorkspaceError):
     pass
 
 

@@ -258,10 +258,20 @@ class ApprovalRejected(Event):
     comment: str = ""
 
 
+class DeployRequested(Event):
+    """The agent asked for a staging deploy; corral stages the committed result after the checks pass."""
+
+    kind: Literal["deploy.requested"] = "deploy.requested"
+    target: str
+    branch: str = ""
+
+
 class DeployStaged(Event):
     kind: Literal["deploy.staged"] = "deploy.staged"
     deployment_id: str
     url: str = ""
+    ref: str = ""
+    """The commit SHA that was staged."""
 
 
 class DeployPromoted(Event):
@@ -309,6 +319,7 @@ AnyEvent = Annotated[
     | PrOpened
     | ApprovalGranted
     | ApprovalRejected
+    | DeployRequested
     | DeployStaged
     | DeployPromoted
     | PrefsInjected

@@ -25,11 +25,12 @@ from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
-from corral.errors import CorralError, EgressError, PinMismatch, RunError, WorkspaceError
+from corral.errors import CorralError, EgressError, RunError, WorkspaceError
 from corral.events import (
     AgentInit,
     CheckResult,
     CommitMade,
+    DeployStaged,
     PrefsInjected,
     RunCreated,
     RunFinished,
@@ -40,6 +41,7 @@ from corral.events import (
 )
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
+from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
@@ -52,6 +54,7 @@ from corral.workspace import (
     create_worktree,
     hand_over,
     inspect_repo,
+    protected_in_commit,
     remove_worktree,
 )
 
@@ -208,6 +211,10 @@ class _Run:
         self.sink = sink
         self.resources = _Resources()
         self.phase = Phase.QUEUED
+        self.protection = Protection.from_config(config)
+        self.base_protected: tuple[str, ...] = ()
+        """The protected paths of the base commit: every sandbox of the run masks exactly these."""
+        self.head_commit = ""
         self.host_key = services.host_api_key()
         """Read once: registered for redaction, then handed to the model proxy and nowhere else."""
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
@@ -272,6 +279,8 @@ class _Run:
             self.move(Phase.CHECKING)
             check = self.run_checks()
             outcome = "checks passed" if check.passed else "checks failed"
+            if self.request.mode == "run":  # a regression or replay run never deploys
+                self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
             self.move(Phase.AWAITING_APPROVAL if self.request.mode == "run" else Phase.EVALUATED, outcome)
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -312,27 +321,16 @@ class _Run:
 
     def check_pin(self) -> None:
         """A run uses the project's pinned models; only a candidate's regression run may differ."""
+        from corral.agent.surface import check_config
+
         pin = self.state.current_pin(self.config.project.name)
-        if pin is None or self.request.mode == "regress":
-            return
-        agent = self.config.agent
-        for what, pinned, configured in (
-            ("model", pin.model, agent.model),
-            ("small model", pin.small_model, agent.small_model),
-            ("Claude Code version", pin.claude_code, agent.claude_code),
-        ):
-            if pinned != configured:
-                raise PinMismatch(
-                    f"corral.toml asks for {what} {configured}, but project {pin.project} is pinned to "
-                    f"{pinned} (pinned by {pin.pinned_by} at {pin.pinned_at:%Y-%m-%d %H:%M} UTC)",
-                    hint="run `corral regress --candidate MODEL` and `corral model promote MODEL`, "
-                    "or change corral.toml back to the pin",
-                )
+        if pin is not None and self.request.mode != "regress":
+            check_config(pin, self.config)
 
     def check_surface(self, data: dict[str, Any], gateway_tools: list[str]) -> None:
         """Claude Code's init report: record it, and hold it against the pin (not in a candidate's
         regression run, whose CLI may differ by design; a replay compares it with its original)."""
-        from corral.agent.surface import ToolSurface
+        from corral.agent.surface import ToolSurface, check_surface
 
         surface = ToolSurface.from_init(data, gateway_tools)
         self.sink.emit(
@@ -345,22 +343,8 @@ class _Run:
             durable=True,
         )
         pin = self.state.current_pin(self.config.project.name)
-        if pin is None or self.request.mode != "run":
-            return
-        if surface.claude_code_version and surface.claude_code_version != pin.claude_code:
-            raise PinMismatch(
-                f"the Claude Code in image {self.config.sandbox.image} is {surface.claude_code_version}, "
-                f"but project {pin.project} is pinned to {pin.claude_code}",
-                hint="rebuild the image with the pinned CLI (`corral image build`), or pin the new version "
-                "after a passing `corral regress`",
-            )
-        if pin.tool_surface_hash and surface.hash != pin.tool_surface_hash:
-            raise PinMismatch(
-                f"the agent's tool surface {surface.hash} differs from the pinned {pin.tool_surface_hash} "
-                f"({len(surface.tools)} Claude Code tools, {len(surface.gateway_tools)} gateway tools)",
-                hint="a CLI upgrade, a gateway upstream or the grants changed the tools; re-pin with "
-                "`corral model pin --from-run RUN` once a regression passes",
-            )
+        if pin is not None and self.request.mode == "run":
+            check_surface(pin, surface, self.config.sandbox.image)
 
     def prepare(self) -> _Prepared:
         """Worktree, sockets, model proxy, sandbox with its self-test, gateway: all a run needs."""
@@ -371,6 +355,7 @@ class _Run:
             self.repo_info, self.run_id, self.services.settings.worktrees_dir
         )
         hand_over(workspace, AGENT_UID)
+        self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
         socket_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
@@ -410,7 +395,7 @@ class _Run:
         config = self.config
         self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
         policy = PathPolicy(
-            config.sandbox.workdir, tuple(config.sandbox.readonly_paths), tuple(config.sandbox.hidden_paths)
+            config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
         )
         settings = AgentSettings.from_config(
             config,
@@ -450,8 +435,8 @@ class _Run:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
-        protected = (*self.config.sandbox.readonly_paths, *self.config.sandbox.hidden_paths)
-        commit = commit_changes(workspace, f"corral: {self.request.task}\n\nRun: {self.run_id}", protected)
+        message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
+        commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
             return
         self.sink.emit(
@@ -464,6 +449,7 @@ class _Run:
         )
         meta = {**self.state.get_run(self.run_id).meta, "head_commit": commit.commit}
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta=meta)
+        self.head_commit = commit.commit
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
@@ -488,6 +474,20 @@ class _Run:
         )
         return check
 
+    def stage_requested(self, targets: tuple[str, ...], check: CheckResult) -> None:
+        """Carry out the agent's `deploy.stage` requests, only after passing checks and only at the
+        committed SHA: while the agent ran, nothing was committed and its branch could still move."""
+        if not targets:
+            return
+        if not check.passed or not self.head_commit:
+            why = "the checks failed" if not check.passed else "the run committed nothing"
+            self.services.progress(f"not staging on {', '.join(targets)}: {why}")
+            return
+        deploy = self.services.deploy_target()
+        for target in targets:
+            dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
+            self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
+
     # ---- sandboxes and resources ---------------------------------------------------------------
 
     def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
@@ -498,6 +498,8 @@ class _Run:
             run_id=self.run_id,
             workspace=workspace.path,
             purpose=purpose,
+            protection=self.protection,
+            required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
         )

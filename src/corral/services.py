@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from corral.audit import EventSink
     from corral.audit.log import AuditLog
+    from corral.deploy import DeployTarget
     from corral.gateway.run import RunGatewayHandle
     from corral.model.cassette import Cassette
     from corral.model.playbook import Playbook
@@ -180,7 +181,6 @@ class Services:
     ) -> RunGatewayHandle:
         """The run's MCP gateway on `socket_path`: the built-in forge and deploy tools, and the team's
         upstreams."""
-        from corral.deploy.local import LocalDeploy
         from corral.forge.local import LocalForge
         from corral.gateway.config import GatewayFileConfig, load_gateway_file
         from corral.gateway.run import RunGateway, RunGatewaySpec
@@ -194,13 +194,19 @@ class Services:
             socket_path=socket_path,
             gateway_file=file_config,
             forge=LocalForge(self.settings.home / "forge"),
-            deploy=LocalDeploy(self.settings.home / "deploy"),
+            deploy=self.deploy_target(),
             repo=repo,
             head=branch,
             token_store=StateRecordedTokenStore(self.state(config), config.project.name),
             log_dir=self.settings.home / "gateway" / run_id,
         )
         return RunGateway.start(spec, sink)
+
+    def deploy_target(self) -> DeployTarget:
+        """Where runs stage and humans promote: the local deploy target under `home/deploy`."""
+        from corral.deploy.local import LocalDeploy
+
+        return LocalDeploy(self.settings.home / "deploy")
 
     # ---- memory --------------------------------------------------------------------------------
 

@@ -9,15 +9,17 @@ could have rewritten if a mount ever failed).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.errors import WorkspaceError
+from corral.config import LimitsConfig
+from corral.errors import LimitError, WorkspaceError
+from corral.paths import Protection, outermost
 
 _SAFE_GIT = [
     "-c", "core.hooksPath=/dev/null",
@@ -36,12 +38,18 @@ _AUTHOR = {
 }
 
 
-def _git(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+MB = 1024 * 1024
+
+
+def _git(
+    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None
+) -> str:
     base_env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
     proc = subprocess.run(
         ["git", *_SAFE_GIT, *args],
         cwd=cwd,
         env={**base_env, **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         check=False,
@@ -68,9 +76,12 @@ class Workspace:
     git_dir: Path
     """The worktree's private git dir inside the repo's .git (`.git/worktrees/<name>`)."""
 
-    def git(self, args: list[str], env: dict[str, str] | None = None) -> str:
+    def git(self, args: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> str:
         return _git(
-            ["--git-dir", str(self.git_dir), "--work-tree", str(self.path), *args], cwd=self.path, env=env
+            ["--git-dir", str(self.git_dir), "--work-tree", str(self.path), *args],
+            cwd=self.path,
+            env=env,
+            stdin=stdin,
         )
 
 
@@ -167,40 +178,126 @@ def remove_worktree(repo: Path, path: Path) -> None:
             _git(["worktree", "prune"], cwd=repo)
 
 
-def matches_any(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    """Whether a workspace-relative path falls under any of the corral.toml path globs."""
-    path = path[2:] if path.startswith("./") else path
-    for pattern in patterns:
-        if fnmatch.fnmatch(path, pattern):
-            return True
-        if pattern.endswith("/**") and (path == pattern[:-3] or path.startswith(pattern[:-2])):
-            return True
-        if path == pattern or path.startswith(pattern.rstrip("/") + "/"):
-            return True
-    return False
+@dataclass(frozen=True)
+class _Change:
+    status: str
+    path: str
 
 
-def commit_changes(ws: Workspace, message: str, protected: tuple[str, ...]) -> CommitInfo | None:
+def _staged_changes(ws: Workspace) -> list[_Change]:
+    """Every path the index changes, a rename as its two sides: the deletion and the addition."""
+    fields = ws.git(["diff", "--cached", "--no-renames", "--name-status", "-z"]).split("\0")
+    return [_Change(status, path) for status, path in zip(fields[0::2], fields[1::2], strict=False) if path]
+
+
+def _mb(size: int) -> str:
+    return f"{size / MB:.1f} MB"
+
+
+def _check_limits(sizes: dict[str, int], count: int, limits: LimitsConfig, when: str) -> None:
+    """Fail on the first bound that `sizes` (path -> bytes of new content) and `count` go past."""
+    if count > limits.max_files:
+        some = ", ".join(sorted(sizes)[:3]) or "deletions only"
+        raise LimitError(
+            f"the run {when} {count} files, over [limits] max_files = {limits.max_files} (e.g. {some})",
+            hint="raise [limits] max_files in corral.toml if a change this wide is intended",
+        )
+    for path, size in sorted(sizes.items()):
+        if size > limits.max_file_mb * MB:
+            raise LimitError(
+                f"{path} is {_mb(size)}, over [limits] max_file_mb = {limits.max_file_mb:g}",
+                hint="keep large files out of the run's change, or raise [limits] max_file_mb in corral.toml",
+            )
+    total = sum(sizes.values())
+    if total > limits.max_diff_mb * MB:
+        largest = max(sizes, key=lambda p: sizes[p])
+        raise LimitError(
+            f"the run {when} {_mb(total)} of files, over [limits] max_diff_mb = {limits.max_diff_mb:g} "
+            f"(largest: {largest}, {_mb(sizes[largest])})",
+            hint="raise [limits] max_diff_mb in corral.toml if a change this large is intended",
+        )
+
+
+def _check_worktree_limits(ws: Workspace, limits: LimitsConfig) -> None:
+    """The limits, from file sizes on disk, before `git add` copies anything into the repository.
+
+    Only `lstat` is asked, so a giant file is never read; a link counts as its own small size.
+    """
+    status = ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"]
+    entries = ws.git([*status, "--ignore-submodules=none"]).split("\0")
+    paths = [entry[3:] for entry in entries if len(entry) > 3]
+    sizes: dict[str, int] = {}
+    for path in paths:
+        try:
+            info = (ws.path / path).lstat()
+        except OSError:
+            continue  # deleted: counts as a file, adds no bytes
+        if stat.S_ISREG(info.st_mode):
+            sizes[path] = info.st_size
+    _check_limits(sizes, len(paths), limits, "changes")
+
+
+def _check_staged_limits(ws: Workspace, changes: list[_Change], limits: LimitsConfig) -> None:
+    """The limits again, from the sizes of the blobs the commit would hold: the last word."""
+    raw = ws.git(["diff", "--cached", "--no-renames", "--raw", "-z", "--abbrev=40"]).split("\0")
+    wanted: dict[str, str] = {}
+    for meta, path in zip(raw[0::2], raw[1::2], strict=False):
+        _, new_mode, _, new_sha, _ = meta.split()
+        # Deletions have no new blob, and a gitlink (an embedded repository) names a commit elsewhere.
+        if path and set(new_sha) != {"0"} and new_mode != "160000":
+            wanted[path] = new_sha
+    sizes: dict[str, int] = {}
+    if wanted:
+        answer = ws.git(["cat-file", "--batch-check=%(objectsize)"], stdin="\n".join(wanted.values()) + "\n")
+        sizes = dict(zip(wanted, (int(line) for line in answer.split()), strict=True))
+    _check_limits(sizes, len(changes), limits, "would commit")
+
+
+def commit_changes(
+    ws: Workspace, message: str, protection: Protection, limits: LimitsConfig | None = None
+) -> CommitInfo | None:
     """Commit everything the agent changed on the run branch, or None when nothing changed.
 
-    A change under a read-only or hidden path is refused, whatever the mounts allowed.
+    Refused, whatever the mounts allowed: a change over a `[limits]` bound, and a change under a
+    read-only or hidden path, where a deletion counts (a directory above a protected path moved
+    away deletes the path), and a rename counts as both its sides.
     """
+    limits = limits or LimitsConfig()
+    _check_worktree_limits(ws, limits)
     ws.git(["add", "--all"])
-    names = ws.git(["diff", "--cached", "--name-only", "-z"]).split("\0")
-    files = tuple(name for name in names if name)
-    if not files:
-        return None
-    touched = [name for name in files if matches_any(name, protected)]
-    if touched:
+    try:
+        changes = _staged_changes(ws)
+        if not changes:
+            return None
+        touched = sorted({change.path for change in changes if protection.covers(change.path)})
+        if touched:
+            raise WorkspaceError(
+                f"the agent's change touches protected paths: {', '.join(touched)}",
+                hint="read-only and hidden paths in corral.toml, and corral's own control files, can never"
+                " be changed, deleted or moved by a run",
+            )
+        _check_staged_limits(ws, changes, limits)
+    except WorkspaceError:
         ws.git(["reset", "--quiet"])
-        raise WorkspaceError(
-            f"the agent's change touches protected paths: {', '.join(touched)}",
-            hint="read-only and hidden paths in corral.toml can never be changed by a run",
-        )
-    stat = ws.git(["diff", "--cached", "--stat"]).strip()
+        raise
+    stat_text = ws.git(["diff", "--cached", "--no-renames", "--stat"]).strip()
     ws.git(["commit", "--quiet", "--no-verify", "-m", message], env=_AUTHOR)
     commit = ws.git(["rev-parse", "HEAD"]).strip()
-    return CommitInfo(commit=commit, files=files, diff_stat=stat)
+    return CommitInfo(commit=commit, files=tuple(change.path for change in changes), diff_stat=stat_text)
+
+
+def protected_in_commit(ws: Workspace, protection: Protection) -> tuple[str, ...]:
+    """The protected paths of the base commit, outermost per kind: what every sandbox must mask."""
+    entries = ws.git(["ls-tree", "-r", "-t", "-z", "--full-tree", ws.base_commit]).split("\0")
+    found: dict[str, set[str]] = {"hidden": set(), "readonly": set()}
+    for entry in entries:
+        meta, _, path = entry.partition("\t")
+        if not path:
+            continue
+        kind = protection.kind(path, is_dir=meta.split()[1] == "tree")
+        if kind is not None:
+            found[kind].add(path)
+    return tuple(sorted({*outermost(found["hidden"]), *outermost(found["readonly"])}))
 
 
 def branch_diff_stat(repo: Path, base_commit: str, branch: str) -> str:

@@ -38,11 +38,35 @@ def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
         load_config(tmp_path, tmp_path / "nope.toml")
 
 
-def test_absolute_or_escaping_protected_paths_are_refused() -> None:
+def test_escaping_or_meaningless_protected_paths_are_refused() -> None:
     with pytest.raises(ConfigError, match="hidden_paths"):
         parse_config('[sandbox]\nhidden_paths = ["../etc"]\n', "corral.toml")
-    with pytest.raises(ConfigError, match="readonly_paths"):
-        parse_config('[sandbox]\nreadonly_paths = ["/etc"]\n', "corral.toml")
+    refused = (("!keep.env", "negation"), ("#x", "comment"), ("**", "whole workspace"), ("", "empty"))
+    for pattern, why in refused:
+        with pytest.raises(ConfigError, match=f"readonly_paths.*{why}"):
+            parse_config(f'[sandbox]\nreadonly_paths = ["{pattern}"]\n', "corral.toml")
+
+
+def test_a_leading_slash_anchors_a_pattern_at_the_repository_root_as_in_gitignore() -> None:
+    config = parse_config('[sandbox]\nreadonly_paths = ["/etc"]\n', "corral.toml")
+    assert config.sandbox.readonly_paths == ["/etc"]
+
+
+def test_limits_have_defaults_and_refuse_nonsense() -> None:
+    limits = parse_config("", "corral.toml").limits
+    assert (limits.max_file_mb, limits.max_diff_mb, limits.max_files) == (10, 100, 5000)
+    with pytest.raises(ConfigError, match=r"limits\.max_files"):
+        parse_config("[limits]\nmax_files = 0\n", "corral.toml")
+    with pytest.raises(ConfigError, match=r"limits\.max_file_mb"):
+        parse_config("[limits]\nmax_file_mb = -1\n", "corral.toml")
+
+
+def test_the_init_template_shows_every_new_key_with_its_default() -> None:
+    text = init_text("shop")
+    config = parse_config(text, "corral.toml")
+    assert config.limits == parse_config("", "corral.toml").limits
+    assert config.sandbox.agent_may_edit_config is False
+    assert "agent_may_edit_config = false" in text and "max_file_mb = 10" in text
 
 
 def test_secret_references_must_name_a_provider() -> None:

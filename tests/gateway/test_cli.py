@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from corral.audit.log import AuditLog
 from corral.cli.gateway import app
-from corral.events import GatewayCall
+from corral.events import GatewayCall, GatewayDecision
 from corral.settings import Settings
 from tests.gateway.conftest import everything_entry, free_port
 
@@ -116,7 +116,10 @@ async def test_serve_listens_on_tcp_and_prints_a_working_token(repo: Path) -> No
             names = [t.name for t in (await session.list_tools()).tools]
             result = await session.call_tool("forge_list_checks", {"number": 99})
         assert names == ["forge_list_checks"]
-        assert result.is_error and "does not exist" in result.content[0].text
+        # A `serve` token is bound to no run, so it reaches no pull request at all.
+        refusal = json.loads(result.content[0].text)
+        assert result.is_error and (refusal["denied"], refusal["rule"]) == (True, "run-scope")
+        assert "bound to no run" in refusal["reason"]
         async with httpx2.AsyncClient() as http:
             denied = await http.post(info["url"], json={}, headers={"Authorization": "Bearer crt_x_y"})
         assert denied.status_code == 401
@@ -124,9 +127,10 @@ async def test_serve_listens_on_tcp_and_prints_a_working_token(repo: Path) -> No
         assert info["audit"].startswith("gateway-serve-")
         with AuditLog.open(Settings(home=repo / "home"), None, allow_offline=True, background=False) as log:
             kinds = [e.kind for e in log.read(info["audit"])]
+            decisions = [e for e in log.read(info["audit"]) if isinstance(e, GatewayDecision)]
             calls = [e for e in log.read(info["audit"]) if isinstance(e, GatewayCall)]
         assert [k for k in kinds if k.startswith("gateway.")] == ["gateway.decision", "gateway.call"]
-        assert calls[0].outcome == "error"
+        assert (decisions[0].allowed, decisions[0].rule, calls[0].outcome) == (False, "run-scope", "denied")
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

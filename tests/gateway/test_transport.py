@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,9 @@ async def test_sdk_client_works_over_both_transports(handle: RunGatewayHandle, s
         names = [t.name for t in (await session.list_tools()).tools]
         result = await session.call_tool("forge_list_checks", {"number": 4})
     assert names == ["forge_list_checks"]
-    assert result.is_error and "does not exist" in result.content[0].text
-    assert [c.outcome for c in sink.calls()] == ["error"]
+    # This gateway binds no repository to the run, so the call is refused before the forge is asked.
+    assert result.is_error and json.loads(result.content[0].text)["rule"] == "run-scope"
+    assert [c.outcome for c in sink.calls()] == ["denied"]
 
 
 async def test_sessions_are_bound_to_the_token_that_opened_them(handle: RunGatewayHandle) -> None:

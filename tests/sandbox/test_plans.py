@@ -9,10 +9,11 @@ import docker.errors
 import pytest
 
 from corral.errors import SandboxError
+from corral.paths import PathRules
 from corral.sandbox import SOCKETS_IN_CONTAINER, SandboxSpec
 from corral.sandbox.docker import DockerSandbox, bridge_script
 from corral.sandbox.images import build_base_image, docker_client, host_apt_mirror
-from corral.sandbox.mounts import plan_mounts, resolve_patterns
+from corral.sandbox.mounts import find_on_disk, plan_mounts, resolve_patterns
 
 
 def test_mirror_from_deb822_sources(tmp_path: Path) -> None:
@@ -150,3 +151,88 @@ class _NoImages:
 def test_a_mirror_with_credentials_is_never_baked_into_the_base(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="credentials in its URL"):
         build_base_image(_NoImages(), mirror="http://user:s3cret@mirror.lan/debian")  # type: ignore[arg-type]
+
+
+def test_a_glob_without_a_slash_is_found_at_every_depth(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    (ws / "certs" / "deep").mkdir(parents=True)
+    (ws / "certs" / "deep" / "server.pem").write_text("k")
+    (ws / "certs" / "server.pem.txt").write_text("not a key")
+    assert resolve_patterns(ws, ["*.pem"]) == ["certs/deep/server.pem", "x.pem"]
+    assert resolve_patterns(ws, ["certs/*.pem"]) == []  # `*` does not cross `/`
+    assert resolve_patterns(ws, ["certs/**/*.pem"]) == ["certs/deep/server.pem"]
+    assert resolve_patterns(ws, ["secrets/"]) == ["secrets"]
+    assert resolve_patterns(ws, []) == []
+
+
+def test_a_bad_pattern_is_a_sandbox_error_naming_the_key(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    with pytest.raises(SandboxError, match="hidden_paths: pattern '!x' is a negation"):
+        plan_mounts(SandboxSpec(run_id="r", image="i", workspace=ws, hidden_paths=("!x",)), tmp_path / "m")
+
+
+def test_directories_above_protected_paths_are_mount_points_of_their_own(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    (ws / "app" / "billing").mkdir(parents=True)
+    (ws / "app" / "billing" / "rates.py").write_text("x")
+    (ws / "app" / "conf").mkdir()
+    (ws / "app" / "conf" / "secret.env").write_text("s")
+    spec = SandboxSpec(
+        run_id="r",
+        image="i",
+        workspace=ws,
+        readonly_paths=("app/billing/**", "billing/**"),
+        hidden_paths=("app/conf/secret.env", "billing/sub/a.py", "secrets/**"),
+    )
+    plan = plan_mounts(spec, tmp_path / "m")
+    # Not billing (already a mount), nor billing/sub (inside a read-only mount: a writable bind
+    # there would make it writable), nor anything inside the hidden `secrets`.
+    assert plan.anchored == ["app", "app/conf"]
+    binds = {m["Target"]: m for m in plan.mounts}
+    for path in plan.anchored:
+        assert binds[f"/workspace/{path}"]["Source"] == str((ws / path).resolve())
+        assert binds[f"/workspace/{path}"]["ReadOnly"] is False
+    assert binds["/workspace/billing/sub/a.py"]["ReadOnly"] is True
+
+
+def test_a_protected_path_of_the_base_commit_that_is_gone_fails_closed(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    spec = SandboxSpec(
+        run_id="r",
+        image="i",
+        workspace=ws,
+        hidden_paths=("conf/priv.env",),
+        required_paths=("conf/priv.env",),
+    )
+    assert plan_mounts(spec, tmp_path / "m").hidden == ["conf/priv.env"]
+    (ws / "conf").rename(ws / "moved")
+    with pytest.raises(SandboxError, match=r"conf/priv.env \(a protected path of the base commit\) is gone"):
+        plan_mounts(spec, tmp_path / "m")
+    # A link put where the directory was is no way back in either.
+    os.symlink(ws / "moved", ws / "conf")
+    with pytest.raises(SandboxError, match="symbolic link"):
+        plan_mounts(spec, tmp_path / "m")
+
+
+def test_required_paths_are_classified_by_the_same_patterns_as_the_walk(tmp_path: Path) -> None:
+    ws = _tree(tmp_path / "ws")
+    spec = SandboxSpec(
+        run_id="r",
+        image="i",
+        workspace=ws,
+        readonly_paths=("conf/**",),
+        hidden_paths=("*.env",),
+        required_paths=("conf", "conf/priv.env"),
+    )
+    plan = plan_mounts(spec, tmp_path / "m")
+    assert plan.readonly == [".git", "conf"] and plan.hidden == ["conf/priv.env"]
+    stray = SandboxSpec(run_id="r", image="i", workspace=ws, required_paths=("app.py",))
+    (ws / "app.py").write_text("x")
+    with pytest.raises(SandboxError, match=r"no pattern in corral\.toml matches it"):
+        plan_mounts(stray, tmp_path / "m")
+
+
+def test_a_directory_the_walk_cannot_list_fails_closed(tmp_path: Path) -> None:
+    # Root lists any directory, so the walk's error path is reached through one that vanished.
+    with pytest.raises(SandboxError, match="cannot be listed to find protected paths"):
+        find_on_disk(tmp_path / "vanished", PathRules(["*.env"], "hidden_paths"))

@@ -1,7 +1,10 @@
-"""State-store fixtures: every test runs on SQLite and on the real Postgres started by .ci/services.sh.
+"""State-store fixtures: every test runs on SQLite, on the real Postgres started by .ci/services.sh, and
+on that Postgres once more through Debian's pgbouncer in transaction pooling mode (how Supabase's pooler
+on port 6543 runs), so consecutive transactions of one client may land on different server backends and
+one backend serves many clients.
 
 Postgres gets one fresh database per test session (dropped after); between tests its tables are
-truncated, so each test starts empty on both backends.
+truncated, so each test starts empty on every backend. The pooled URL reaches the same database.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         yield url
 
 
+def via_pgbouncer(url: str) -> str:
+    """The same database on the test server, reached through the transaction-mode pgbouncer."""
+    pooler = make_url(require_env("CORRAL_TEST_PGBOUNCER_URL"))
+    return make_url(url).set(host=pooler.host, port=pooler.port).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(postgres_url: str) -> str:
+    return via_pgbouncer(postgres_url)
+
+
 def _truncate(url: str) -> None:
     engine = sa.create_engine(url)
     try:
@@ -60,14 +74,15 @@ def _truncate(url: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "pgbouncer"])
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for an empty store: a new SQLite file, or the session's Postgres truncated."""
+    """A database URL for an empty store: a new SQLite file, or the session's Postgres truncated, reached
+    directly or through the pooler."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     url: str = request.getfixturevalue("postgres_url")
     _truncate(url)
-    return url
+    return url if request.param == "postgres" else str(request.getfixturevalue("pgbouncer_url"))
 
 
 @pytest.fixture

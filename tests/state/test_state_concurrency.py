@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from corral.state import migrate
 from corral.state.db import StateStore
 from corral.state.machine import Phase
-from tests.state.conftest import PROJECT, TEAM, fresh_postgres_database
+from tests.state.conftest import PROJECT, TEAM, fresh_postgres_database, via_pgbouncer
 from tests.state.race_worker import add_usage_many, open_fresh, race_transition, use_token
 
 RUNS = 12
@@ -91,7 +91,7 @@ def _run_pair(target: object, args: tuple[object, ...]) -> list[object]:
     return outcomes
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "pgbouncer"])
 def test_two_processes_opening_a_fresh_database_both_succeed(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -100,7 +100,8 @@ def test_two_processes_opening_a_fresh_database_both_succeed(
         assert outcomes == [("ok", migrate.head_revision())] * 2
         return
     admin = request.getfixturevalue("postgres_admin_url")
-    with fresh_postgres_database(admin, "corral_race") as url:
+    with fresh_postgres_database(admin, "corral_race") as direct:
+        url = direct if backend == "postgres" else via_pgbouncer(direct)
         outcomes = _run_pair(open_fresh, (url,))
         assert outcomes == [("ok", migrate.head_revision())] * 2
         engine = sa.create_engine(url)

@@ -16,7 +16,7 @@ from corral.settings import Settings
 from corral.state import migrate
 from corral.state.db import StateStore, resolve_state_url
 from corral.state.schema import TEAM_SCOPED
-from tests.state.conftest import fresh_postgres_database
+from tests.state.conftest import fresh_postgres_database, via_pgbouncer
 
 HEAD = "0004_regressions"
 
@@ -27,7 +27,7 @@ def empty_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest)
         yield f"sqlite:///{tmp_path / 'fresh' / 'state.db'}"
     else:
         with fresh_postgres_database(request.getfixturevalue("postgres_admin_url"), "corral_mig") as url:
-            yield url
+            yield url if backend == "postgres" else via_pgbouncer(url)
 
 
 def _tables(url: str) -> set[str]:
@@ -38,17 +38,17 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "pgbouncer"])
 def test_migrations_run_up_from_empty_and_twice_in_a_row(
     backend: str, tmp_path: Path, settings: Settings, request: pytest.FixtureRequest
 ) -> None:
     with empty_database(backend, tmp_path, request) as url:
-        if backend == "postgres":
+        if backend != "sqlite":
             assert _tables(url) == set()
         with StateStore.open(url, settings, team="t") as store:
             info = store.describe()
             assert (info.revision, info.head) == (HEAD, HEAD)
-            assert info.backend == ("postgresql" if backend == "postgres" else "sqlite")
+            assert info.backend == ("sqlite" if backend == "sqlite" else "postgresql")
             store.ensure_project("p")
             run = store.create_run("p", "task", "/repo", "abc")
         assert set(TEAM_SCOPED) <= _tables(url)

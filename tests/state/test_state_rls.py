@@ -55,7 +55,7 @@ def test_the_api_never_shows_another_teams_rows(two_teams: tuple[StateStore, Sta
     assert len(team_a.list_regressions("shop")) == 1
 
 
-@pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("state_url", ["postgres", "pgbouncer"], indirect=True)
 def test_rls_hides_team_bs_rows_from_team_as_hand_written_queries(
     two_teams: tuple[StateStore, StateStore, str, str], state_url: str
 ) -> None:
@@ -109,7 +109,7 @@ def test_rls_hides_team_bs_rows_from_team_as_hand_written_queries(
         engine.dispose()
 
 
-@pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("state_url", ["postgres", "pgbouncer"], indirect=True)
 def test_every_team_scoped_table_has_rls_forced_with_the_team_policy(
     state_url: str, store: StateStore
 ) -> None:
@@ -134,7 +134,7 @@ def test_every_team_scoped_table_has_rls_forced_with_the_team_policy(
         assert "current_setting('corral.team'" in row.qual, row.relname
 
 
-@pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("state_url", ["postgres", "pgbouncer"], indirect=True)
 def test_the_search_functions_are_scoped_to_the_sessions_team(
     two_teams: tuple[StateStore, StateStore, str, str], state_url: str
 ) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from corral.workspace import matches_any
+from corral.paths import PathRules, Protection
 
 WRITE_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
 READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead"})
@@ -28,11 +29,21 @@ class Decision:
 ALLOW = Decision(True)
 
 
+def _covers(rules: PathRules, rel: str) -> bool:
+    """A tool's path may name a file or a directory: refuse it if either reading matches."""
+    return rules.matches(rel) or rules.matches(rel, is_dir=True)
+
+
 @dataclass(frozen=True)
 class PathPolicy:
     workdir: str
     readonly_paths: tuple[str, ...]
     hidden_paths: tuple[str, ...]
+
+    @cached_property
+    def protection(self) -> Protection:
+        """The same matcher the mounts and the commit check use (`corral.paths`)."""
+        return Protection.of(self.readonly_paths, self.hidden_paths)
 
     def relative(self, path: str) -> str | None:
         """The workspace-relative form of a container path, or None when it lies outside."""
@@ -51,8 +62,8 @@ class PathPolicy:
                 return Decision(False, "workspace", f"{path} is outside the workspace {self.workdir}")
             if rel is None:
                 continue
-            if matches_any(rel, self.hidden_paths) and (tool_name in WRITE_TOOLS or tool_name in READ_TOOLS):
+            if _covers(self.protection.hidden, rel) and (tool_name in WRITE_TOOLS or tool_name in READ_TOOLS):
                 return Decision(False, "hidden_paths", f"{rel} is a hidden path in corral.toml")
-            if tool_name in WRITE_TOOLS and matches_any(rel, self.readonly_paths):
+            if tool_name in WRITE_TOOLS and _covers(self.protection.readonly, rel):
                 return Decision(False, "readonly_paths", f"{rel} is a read-only path in corral.toml")
         return ALLOW

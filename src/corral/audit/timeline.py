@@ -20,6 +20,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from corral import events as ev
+from corral.display import visible
 from corral.events import AnyEvent
 
 Section = Literal["saw", "decided", "did", "shipped", "run"]
@@ -106,6 +107,9 @@ def entry(event: AnyEvent) -> Entry:
             section = "shipped"
             verb = "approved" if event.kind == "approval.granted" else "rejected"
             summary = f"{verb} {event.subject} by {event.actor}: {_short(event.comment)}"
+        case ev.DeployRequested():
+            section = "did"
+            summary = f"asked to stage {event.branch} on {event.target} once the checks pass"
         case ev.DeployStaged() | ev.DeployPromoted():
             section = "shipped"
             summary = f"{event.kind.split('.')[1]} {event.deployment_id} {event.url}"
@@ -158,14 +162,14 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
             (f"{e.ts[11:19]} ", "dim"),
             (f"{e.section:<8}", _STYLE[e.section]),
             (f"{e.kind:<18} ", "bold"),
-            Text.from_markup(escape(e.summary)),
+            Text.from_markup(escape(visible(e.summary))),
         )
         parts: list[Text | Syntax] = [line]
         if details and e.detail:
             lexer = "diff" if e.kind == "file.edit" else "text"
             parts.append(
                 Syntax(
-                    e.detail if e.kind == "file.edit" else _clip(e.detail),
+                    visible(e.detail if e.kind == "file.edit" else _clip(e.detail)),
                     lexer,
                     theme="ansi_dark",
                     word_wrap=True,

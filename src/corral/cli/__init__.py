@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,7 +47,9 @@ ScopeRepoOption = Annotated[
 
 
 def emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    from corral.display import json_text
+
+    print(json_text(data))
 
 
 def _services(progress: Any = None, *, team: str | None = None, repo: Path | None = None) -> Any:
@@ -133,9 +134,12 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except CorralError as exc:
-        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False)
+        from corral.display import visible
+
+        # A message can quote agent-written text (a file name, a failure reason): never raw.
+        err.print(f"[bold red]error:[/bold red] {escape(visible(exc.message))}", highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", highlight=False)
+            err.print(f"[yellow]hint:[/yellow] {escape(visible(exc.hint))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: the run was recorded as failed and its container removed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +36,9 @@ UrlOption = Annotated[
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    from corral.display import json_text
+
+    print(json_text(data))
 
 
 @dataclass
@@ -85,9 +86,13 @@ def _audit(url: str | None, team: str | None = None, repo: Path | None = None) -
 
 
 def _fail(exc: CorralError) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    from corral.display import visible
+
+    err.print(f"[bold red]error:[/bold red] {escape(visible(exc.message))}", highlight=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False)
+        err.print(f"[yellow]hint:[/yellow] {escape(visible(exc.hint))}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -115,6 +120,7 @@ def tail(
 ) -> None:
     """Print a run's events as they arrive (from the store and the local spool); stops at run.finished."""
     from corral.audit.timeline import render, timeline
+    from corral.display import json_line
     from corral.events import parse_event
 
     last = 0
@@ -125,7 +131,7 @@ def tail(
             for row in rows:
                 event = parse_event(row.data)
                 if as_json:
-                    print(row.data, flush=True)
+                    print(json_line(row.data), flush=True)
                 else:
                     entries = timeline([event])
                     render(entries, out, details=False)
@@ -199,13 +205,17 @@ def verify(
     if as_json:
         _print_json([r.model_dump() | {"first": r.first.model_dump() if r.first else None} for r in reports])
     else:
+        from rich.markup import escape
+
+        from corral.display import visible
+
         for r in reports:
             style = "green" if r.ok else "bold red"
-            out.print(f"[{style}]{r.summary()}[/{style}]", highlight=False)
+            out.print(f"[{style}]{escape(visible(r.summary()))}[/{style}]", highlight=False)
             for p in r.problems[1:20]:
-                out.print(f"  also: {p}", highlight=False)
+                out.print(f"  also: {escape(visible(str(p)))}", highlight=False)
             for w in r.warnings[:5]:
-                out.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
+                out.print(f"  [yellow]warning:[/yellow] {escape(visible(str(w)))}", highlight=False)
     if not reports or not all(r.ok for r in reports):
         raise typer.Exit(1)
 
@@ -248,7 +258,9 @@ def export(
         raise typer.Exit(2)
     with _audit(store, team, repo) as scoped:
         lines = scoped.log.export(scoped.run_id(run))
-    text = "\n".join(lines) + "\n"
+    from corral.display import json_line
+
+    text = "\n".join(json_line(line) for line in lines) + "\n"
     if output is None:
         sys.stdout.write(text)
     else:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from rich.console import Console
 from rich.markup import escape
 
+from corral.display import json_text, visible
 from corral.events import (
     CheckResult,
     CommitMade,
@@ -51,11 +51,14 @@ class ProgressPrinter:
             self._line(f"[dim]{escape(text)}[/dim]")
 
     def _line(self, text: str) -> None:
-        self._console.print(f"[dim]{time.monotonic() - self._start:7.1f}s[/dim]  {text}", highlight=False)
+        # `text` is markup we wrote around agent-written fields: none of it may act on the terminal.
+        self._console.print(
+            f"[dim]{time.monotonic() - self._start:7.1f}s[/dim]  {visible(text)}", highlight=False
+        )
 
     def __call__(self, event: Event) -> None:
         if self._json:
-            print(json.dumps(event_payload(event), ensure_ascii=False), flush=True)
+            print(json_text(event_payload(event), indent=None), flush=True)
             return
         match event:
             case RunCreated() if event.dirty_paths:

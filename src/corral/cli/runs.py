@@ -21,6 +21,7 @@ from corral.cli import (
     sigterm_as_interrupt,
 )
 from corral.cli.progress import ProgressPrinter
+from corral.display import visible, visible_line
 
 
 def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool) -> Any:
@@ -46,11 +47,10 @@ def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_j
 def _print_summary(record: Any) -> None:
     out.print(f"\nrun [bold]{record.run_id}[/bold]: {record.phase}", highlight=False)
     if record.failure_reason:
-        out.print(f"  reason: {record.failure_reason}", highlight=False)
+        out.print(f"  reason: {visible(record.failure_reason)}", highlight=False, markup=False)
     if record.diffstat:
-        out.print(
-            f"  diff ({record.branch}):\n" + "\n".join("    " + ln for ln in record.diffstat.splitlines())
-        )
+        lines = "\n".join("    " + visible(ln) for ln in record.diffstat.splitlines())
+        out.print(f"  diff ({record.branch}):\n" + lines, highlight=False, markup=False)
     if record.checks_passed is not None:
         out.print(f"  checks: {'passed' if record.checks_passed else 'failed'}")
     out.print(f"  see: corral show {record.run_id} | corral audit show {record.run_id}", highlight=False)
@@ -123,8 +123,8 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 r.run_id,
                 str(r.phase),
-                r.project,
-                r.task[:50],
+                visible_line(r.project),
+                visible_line(r.task[:50]),
                 f"{r.created_at:%Y-%m-%d %H:%M}",
                 f"${r.cost_usd:.4f}",
             )
@@ -148,6 +148,8 @@ def register(app: typer.Typer) -> None:
             emit_json({**record.model_dump(mode="json"), "events": len(events)})
             return
         out.print(f"[bold]{record.run_id}[/bold]  {record.phase}", highlight=False)
+        # The task, the repo path, the failure reason and the diff stat's file names can all carry
+        # what an agent or a repository wrote: shown as text, with escapes made visible.
         rows = [
             ("task", record.task),
             ("project", record.project),
@@ -165,12 +167,10 @@ def register(app: typer.Typer) -> None:
         if record.failure_reason:
             rows.append(("failure", record.failure_reason))
         for key, value in rows:
-            out.print(f"  {key:<8} {value}", highlight=False)
+            out.print(f"  {key:<8} {visible_line(value)}", highlight=False, markup=False)
         if record.diffstat:
-            out.print(
-                "  diff\n" + "\n".join("    " + line for line in record.diffstat.splitlines()),
-                highlight=False,
-            )
+            lines = "\n".join("    " + visible(line) for line in record.diffstat.splitlines())
+            out.print("  diff\n" + lines, highlight=False, markup=False)
 
 
 def register_review(app: typer.Typer) -> None:

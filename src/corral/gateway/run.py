@@ -87,6 +87,8 @@ class RunGatewayHandle:
     socket_path: Path
     gateway: Gateway
     server: GatewayServer = field(repr=False)
+    binding: RunBinding = field(repr=False)
+    """What the run's built-in tools act on; holds the deploy requests the run carries out later."""
 
     def mcp_config(self, url: str) -> dict[str, Any]:
         """The `--mcp-config` document: Claude Code reaches `url` through the in-container bridge."""
@@ -198,5 +200,5 @@ class RunGateway:
             server.stop()
             raise
         return RunGatewayHandle(
-            spec.run_id, token, record.token_id, policy.version, spec.socket_path, gateway, server
+            spec.run_id, token, record.token_id, policy.version, spec.socket_path, gateway, server, binding
         )

@@ -32,7 +32,7 @@ from corral.gateway.config import Access
 from corral.gateway.policy import Decision, Policy, compile_policy
 from corral.gateway.ratelimit import RateLimitConfig, RateLimiter
 from corral.gateway.tokens import TokenAuthority, TokenRecord
-from corral.gateway.tools import BuiltinUpstream, RunBinding
+from corral.gateway.tools import RUN_SCOPE_RULE, BuiltinUpstream, RunBinding
 from corral.gateway.upstreams import Caller, Upstream
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class Gateway:
         tool = entry.qualified if entry else exposed
         redacted = self.redactor.redact(arguments)
         args_hash = arguments_hash(redacted)
-        decision = self._decide(record, tool, entry, arguments)
+        decision = await self._decide(record, tool, entry, arguments)
         policy_version = self.policy_for(record).version
         # Durable before the upstream runs: an acknowledged call is never lost (invariant 4).
         self._emit(
@@ -238,11 +238,12 @@ class Gateway:
         self._emit_call(record, tool, redacted, args_hash, outcome, result, upstream_ms)
         return result
 
-    def _decide(
+    async def _decide(
         self, record: TokenRecord, tool: str, entry: ToolEntry | None, arguments: dict[str, Any]
     ) -> Decision:
-        """Rate limits first (they also slow a flood of refused calls), then the policy, and a use is
-        counted only for a call that will reach its upstream."""
+        """Rate limits first (they also slow a flood of refused calls), then the policy, then the run
+        scope of a built-in tool's arguments, and a use is counted only for a call that will reach its
+        upstream."""
         limited = self.limiter.check(record.token_id, tool)
         if limited is not None:
             rule, wait = limited
@@ -250,6 +251,12 @@ class Gateway:
                 False, rule, f"rate limit reached; retry in {wait:.2f}s", {"retry_after_s": round(wait, 3)}
             )
         decision = self.policy_for(record).decide(tool, entry, arguments)
+        upstream = self.upstreams.get(entry.upstream) if entry is not None else None
+        if decision.allowed and entry is not None and isinstance(upstream, BuiltinUpstream):
+            caller = Caller(record.token_id, record.run_id, record.principal)
+            refusal = await upstream.out_of_scope(entry.name, arguments, caller)
+            if refusal is not None:
+                return Decision(False, RUN_SCOPE_RULE, refusal, {"run_id": record.run_id})
         if decision.allowed:
             try:
                 self.authority.store.consume(record.token_id)

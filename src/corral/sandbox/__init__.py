@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from corral.config import SandboxConfig
+    from corral.paths import Protection
 
 RUN_LABEL = "io.corral.run"
 PURPOSE_LABEL = "io.corral.purpose"
@@ -33,6 +34,10 @@ class SandboxSpec:
     workdir: str = "/workspace"
     readonly_paths: tuple[str, ...] = ()
     hidden_paths: tuple[str, ...] = ()
+    """Patterns, read by `corral.paths` as in .gitignore."""
+    required_paths: tuple[str, ...] = ()
+    """Protected paths found in the run's base commit. Each is mounted like a match on disk, and one
+    that is gone (deleted, or moved with its directory) fails the sandbox closed."""
     socket_dir: Path | None = None
     bridges: dict[int, str] = field(default_factory=dict)
     """127.0.0.1 port inside the container -> socket file name inside `socket_dir`."""
@@ -50,17 +55,24 @@ class SandboxSpec:
         run_id: str,
         workspace: Path,
         purpose: str,
+        protection: Protection,
+        required_paths: tuple[str, ...] = (),
         socket_dir: Path | None = None,
         bridges: dict[int, str] | None = None,
     ) -> SandboxSpec:
-        """The project's `[sandbox]` section, for one container of run `run_id`."""
+        """The project's `[sandbox]` section, for one container of run `run_id`.
+
+        The paths come from `protection` (`Protection.from_config`), which adds corral's own control
+        files to the section's read-only paths, and from the base commit (`required_paths`).
+        """
         return cls(
             run_id=run_id,
             image=config.image,
             workspace=workspace,
             workdir=config.workdir,
-            readonly_paths=tuple(config.readonly_paths),
-            hidden_paths=tuple(config.hidden_paths),
+            readonly_paths=protection.readonly.patterns,
+            hidden_paths=protection.hidden.patterns,
+            required_paths=required_paths,
             socket_dir=socket_dir,
             bridges=dict(bridges or {}),
             cpus=config.cpus,

@@ -2,18 +2,21 @@
 
 The mounts are the enforcement (DESIGN invariant 3), so this module fails closed: a pattern that
 matches a symbolic link, or a path that resolves outside the workspace, is refused rather than
-guessed at, because a bind mount follows a link on the host and could expose a host file.
+guessed at, because a bind mount follows a link on the host and could expose a host file; and a
+protected path of the base commit that is no longer where it was is refused, never skipped.
+Patterns are matched by `corral.paths`, the same matcher the hook policy and the commit check use.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from docker.types import Mount
 
 from corral.errors import SandboxError
+from corral.paths import PathRules, Protection, ancestors, outermost
 from corral.sandbox import SOCKETS_IN_CONTAINER, SandboxSpec
 
 HOME_IN_CONTAINER = "/home/agent"
@@ -37,56 +40,96 @@ class MountPlan:
     """Workspace-relative paths bound read-only over themselves."""
     hidden: list[str] = field(default_factory=list)
     """Workspace-relative paths masked by an empty tmpfs (directories) or an empty file (files)."""
+    anchored: list[str] = field(default_factory=list)
+    """Directories above protected paths, bound onto themselves so that they cannot be moved."""
 
 
-def _strip_recursive(pattern: str) -> str:
-    """`dir/**` and `dir/` name the directory itself, which one mount covers."""
-    pattern = pattern.rstrip("/")
-    while pattern.endswith("/**"):
-        pattern = pattern[: -len("/**")]
-    return pattern
-
-
-def _inside(workspace: Path, candidate: Path, pattern: str) -> str:
-    """The workspace-relative path of candidate, refusing links and anything outside the workspace."""
-    relative = candidate.relative_to(workspace)
+def _inside(workspace: Path, relative: str, why: str) -> str:
+    """`relative` itself, after checking that it exists and that no part of it is a symbolic link."""
+    candidate = workspace / relative
     try:
         real: Path | None = candidate.resolve(strict=True)
-    except OSError:  # a dangling link
+    except OSError:  # missing, or a dangling link
         real = None
+    if real is None and not candidate.is_symlink():
+        raise SandboxError(
+            f"{candidate} ({why}) is gone: it was deleted, or moved away with a directory above it",
+            hint="a protected path of the base commit must stay where it is, so the run fails closed",
+        )
     if real != workspace.resolve(strict=True) / relative:
         raise SandboxError(
-            f"{workspace / relative} (matched by {pattern!r}) is or passes through a symbolic link",
+            f"{candidate} ({why}) is or passes through a symbolic link",
             hint="corral never mounts through a link: remove the link, or name the real path in corral.toml",
         )
-    return relative.as_posix()
+    return relative
 
 
-def resolve_patterns(workspace: Path, patterns: tuple[str, ...] | list[str]) -> list[str]:
-    """Existing workspace paths that the globs name, relative, sorted, without nested duplicates."""
-    found: set[str] = set()
-    for pattern in patterns:
-        stripped = _strip_recursive(pattern)
-        if not stripped or stripped in ("**", "."):
-            raise SandboxError(
-                f"path pattern {pattern!r} names the whole workspace",
-                hint="name a directory or file inside the repository in corral.toml [sandbox]",
-            )
-        if PurePosixPath(stripped).is_absolute() or ".." in PurePosixPath(stripped).parts:
-            raise SandboxError(f"path pattern {pattern!r} must be relative to the workspace, without '..'")
-        for candidate in sorted(workspace.glob(stripped)):
-            if candidate.is_symlink() or candidate.exists():
-                found.add(_inside(workspace, candidate, pattern))
-    return _outermost(found)
+def _rules(patterns: tuple[str, ...] | list[str], key: str) -> PathRules:
+    try:
+        return PathRules(list(patterns), key)
+    except ValueError as exc:
+        raise SandboxError(str(exc), hint=f"fix {key} in corral.toml [sandbox]") from None
 
 
-def _outermost(paths: set[str]) -> list[str]:
-    """Drop paths inside another path of the same set: the outer mount already covers them."""
-    kept: list[str] = []
-    for path in sorted(paths, key=lambda p: (p.count("/"), p)):
-        if not any(path.startswith(outer + "/") for outer in kept):
-            kept.append(path)
-    return sorted(kept)
+def _unreadable(error: OSError) -> None:
+    """A directory the walk cannot list could hold a match: refuse rather than skip it."""
+    raise SandboxError(
+        f"{error.filename} cannot be listed to find protected paths in it: {error.strerror}",
+        hint="a directory under the workspace must stay readable to corral",
+    )
+
+
+def find_on_disk(workspace: Path, rules: PathRules) -> list[str]:
+    """Every workspace path the rules match, outermost only, refusing a match that is a link.
+
+    The walk never follows a link, and a matched directory is taken whole (not descended), so what
+    is found is exactly what one mount per path covers. The workspace's own `.git` is left to
+    `plan_mounts`, which always protects it.
+    """
+    found: list[str] = []
+    if not rules:
+        return found
+    for root, dirs, files in os.walk(workspace, onerror=_unreadable):
+        here = Path(root).relative_to(workspace).as_posix()
+        prefix = "" if here == "." else here + "/"
+        descend = []
+        for name in sorted(dirs):
+            relative = prefix + name
+            if relative == ".git":
+                continue
+            if rules.matches(relative, is_dir=True):
+                found.append(_inside(workspace, relative, f"matched by {rules.key}"))
+            elif not (Path(root) / name).is_symlink():
+                descend.append(name)
+        dirs[:] = descend
+        for name in sorted(files):
+            relative = prefix + name
+            if relative != ".git" and rules.matches(relative):
+                found.append(_inside(workspace, relative, f"matched by {rules.key}"))
+    return outermost(found)
+
+
+def resolve_patterns(workspace: Path, patterns: tuple[str, ...] | list[str], key: str = "paths") -> list[str]:
+    """Existing workspace paths that the patterns name, relative, sorted, without nested duplicates."""
+    return find_on_disk(workspace, _rules(patterns, key))
+
+
+def _anchors(readonly: list[str], hidden: list[str]) -> list[str]:
+    """The directories above protected paths, each of which gets a mount of its own.
+
+    The kernel moves a mount along when a directory above it is renamed, and the real file then sits
+    at the new path on the host, unmasked. A mount point itself cannot be renamed or removed (EBUSY),
+    so each directory above a protected path is bound onto itself. One inside a read-only mount is
+    left alone: nothing can be renamed there, and a writable bind would make it writable.
+    """
+    mounted = set(readonly) | set(hidden)
+    anchored: set[str] = set()
+    for path in mounted:
+        for directory in ancestors(path):
+            if directory in mounted or any(directory.startswith(ro + "/") for ro in readonly):
+                continue
+            anchored.add(directory)
+    return sorted(anchored)
 
 
 def grant_agent_access(workspace: Path) -> None:
@@ -129,30 +172,43 @@ def plan_mounts(spec: SandboxSpec, mask_dir: Path) -> MountPlan:
     plan = MountPlan()
     plan.mounts.append(Mount(workdir, str(workspace.resolve()), type="bind", read_only=False))
 
-    hidden = resolve_patterns(workspace, spec.hidden_paths)
-    hidden_dirs = [path for path in hidden if (workspace / path).is_dir()]
-
-    def under_hidden_dir(path: str) -> bool:
-        return any(path.startswith(outer + "/") for outer in hidden_dirs)
-
-    readonly = resolve_patterns(workspace, spec.readonly_paths)
+    protection = Protection(
+        _rules(spec.readonly_paths, "readonly_paths"), _rules(spec.hidden_paths, "hidden_paths")
+    )
+    hidden = set(find_on_disk(workspace, protection.hidden))
+    readonly = set(find_on_disk(workspace, protection.readonly))
+    for path in spec.required_paths:
+        _inside(workspace, path, "a protected path of the base commit")
+        kind = protection.kind(path, is_dir=(workspace / path).is_dir())
+        if kind is None:
+            raise SandboxError(f"{path} is listed as protected, but no pattern in corral.toml matches it")
+        (hidden if kind == "hidden" else readonly).add(path)
     # A worktree's `.git` is a file naming the gitdir the host's git later uses: the agent must not
     # repoint it. A clone's `.git` is the repository itself: read-only (hooks, config), and masked
     # whole when paths are hidden, since its objects hold the hidden files' content.
     dot_git = workspace / ".git"
     if dot_git.is_dir() and not dot_git.is_symlink() and hidden:
-        hidden = _outermost({*hidden, ".git"})
-        hidden_dirs.append(".git")
+        hidden.add(".git")
     elif dot_git.exists() and not dot_git.is_symlink():
-        readonly = _outermost({*readonly, ".git"})
+        readonly.add(".git")
+    plan.hidden = outermost(hidden)
+    hidden_dirs = [path for path in plan.hidden if (workspace / path).is_dir()]
+
+    def under_hidden_dir(path: str) -> bool:
+        return any(path.startswith(outer + "/") for outer in hidden_dirs)
+
     # A mount inside a hidden directory would be laid over its tmpfs and show through; drop it.
-    plan.readonly = [path for path in readonly if not under_hidden_dir(path) and path not in hidden]
-    plan.hidden = hidden
+    plan.readonly = [
+        path for path in outermost(readonly) if not under_hidden_dir(path) and path not in plan.hidden
+    ]
+    plan.anchored = _anchors(plan.readonly, plan.hidden)
+    for path in plan.anchored:
+        plan.mounts.append(Mount(f"{workdir}/{path}", str(workspace.resolve() / path), type="bind"))
     for path in plan.readonly:
         plan.mounts.append(
             Mount(f"{workdir}/{path}", str(workspace.resolve() / path), type="bind", read_only=True)
         )
-    for path in hidden:
+    for path in plan.hidden:
         target = f"{workdir}/{path}"
         if path in hidden_dirs:
             # Empty, read-only and mode 000: the agent can neither list it nor write into it. (The

@@ -1,13 +1,19 @@
 """Built-in tools, served in-process as upstreams `forge` and `deploy`, so the embedded default is useful
 with no upstream at all. Their effects bind to the caller's run (its repository and branch), which the
 gateway knows from the verified token, never from the agent's arguments.
+
+A tool whose arguments name an object (a pull request number, a deployment id) has a `scope`: the
+gateway asks it, after the policy allows the call and before anything runs, whether that object
+belongs to the caller's run. A refusal becomes an audited gateway denial (rule `run-scope`), exactly
+like a policy denial. The handlers resolve the object through the same function again, so a tool
+called without the gateway in front is bound to its run too.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +36,15 @@ class RunBinding:
     head: str = ""
     base: str = "main"
     sink: EventSink | None = None
+    stage_requests: list[str] = field(default_factory=list)
+    """Targets `deploy.stage` asked for; the run stages its committed SHA on them after the checks."""
 
 
 Handler = Callable[[dict[str, Any], Caller, RunBinding], Any]
+Scope = Callable[[dict[str, Any], RunBinding], str | None]
+"""Why a call reaches past the caller's run (the refusal's reason), or None when it stays within it."""
+
+RUN_SCOPE_RULE = "run-scope"
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,17 @@ class BuiltinTool:
     input_schema: dict[str, Any]
     access: Access
     handler: Handler
+    scope: Scope | None = None
 
     def tool(self) -> types.Tool:
         return types.Tool(name=self.name, description=self.description, input_schema=self.input_schema)
+
+
+def unbound(run: RunBinding, what: str) -> str | None:
+    """The refusal for a token that is bound to no run's repository and branch (e.g. `gateway serve`)."""
+    if run.repo is None or not run.head:
+        return f"this token is bound to no run's repository and branch, so it reaches no {what}"
+    return None
 
 
 def obj(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -75,13 +95,24 @@ class BuiltinUpstream:
     async def ready(self) -> None:
         return None
 
+    def binding(self, run_id: str) -> RunBinding:
+        """The run a token's calls act on; a token with no registered run is bound to nothing."""
+        return self._bindings.get(run_id) or RunBinding(run_id=run_id)
+
+    async def out_of_scope(self, tool: str, arguments: dict[str, Any], caller: Caller) -> str | None:
+        """The reason `arguments` reach past the caller's run, or None (also for tools without a scope)."""
+        spec = self._tools.get(tool)
+        if spec is None or spec.scope is None:
+            return None
+        return await anyio.to_thread.run_sync(spec.scope, arguments, self.binding(caller.run_id))
+
     async def call(
         self, tool: str, arguments: dict[str, Any], caller: Caller, generation: int | None = None
     ) -> types.CallToolResult:
         spec = self._tools.get(tool)
         if spec is None:
             return error_result(f"{self.name} has no tool {tool!r}")
-        binding = self._bindings.get(caller.run_id) or RunBinding(run_id=caller.run_id)
+        binding = self.binding(caller.run_id)
         missing = [r for r in spec.input_schema.get("required", []) if r not in arguments]
         unknown = [a for a in arguments if a not in spec.input_schema["properties"]]
         if missing or unknown:
