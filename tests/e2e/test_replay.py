@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,12 +81,20 @@ def test_the_demo_replays_identically_and_a_changed_policy_diverges_at_its_step(
     # Now calc/ops.py is read-only: the Edit (step 3) is refused where the recording allowed it.
     (repo / "corral.toml").write_text(DEMO_CONFIG + '\n[sandbox]\nreadonly_paths = ["calc/ops.py"]\n')
     _commit_all(repo, "protect ops")
-    changed = _replay(original.run_id)
-    assert not changed.identical
-    assert changed.divergence is not None
-    assert (changed.divergence.step, changed.divergence.what) == (3, "Edit decision"), changed.as_json()
-    assert changed.divergence.expected == "allowed"
-    assert any("config differs" in note for note in changed.notes)
+    proc = subprocess.run(
+        [sys.executable, "-m", "corral", "replay", original.run_id, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]  # diverged
+    changed = json.loads(proc.stdout)
+    assert not changed["identical"]
+    assert (changed["divergence"]["step"], changed["divergence"]["what"]) == (3, "Edit decision"), changed
+    assert changed["divergence"]["expected"] == "allowed"
+    assert "at step 3" in changed["divergence"]["description"]
+    assert any("config differs" in note for note in changed["notes"])
 
 
 def _build_probe_image(docker_client: Any, content: str) -> None:
