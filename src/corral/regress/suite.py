@@ -3,8 +3,8 @@
 Each task is re-run from its recorded base commit, in a fresh sandbox, through the normal proxy and
 gateway, as a `regress` run: it ends at `evaluated` after its checks and holds no forge or deploy
 write grant, so it never opens a pull request, merges or deploys. A run that crashes or times out is
-a failed epoch, never an aborted suite. Ctrl-C lets the runs in flight finish (each cleans up after
-itself), starts no more, and leaves a report marked partial.
+a failed epoch, never an aborted suite. Ctrl-C starts no more runs, waits for the runs in flight to
+end and clean up, scores only the epochs that finished before it, and leaves a report marked partial.
 """
 
 from __future__ import annotations
@@ -266,14 +266,17 @@ class Suite:
             future = pool.submit(self._run_one, result.task, side, epoch, model, script)
             futures[future] = (result, side)
         interrupted = False
+        finished: set[Future[EpochScore]] = set(futures)
         try:
             wait(futures)
         except KeyboardInterrupt:
             interrupted = True
-            self.progress("interrupted: no new runs start; the runs in flight finish and clean up")
+            # A terminal's Ctrl-C also reaches the runs' Claude Code processes, so a run in flight
+            # ends failed for that reason alone: only epochs finished before it are scored.
+            finished = {f for f in futures if f.done()}
+            self.progress("interrupted: no new runs start; the runs in flight end and clean up")
         pool.shutdown(wait=True, cancel_futures=True)
         for future, (result, side) in futures.items():
-            if future.cancelled() or not future.done():
-                continue
-            (result.candidate if side == "candidate" else result.baseline).append(future.result())
+            if future in finished and not future.cancelled():
+                (result.candidate if side == "candidate" else result.baseline).append(future.result())
         return interrupted
