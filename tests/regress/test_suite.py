@@ -4,8 +4,8 @@ both sides' epochs under --rerun-baseline, failed epochs that do not abort, and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 import subprocess
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
