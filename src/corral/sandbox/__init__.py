@@ -24,6 +24,9 @@ OWNER_LABEL = "io.corral.owner"
 SOCKETS_IN_CONTAINER = "/run/corral"
 AGENT_UID = 1000
 """The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""
+NODUMP_LIBRARY = "/usr/local/lib/corral/nodump.so"
+"""In the agent image: preloaded into Claude Code to make it non-dumpable, so that the agent's tools,
+which share its uid, cannot open its /proc/PID/fd, environ or memory."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class SandboxSpec:
 class ExecResult:
     exit_code: int
     output: str
+    """The tail of the combined output (the backend keeps a bounded amount)."""
+    dropped_bytes: int = 0
+    """How many bytes of output came before `output` and were not kept."""
 
 
 @dataclass(frozen=True)
