@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 TASKS = 10
-CANDIDATE = "claude-candidate-bench-20260101"
+CANDIDATE = "claude-sonnet-4-20250514"
 OPS = "def add(a, b):\n    return a - b\n"
 TEST = "from calc.ops import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
 FIX = json.dumps(

@@ -62,7 +62,7 @@ turns:
   - text: I could not read what I wanted
 """
 TASKS = [f"add() subtracts; fix it (ticket {i})" for i in range(8)]
-MODEL = "claude-candidate-mixed-20260101"
+MODEL = "claude-sonnet-4-20250514"  # a model this Claude Code knows (see docs/regression.md)
 
 
 def _record_window(repo: Path, settings: Settings, tasks: list[str] = TASKS) -> str:
