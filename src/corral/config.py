@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corral.errors import ConfigError
 from corral.paths import pattern_problem
@@ -47,8 +48,55 @@ class AgentConfig(_Section):
     _dated = field_validator("model", "small_model")(_require_dated)
 
 
+_APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+
+
+class ImageConfig(_Section):
+    """`[sandbox.image]` (or `[team.image]`): an image built FROM corral/agent with the project's deps.
+
+    The same key `image` also takes a string naming a ready image, so corral.toml files written before
+    project images existed keep working: TOML cannot hold both, and one key keeps one meaning.
+    """
+
+    apt: list[str] = []
+    """Debian packages, installed as root in their own layer before any repository file is copied in."""
+    setup: list[str] = []
+    """Shell steps run at build time, with network, as uid 1000, in /opt/corral/deps."""
+    inputs: list[str] = []
+    """Repository files (or glob patterns) copied in before `setup`; their content decides rebuilds."""
+
+    @field_validator("apt")
+    @classmethod
+    def _apt_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _APT_NAME.match(name):
+                raise ValueError(f"{name!r} is not a Debian package name (like 'nodejs' or 'tzdata=2024a-0')")
+        return names
+
+    @field_validator("setup")
+    @classmethod
+    def _steps(cls, steps: list[str]) -> list[str]:
+        for step in steps:
+            if not step.strip():
+                raise ValueError("a setup step is empty")
+        return steps
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_relative(cls, paths: list[str]) -> list[str]:
+        return _relative_paths(paths)
+
+
+def _relative_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path or path.startswith("/") or ".." in Path(path).parts:
+            raise ValueError(f"{path!r} must be relative to the repository root, without '..'")
+    return paths
+
+
 class SandboxConfig(_Section):
-    image: str = DEFAULT_IMAGE
+    image: str | ImageConfig = DEFAULT_IMAGE
+    """A ready image's name, or a `[sandbox.image]` table: the project image corral builds."""
     readonly_paths: list[str] = []
     hidden_paths: list[str] = []
     cpus: Annotated[float, Field(gt=0)] = 2.0
@@ -73,6 +121,16 @@ class SandboxConfig(_Section):
             if problem is not None:
                 raise ValueError(f"pattern {pattern!r} {problem} (patterns read as in .gitignore)")
         return patterns
+
+    @property
+    def image_name(self) -> str | None:
+        """The ready image `image` names; None when it is a `[sandbox.image]` recipe."""
+        return self.image if isinstance(self.image, str) else None
+
+
+class TeamConfig(_Section):
+    image: ImageConfig | None = None
+    """`[team.image]`: the team's shared layer, FROM corral/agent; a project image builds FROM it."""
 
 
 class ChecksConfig(_Section):
@@ -138,6 +196,7 @@ class Config(_Section):
     project: ProjectConfig = ProjectConfig()
     agent: AgentConfig = AgentConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    team: TeamConfig = TeamConfig()
     checks: ChecksConfig = ChecksConfig()
     secrets: dict[str, str] = {}
     gateway: GatewayConfig = GatewayConfig()
@@ -145,6 +204,16 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     stores: StoresConfig = StoresConfig()
     regress: RegressConfig = RegressConfig()
+
+    @model_validator(mode="after")
+    def _team_image_under_a_recipe(self) -> Config:
+        named = self.sandbox.image_name
+        if self.team.image is not None and named is not None and named != DEFAULT_IMAGE:
+            raise ValueError(
+                f"[team.image] builds FROM corral/agent, but [sandbox].image names {named!r}: "
+                "drop one of them (a [sandbox.image] table builds FROM the team image)"
+            )
+        return self
 
     @field_validator("secrets")
     @classmethod
@@ -155,8 +224,18 @@ class Config(_Section):
         return refs
 
 
+_UNION_TAGS = {"str", "ImageConfig"}
+"""pydantic names the member of `image: str | ImageConfig` it tried; the user wrote only the key."""
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(str(part) for part in loc if part not in _UNION_TAGS) or "(top level)"
+
+
+def _other_union_member(error: Any, errors: list[Any]) -> bool:
+    """A table under `image` also fails as a string: only the table's own errors say anything."""
+    loc = error["loc"]
+    return bool(loc) and loc[-1] == "str" and any(len(e["loc"]) > len(loc) for e in errors)
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -171,7 +250,10 @@ def parse_config(text: str, source: str) -> Config:
         return Config.model_validate(raw)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
+        errors = exc.errors()
+        for error in errors:
+            if _other_union_member(error, errors):
+                continue
             key = _key_path(error["loc"])
             if error["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'")
@@ -254,5 +336,22 @@ epochs = 3                        # re-runs per task and side
 """
 
 
-def init_text(name: str, base_branch: str = "main") -> str:
-    return INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)
+_IMAGE_LINE = re.compile(r'^image = "corral/agent:default".*\n', re.M)
+_CHECKS_LINE = 'command = "pytest -q"             # run in a fresh sandbox on the agent\'s result\n'
+
+
+def init_text(name: str, base_branch: str = "main", repo: Path | None = None) -> str:
+    """The commented corral.toml; with `repo`, a `[sandbox.image]` and checks command for what it holds."""
+    from corral.detect import image_block, propose
+
+    text = INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)
+    proposal = propose(repo) if repo is not None else None
+    if proposal is None or not proposal.found:
+        return text
+    text = _IMAGE_LINE.sub(
+        '# image = "corral/agent:default"  # a ready image; [sandbox.image] below builds one\n', text, count=1
+    )
+    text = text.replace(
+        _CHECKS_LINE, f"command = {json.dumps(proposal.checks_command)}   # matches [sandbox.image]\n"
+    )
+    return text.replace("pids = 512\n", "pids = 512\n" + image_block(proposal), 1)

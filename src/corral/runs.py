@@ -211,6 +211,8 @@ class _Run:
         self.recorder = recorder
         self.sink = sink
         self.resources = _Resources()
+        self.image: str | None = None
+        """The image every sandbox of this run uses, resolved (and verified) once in prepare."""
         self.phase = Phase.QUEUED
         self.protection = Protection.from_config(config)
         self.base_protected: tuple[str, ...] = ()
@@ -234,12 +236,14 @@ class _Run:
         backend: SandboxBackend,
     ) -> _Run:
         """Record the run (queued) and open its audit chain."""
+        from corral.sandbox.project_image import repository_name
+
         state = services.state(config)
         project = state.ensure_project(
             name=config.project.name,
             repo=str(repo_info.root),
             team=config.project.team,
-            image=config.sandbox.image,
+            image=config.sandbox.image_name or repository_name("project", config.project.name),
             config_snapshot=config.model_dump(mode="json"),
         )
         record = state.create_run(
@@ -345,13 +349,13 @@ class _Run:
         )
         pin = self.state.current_pin(self.config.project.name)
         if pin is not None and self.request.mode == "run":
-            check_surface(pin, surface, self.config.sandbox.image)
+            check_surface(pin, surface, self.image or str(self.config.sandbox.image))
 
     def prepare(self) -> _Prepared:
         """Worktree, sockets, model proxy, sandbox with its self-test, gateway: all a run needs."""
         self.warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
         config, resources = self.config, self.resources
-        self.services.ensure_images(config)
+        self.image = self.services.ensure_images(config, self.repo_info.root)
         workspace = resources.workspace = create_worktree(
             self.repo_info, self.run_id, self.services.settings.worktrees_dir
         )
@@ -504,6 +508,7 @@ class _Run:
             required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
+            image=self.image,
         )
         sandbox = self.backend.create(spec)
         self.resources.containers.append(sandbox)

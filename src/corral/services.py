@@ -121,10 +121,12 @@ class Services:
 
         return DockerBackend(self.docker(), owner=str(self.settings.home))
 
-    def ensure_images(self, config: Config) -> None:
-        from corral.sandbox.images import ensure_images
+    def ensure_images(self, config: Config, repo: Path) -> str:
+        """The image this project's sandboxes run: the named one, or its project image, built when
+        missing (with progress) and verified. Never a silent fallback to the default image."""
+        from corral.sandbox.project_image import sandbox_image
 
-        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self.progress)
+        return sandbox_image(self.docker(), config, repo, progress=self.progress)
 
     # ---- model ---------------------------------------------------------------------------------
 
