@@ -94,6 +94,7 @@ def main() -> None:
                 state.transition(run.run_id, phase)
             state.update_run(run.run_id, checks_passed=True)
             state.record_approval(run.run_id, "bench", "approved")
+            state.transition(run.run_id, Phase.APPROVED)
             state.transition(run.run_id, Phase.MERGED)
         walls: dict[int, float] = {}
         run_sums: dict[int, float] = {}

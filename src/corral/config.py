@@ -155,6 +155,40 @@ class LimitsConfig(_Section):
 
 class ApprovalConfig(_Section):
     approvers: list[str] = []
+    allow_self_approval: bool = False
+    """When false, the person who asked for a run (its requester) may not approve it or promote it."""
+
+
+class ForgeConfig(_Section):
+    backend: str = "local"
+    """`local` (pull requests on this host, merged by git here) or `github`."""
+    repository: str = ""
+    """`owner/name` on GitHub (backend github)."""
+    remote: str = ""
+    """Where the run branch is pushed before its pull request opens (default
+    `https://github.com/<repository>.git`), with the token as an HTTP header, never in a URL."""
+    api_url: str = "https://api.github.com"
+    token: str = "env:GITHUB_TOKEN"
+    """Where corral reads the token on the host (`env:VAR` or `file:/path`); never in a sandbox."""
+
+
+class DeployConfig(_Section):
+    backend: str = "local"
+    """`local` (build in a sandbox, serve on 127.0.0.1) or `vercel`."""
+    build: str = ""
+    """The build command, run in a fresh sandbox on the merged commit; empty means no deploy."""
+    output: str = "dist"
+    """The directory the build writes, relative to the repository: what is served."""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    project_id: str = ""
+    """The Vercel project id or name (backend vercel)."""
+    team_id: str = ""
+    api_url: str = "https://api.vercel.com"
+    token: str = "env:VERCEL_TOKEN"
+    repository: str = ""
+    """`owner/name` of the git repository Vercel builds from (its gitSource)."""
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
+    """How often a Vercel deployment's state is read while it builds."""
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -201,6 +235,9 @@ class Config(_Section):
     secrets: dict[str, str] = {}
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
+    forge: ForgeConfig = ForgeConfig()
+    deploy: DeployConfig | None = None
+    """Only a project with a `[deploy]` section is deployed after a merge."""
     limits: LimitsConfig = LimitsConfig()
     stores: StoresConfig = StoresConfig()
     regress: RegressConfig = RegressConfig()
@@ -321,6 +358,17 @@ max_files = 5000                  # how many files a run may add, change or dele
 
 [approval]
 approvers = []                    # who may approve; empty means anyone
+allow_self_approval = false       # may the run's requester approve it? (CORRAL_USER or git user.email)
+
+[forge]
+backend = "local"                 # "local": PRs and merges on this host; "github": the GitHub REST API
+# repository = "owner/name"       # for github
+# token = "env:GITHUB_TOKEN"      # read on the host, never given to a sandbox
+
+# [deploy]                        # after a merge, build and stage a preview; promote needs an approval
+# build = "mkdir -p dist && cp index.html dist/"   # run in a fresh sandbox on the merged commit
+# output = "dist"                 # served on 127.0.0.1 (backend "local"), one port per deployment
+# backend = "local"               # or "vercel" with project_id, repository and token = "env:VERCEL_TOKEN"
 
 [regress]                         # the gate every model upgrade passes (`corral regress`)
 margin = 0.05                     # non-inferiority margin on the pass rate

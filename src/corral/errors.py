@@ -14,8 +14,12 @@ CorralError
 ├── ModelError           the model proxy refused or the upstream failed
 ├── RunError             an illegal phase transition or a run that cannot proceed
 │   ├── RunConflict      another process changed the run's phase first
+│   ├── ApprovalRefused  an approval corral will not accept (who, when, what): nothing changed
 │   └── PinMismatch      the CLI or tool surface a run found differs from the project's model pin
 ├── GateRefused          `corral model promote` without a fresh passing regression of that model
+├── MergeRefused         a merge that did not happen (conflict, moved head, dirty checkout,
+│                        a forge's 405/409/422); `conflicts` lists conflicted paths
+├── DeployError          a build or a deploy backend failed (Vercel ERROR or CANCELED, a failed build)
 ├── TokenRefused         a capability token that is malformed, unknown, revoked, expired, used up,
 │                        or for another audience; `reason` names which (one vocabulary for the
 │                        gateway's tokens and the state DB's)
@@ -110,6 +114,20 @@ class PinMismatch(RunError):
 
 
 class GateRefused(CorralError):
+    pass
+
+
+class ApprovalRefused(RunError):
+    pass
+
+
+class MergeRefused(CorralError):
+    def __init__(self, message: str, *, hint: str | None = None, conflicts: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.conflicts = list(conflicts or [])
+
+
+class DeployError(CorralError):
     pass
 
 

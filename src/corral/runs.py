@@ -32,6 +32,7 @@ from corral.events import (
     CommitMade,
     DeployStaged,
     PrefsInjected,
+    PrOpened,
     RunCreated,
     RunFinished,
     RunPhase,
@@ -39,6 +40,7 @@ from corral.events import (
     SandboxRemoved,
     SandboxSelfTest,
 )
+from corral.identity import current_user
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.paths import Protection
@@ -254,6 +256,7 @@ class _Run:
             model=config.agent.model,
             small_model=config.agent.small_model,
             meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
+            requester=current_user(),
         )
         state.update_run(record.run_id, pid=os.getpid())
         audit = services.audit(config)
@@ -284,8 +287,9 @@ class _Run:
             self.move(Phase.CHECKING)
             check = self.run_checks()
             outcome = "checks passed" if check.passed else "checks failed"
-            if self.request.mode == "run":  # a regression or replay run never deploys
+            if self.request.mode == "run":  # a regression or replay run never deploys nor opens a PR
                 self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
+                self.open_pull_request()
             self.move(Phase.AWAITING_APPROVAL if self.request.mode == "run" else Phase.EVALUATED, outcome)
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -311,8 +315,10 @@ class _Run:
     def record_creation(self) -> None:
         if self.host_key:
             self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
+        requester = self.state.get_run(self.run_id).requester
         self.sink.emit(
             RunCreated(
+                actor=f"human:{requester}" if requester else "system",
                 task=self.request.task,
                 repo=str(self.repo_info.root),
                 base_commit=self.repo_info.base_commit,
@@ -451,6 +457,7 @@ class _Run:
                 branch=workspace.branch,
                 files=list(commit.files),
                 diff_stat=commit.diff_stat,
+                patch=commit.patch,
             )
         )
         meta = {**self.state.get_run(self.run_id).meta, "head_commit": commit.commit}
@@ -493,6 +500,21 @@ class _Run:
         for target in targets:
             dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
             self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
+
+    def open_pull_request(self) -> None:
+        """The run's pull request with the checks on it; corral opens it when the agent did not."""
+        if not self.head_commit:
+            return
+        from corral.delivery.pr import ensure_pull_request
+
+        record = self.state.get_run(self.run_id)
+        summary = str((record.result or {}).get("text", ""))
+        forge = self.services.forge(self.config)
+        pr, opened = ensure_pull_request(
+            forge, record, self.config.project.base_branch, summary, self.recorder.redactor
+        )
+        if opened:
+            self.sink.emit(PrOpened(number=pr.number, url=pr.url, branch=pr.head))
 
     # ---- sandboxes and resources ---------------------------------------------------------------
 

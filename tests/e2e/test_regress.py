@@ -83,7 +83,8 @@ def _record_window(repo: Path, settings: Settings, tasks: list[str] = TASKS) -> 
             recorder.emit(CommitMade(commit=base, branch=run.branch, files=["calc/ops.py"]))
             recorder.close()
             state.record_approval(run.run_id, "alice", "approved")
-            state.transition(run.run_id, Phase.MERGED, "approved by alice")
+            state.transition(run.run_id, Phase.APPROVED, "approved by alice")
+            state.transition(run.run_id, Phase.MERGED, "merged")
         # A task whose base commit was rewritten away since: skipped, with its reason.
         gone = state.create_run("shop", "a task on a lost commit", str(repo), "f" * 40)
         state.transition(gone.run_id, Phase.FAILED, "old")

@@ -45,7 +45,11 @@ def services(tmp_path: Path) -> Iterator[Services]:
             state.transition(run.run_id, phase)
         state.update_run(run.run_id, checks_passed=True)
         state.record_approval(run.run_id, "alice", decision)  # type: ignore[arg-type]
-        state.transition(run.run_id, Phase.MERGED if decision == "approved" else Phase.REJECTED)
+        if decision == "approved":
+            state.transition(run.run_id, Phase.APPROVED)
+            state.transition(run.run_id, Phase.MERGED)
+        else:
+            state.transition(run.run_id, Phase.REJECTED)
     undecided = state.create_run("project", "still waiting", str(repo), base)
     state.transition(undecided.run_id, Phase.PREPARING)
     lost = state.create_run("project", "on a rewritten commit", str(repo), "e" * 40)

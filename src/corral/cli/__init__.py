@@ -73,10 +73,11 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, regress, runs
+    from corral.cli import commands, delivery, regress, runs
 
     runs.register(app)
     runs.register_review(app)
+    delivery.register(app)
     commands.register(app)
     regress.register(app)
     for module_name, name, help_text in (
@@ -84,6 +85,7 @@ def _register_subcommands() -> None:
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),
         ("corral.cli.prefs", "prefs", "Learned preferences: list, add, retire, supersede."),
         ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
+        ("corral.cli.delivery", "deploy", "Deployments: list, promote (needs an approval), roll back."),
         (
             "corral.cli.model",
             "model",

@@ -2,8 +2,8 @@
 
 Team-scoped with the same row-level security policy as every other project table (0002).
 
-Revision ID: 0004_regressions
-Revises: 0003_preference_search
+Revision ID: 0005_regressions
+Revises: 0004_delivery
 Create Date: 2026-12-01
 """
 
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0004_regressions"
-down_revision = "0003_preference_search"
+revision = "0005_regressions"
+down_revision = "0004_delivery"
 branch_labels = None
 depends_on = None
 
