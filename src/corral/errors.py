@@ -14,7 +14,9 @@ CorralError
 ├── ModelError           the model proxy refused or the upstream failed
 ├── RunError             an illegal phase transition or a run that cannot proceed
 │   ├── RunConflict      another process changed the run's phase first
-│   └── ApprovalRefused  an approval corral will not accept (who, when, what): nothing changed
+│   ├── ApprovalRefused  an approval corral will not accept (who, when, what): nothing changed
+│   └── PinMismatch      the CLI or tool surface a run found differs from the project's model pin
+├── GateRefused          `corral model promote` without a fresh passing regression of that model
 ├── MergeRefused         a merge that did not happen (conflict, moved head, dirty checkout,
 │                        a forge's 405/409/422); `conflicts` lists conflicted paths
 ├── DeployError          a build or a deploy backend failed (Vercel ERROR or CANCELED, a failed build)
@@ -106,6 +108,14 @@ class RunError(CorralError):
 
 
 class RunConflict(RunError):
+    pass
+
+
+class PinMismatch(RunError):
+    pass
+
+
+class GateRefused(CorralError):
     pass
 
 

@@ -306,6 +306,16 @@ class DeployPromoted(Event):
     url: str = ""
 
 
+class AgentInit(Event):
+    """What Claude Code reported at init: its version and tool surface, checked against the pin."""
+
+    kind: Literal["agent.init"] = "agent.init"
+    claude_code_version: str = ""
+    tools: list[str] = []
+    gateway_tools: list[str] = []
+    tool_surface_hash: str = ""
+
+
 # ---- delivery --------------------------------------------------------------------------------
 
 
@@ -388,7 +398,8 @@ AnyEvent = Annotated[
     | DeployFailed
     | DeployRolledBack
     | ReviewComment
-    | PrefsInjected,
+    | PrefsInjected
+    | AgentInit,
     Field(discriminator="kind"),
 ]
 

@@ -19,6 +19,7 @@ LEGAL = {
     (Phase.PREPARING, Phase.RUNNING),
     (Phase.RUNNING, Phase.CHECKING),
     (Phase.CHECKING, Phase.AWAITING_APPROVAL),
+    (Phase.CHECKING, Phase.EVALUATED),
     (Phase.AWAITING_APPROVAL, Phase.APPROVED),
     (Phase.AWAITING_APPROVAL, Phase.REJECTED),
     (Phase.RUNNING, Phase.NO_CHANGES),  # a shell session that changed nothing
@@ -102,7 +103,9 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     assert len(store.phase_history(run_id)) == len(store.phase_history(run_id))
 
 
-@pytest.mark.parametrize("terminal", [Phase.PROMOTED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES])
+@pytest.mark.parametrize(
+    "terminal", [Phase.PROMOTED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES, Phase.EVALUATED]
+)
 def test_terminal_phases_are_final(store: StateStore, terminal: Phase) -> None:
     run_id = _new(store)
     if terminal is Phase.FAILED:
@@ -110,6 +113,9 @@ def test_terminal_phases_are_final(store: StateStore, terminal: Phase) -> None:
     elif terminal is Phase.NO_CHANGES:
         _advance(store, run_id, Phase.RUNNING)
         store.transition(run_id, terminal, "the session changed nothing")
+    elif terminal is Phase.EVALUATED:
+        _advance(store, run_id, Phase.CHECKING)
+        store.transition(run_id, terminal)
     else:
         _advance(store, run_id, Phase.AWAITING_APPROVAL)
         steps = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from claude_agent_sdk import (
     HookJSONOutput,
     HookMatcher,
     ResultMessage,
+    SystemMessage,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
@@ -157,8 +159,17 @@ def _tool_input(data: HookInput) -> dict[str, Any]:
 
 class ClaudeDriver:
     def __init__(
-        self, sandbox: Sandbox, sink: EventSink, policy: PathPolicy, settings: AgentSettings, wrapper: Path
+        self,
+        sandbox: Sandbox,
+        sink: EventSink,
+        policy: PathPolicy,
+        settings: AgentSettings,
+        wrapper: Path,
+        on_init: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`on_init` sees Claude Code's init report (version, tools) before the first model turn is
+        acted on; raising there (a pin mismatch) ends the session and fails the run."""
+        self._on_init = on_init
         self._sandbox = sandbox
         self._sink = sink
         self._settings = settings
@@ -267,6 +278,8 @@ class ClaudeDriver:
                 self._audit_unhooked_refusals(message)
             elif isinstance(message, ResultMessage):
                 result = message
+            elif isinstance(message, SystemMessage) and message.subtype == "init" and self._on_init:
+                self._on_init(message.data)
         return result
 
     def run(self, task: str) -> AgentOutcome:
