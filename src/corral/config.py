@@ -191,6 +191,36 @@ class DeployConfig(_Section):
     """How often a Vercel deployment's state is read while it builds."""
 
 
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    """'90s', '30m', '12h', '7d', '2w' in seconds; anything else is a ConfigError."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ConfigError(f"{value!r} is not a duration like '7d', '12h' or '30m'", hint="use N[smhdw]")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+class RegressConfig(_Section):
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """Non-inferiority margin on the pass rate: a candidate fails when it is worse by more."""
+    max_age: str = "7d"
+    """A promotion needs a passing regression at most this old."""
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    power: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    min_tasks: Annotated[int, Field(ge=1)] = 8
+    epochs: Annotated[int, Field(ge=1, le=20)] = 3
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.match(value.strip()):
+            raise ValueError(f"{value!r} is not a duration like '7d', '12h' or '30m'")
+        return value.strip()
+
+
 class StoresConfig(_Section):
     state_url: str | None = None
     audit_url: str | None = None
@@ -210,6 +240,7 @@ class Config(_Section):
     """Only a project with a `[deploy]` section is deployed after a merge."""
     limits: LimitsConfig = LimitsConfig()
     stores: StoresConfig = StoresConfig()
+    regress: RegressConfig = RegressConfig()
 
     @model_validator(mode="after")
     def _team_image_under_a_recipe(self) -> Config:
@@ -338,6 +369,14 @@ backend = "local"                 # "local": PRs and merges on this host; "githu
 # build = "mkdir -p dist && cp index.html dist/"   # run in a fresh sandbox on the merged commit
 # output = "dist"                 # served on 127.0.0.1 (backend "local"), one port per deployment
 # backend = "local"               # or "vercel" with project_id, repository and token = "env:VERCEL_TOKEN"
+
+[regress]                         # the gate every model upgrade passes (`corral regress`)
+margin = 0.05                     # non-inferiority margin on the pass rate
+max_age = "7d"                    # `corral model promote` needs a passing regression this fresh
+alpha = 0.05                      # one-sided significance of the gate
+power = 0.8                       # for the minimum detectable effect the report states
+min_tasks = 8                     # fewer tasks than this is "inconclusive", never a pass
+epochs = 3                        # re-runs per task and side
 
 [stores]
 # state_url = "postgresql+psycopg://user@host/corral"   # default: SQLite under .corral/

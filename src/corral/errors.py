@@ -14,7 +14,9 @@ CorralError
 ├── ModelError           the model proxy refused or the upstream failed
 ├── RunError             an illegal phase transition or a run that cannot proceed
 │   ├── RunConflict      another process changed the run's phase first
-│   └── ApprovalRefused  an approval corral will not accept (who, when, what): nothing changed
+│   ├── ApprovalRefused  an approval corral will not accept (who, when, what): nothing changed
+│   └── PinMismatch      the CLI or tool surface a run found differs from the project's model pin
+├── GateRefused          `corral model promote` without a fresh passing regression of that model
 ├── MergeRefused         a merge that did not happen (conflict, moved head, dirty checkout,
 │                        a forge's 405/409/422); `conflicts` lists conflicted paths
 ├── DeployError          a build or a deploy backend failed (Vercel ERROR or CANCELED, a failed build)
@@ -23,6 +25,8 @@ CorralError
 │                        gateway's tokens and the state DB's)
 ├── UpstreamFailure      a gateway upstream timed out, crashed or is unavailable; `kind` says which
 ├── ServeError           a socket or port to serve on is in use or cannot be bound
+├── ShellError           `corral shell` cannot open an interactive session (no terminal, a HOME
+│                        the sandbox refused)
 ├── StoreError           a state or audit store is unreachable or misconfigured
 │   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
 ├── NotFound             a run, event or record that does not exist
@@ -109,6 +113,14 @@ class RunConflict(RunError):
     pass
 
 
+class PinMismatch(RunError):
+    pass
+
+
+class GateRefused(CorralError):
+    pass
+
+
 class ApprovalRefused(RunError):
     pass
 
@@ -146,6 +158,10 @@ class UpstreamFailure(CorralError):
 
 
 class ServeError(CorralError):
+    pass
+
+
+class ShellError(CorralError):
     pass
 
 

@@ -189,6 +189,15 @@ class FileEdit(SandboxReported):
     diff: str = ""
 
 
+class HumanPrompt(SandboxReported):
+    """A prompt typed into an interactive session (`corral shell`), as the sandbox's hook reported it;
+    `actor` names the human at the terminal."""
+
+    kind: Literal["human.prompt"] = "human.prompt"
+    prompt: str
+    session_id: str = ""
+
+
 class AgentStopped(SandboxReported):
     kind: Literal["agent.stopped"] = "agent.stopped"
     actor: Actor = "agent"
@@ -297,6 +306,16 @@ class DeployPromoted(Event):
     url: str = ""
 
 
+class AgentInit(Event):
+    """What Claude Code reported at init: its version and tool surface, checked against the pin."""
+
+    kind: Literal["agent.init"] = "agent.init"
+    claude_code_version: str = ""
+    tools: list[str] = []
+    gateway_tools: list[str] = []
+    tool_surface_hash: str = ""
+
+
 # ---- delivery --------------------------------------------------------------------------------
 
 
@@ -361,6 +380,7 @@ AnyEvent = Annotated[
     | ToolDenied
     | ShellCommand
     | FileEdit
+    | HumanPrompt
     | AgentStopped
     | GatewayCall
     | GatewayDecision
@@ -378,7 +398,8 @@ AnyEvent = Annotated[
     | DeployFailed
     | DeployRolledBack
     | ReviewComment
-    | PrefsInjected,
+    | PrefsInjected
+    | AgentInit,
     Field(discriminator="kind"),
 ]
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from corral.deploy import Deployer, DeployTarget
     from corral.forge import Forge
     from corral.gateway.run import RunGatewayHandle
+    from corral.model.cassette import Cassette
     from corral.model.playbook import Playbook
     from corral.model.proxy import ModelProxy
     from corral.sandbox import SandboxBackend
@@ -137,16 +138,27 @@ class Services:
     def start_model_proxy(
         self,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Playbook | Cassette | None,
         sink: EventSink,
         run_token: str,
         socket_path: Path,
         host_key: str | None,
     ) -> ModelProxy:
+        """The run's proxy. Its upstream: a cassette (replay: never a model), the scripted model with
+        a playbook or without a key, else the Anthropic API with the host's key."""
+        from corral.model.cassette import Cassette as CassetteModel
         from corral.model.playbook import Playbook as PlaybookModel
         from corral.model.proxy import ModelProxy, Upstream
 
-        if playbook is not None or not host_key:
+        if isinstance(playbook, CassetteModel):
+            import httpx
+
+            from corral.model.cassette import cassette_app
+            from corral.model.proxy import SCRIPTED_BASE_URL
+
+            transport = httpx.ASGITransport(app=cassette_app(playbook))
+            upstream = Upstream(base_url=SCRIPTED_BASE_URL, transport=transport, name=playbook.source)
+        elif playbook is not None or not host_key:
             if playbook is None:
                 self.progress(
                     "no ANTHROPIC_API_KEY on the host and no --playbook: the scripted model answers "
@@ -247,13 +259,22 @@ class Services:
 
     # ---- memory --------------------------------------------------------------------------------
 
-    def preferences_for(self, config: Config, task: str) -> PreferenceSelection:
-        """The project's most relevant active preferences for this task, rendered for the system prompt."""
+    def preferences_for(
+        self, config: Config, task: str, ids: tuple[int, ...] | None = None
+    ) -> PreferenceSelection:
+        """The project's most relevant active preferences for this task, rendered for the system prompt;
+        with `ids`, exactly those (a replay injects what its recording was told)."""
         from corral.state import preferences
 
-        prefs = preferences.retrieve(
-            self.state(config), config.project.name, task, preferences.likely_paths_from_text(task) or None
-        )
+        if ids is not None:
+            prefs = [preferences.get_preference(self.state(config), i) for i in ids]
+        else:
+            prefs = preferences.retrieve(
+                self.state(config),
+                config.project.name,
+                task,
+                preferences.likely_paths_from_text(task) or None,
+            )
         if not prefs:
             return PreferenceSelection((), "")
         return PreferenceSelection(tuple(str(p.id) for p in prefs), preferences.render_prompt_section(prefs))

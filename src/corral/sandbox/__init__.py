@@ -49,6 +49,8 @@ class SandboxSpec:
     pids: int = 512
     env: dict[str, str] = field(default_factory=dict)
     purpose: str = "agent"
+    readonly_files: dict[str, Path] = field(default_factory=dict)
+    """Container path -> host file, bound read-only (the shell's managed settings and hook forwarder)."""
 
     @classmethod
     def from_config(
@@ -62,6 +64,7 @@ class SandboxSpec:
         required_paths: tuple[str, ...] = (),
         socket_dir: Path | None = None,
         bridges: dict[int, str] | None = None,
+        readonly_files: dict[str, Path] | None = None,
         image: str | None = None,
     ) -> SandboxSpec:
         """The project's `[sandbox]` section, for one container of run `run_id`.
@@ -88,6 +91,7 @@ class SandboxSpec:
             memory=config.memory,
             pids=config.pids,
             purpose=purpose,
+            readonly_files=dict(readonly_files or {}),
         )
 
 
@@ -118,8 +122,11 @@ class Sandbox(Protocol):
         """Run argv inside the container as the agent user and return its combined output."""
         ...
 
-    def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
-        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached."""
+    def exec_command(
+        self, argv: list[str], *, env: dict[str, str] | None = None, tty: bool = False
+    ) -> list[str]:
+        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached;
+        with `tty`, on a pseudo-terminal (`-it`), for the interactive CLI."""
         ...
 
     def self_test(self, host_probe_port: int) -> SelfTestReport:

@@ -27,7 +27,8 @@ REVISIONS = (
     "0002_row_level_security",
     "0003_preference_search",
     "0004_delivery",
-    "0005_users",
+    "0005_regressions",
+    "0006_users",
 )
 """Every packaged revision, oldest first; the last is head."""
 

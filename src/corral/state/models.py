@@ -108,6 +108,24 @@ class ModelPin(Record):
     pinned_at: datetime
 
 
+class RegressionRecord(Record):
+    """One `corral regress` suite's summary: what `corral model promote` requires a fresh pass of."""
+
+    id: int
+    team: str
+    project: str
+    candidate: str
+    baseline: str
+    verdict: Literal["pass", "fail", "inconclusive", "empty"]
+    partial: bool
+    tasks: int
+    epochs: int
+    summary: dict[str, Any]
+    report_path: str
+    created_by: str
+    created_at: datetime
+
+
 class TokenRecord(Record):
     """A capability token as stored: only the sha256 of its secret, never the secret."""
 

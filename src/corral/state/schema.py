@@ -47,6 +47,7 @@ TEAM_SCOPED = (
     "model_pins",
     "tokens",
     "preferences",
+    "regressions",
     "users",
 )
 
@@ -184,6 +185,25 @@ preferences = sa.Table(
     sa.Column("superseded_by", sa.Integer, sa.ForeignKey("preferences.id"), nullable=True),
     sa.Column("retired_at", UTCDateTime, nullable=True),
     sa.Index("ix_preferences_project", "team", "project"),
+)
+
+regressions = sa.Table(
+    "regressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("candidate", sa.String(100), nullable=False),
+    sa.Column("baseline", sa.String(100), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("partial", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("tasks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("epochs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("summary", json_type(), nullable=False),
+    sa.Column("report_path", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_regressions_candidate", "team", "project", "candidate", "id"),
 )
 
 users = sa.Table(

@@ -1,8 +1,8 @@
 """Users of `corral server`: a name, a role (viewer, approver, admin), an argon2 password hash and the
 sha256 of an API token, per team, under the same row-level security as every team table.
 
-Revision ID: 0005_users
-Revises: 0004_delivery
+Revision ID: 0006_users
+Revises: 0005_regressions
 Create Date: 2026-12-01
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_users"
-down_revision = "0004_delivery"
+revision = "0006_users"
+down_revision = "0005_regressions"
 branch_labels = None
 depends_on = None
 
