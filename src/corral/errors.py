@@ -14,6 +14,7 @@ CorralError
 │                        or for another audience; `reason` names which (one vocabulary for the
 │                        gateway's tokens and the state DB's)
 ├── UpstreamFailure      a gateway upstream timed out, crashed or is unavailable; `kind` says which
+├── IncidentSourceError  `corral incident SOURCE` names no Sentry issue or Datadog monitor/incident
 ├── ServeError           a socket or port to serve on is in use or cannot be bound
 ├── StoreError           a state or audit store is unreachable or misconfigured
 │   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
@@ -97,6 +98,10 @@ class UpstreamFailure(CorralError):
     def __init__(self, kind: UpstreamFailureKind, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.kind: UpstreamFailureKind = kind
+
+
+class IncidentSourceError(CorralError):
+    pass
 
 
 class ServeError(CorralError):
