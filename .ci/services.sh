@@ -9,7 +9,7 @@ FERRETDB_VERSION=v1.24.2
 PG_PORT=${PG_PORT:-55432}
 PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 FERRET_PORT=${FERRET_PORT:-57017}
-NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory @sentry/mcp-server@0.39.0"
+NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory @sentry/mcp-server@0.39.0 @winor30/mcp-server-datadog@1.8.0"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
