@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from corral.events import GatewayCall, GatewayDecision
+from corral.audit.timeline import timeline
+from corral.events import AnyEvent, GatewayCall, GatewayDecision
 from corral.gateway.config import UpstreamConfig
 from tests.gateway.conftest import MemorySink, mcp_client
 from tests.incident.conftest import npm_entry
@@ -67,3 +68,11 @@ async def test_read_allowed_write_denied_all_audited(
     assert [c.arguments_hash for c in calls] == [d.arguments_hash for d in decisions]
     assert all(len(c.arguments_hash) == 64 for c in calls)
     assert [r for r in fake.requests if not r.startswith("GET ")] == []  # no write reached Sentry
+    # The audit timeline lists the incident read under "saw"; the refused writes stay under "did".
+    assert [c.access for c in calls] == ["read", "write", "write"]
+    events: list[AnyEvent] = list(sink.of(GatewayCall))
+    assert [(e.section, e.summary.split("(")[0]) for e in timeline(events)] == [
+        ("saw", "incident read sentry.get_sentry_resource"),
+        ("did", "gateway sentry.update_issue: denied"),
+        ("did", "gateway sentry.execute_sentry_tool: denied"),
+    ]

@@ -1,6 +1,7 @@
 """A run's events as a timeline: what the agent saw, decided, did, and what shipped.
 
-- saw:      model.request (a summary of the newest user turn)
+- saw:      model.request (a summary of the newest user turn), and gateway.call of a read-class tool
+            of an incident upstream (sentry, datadog): the evidence an incident run read
 - decided:  model.response (text, tool_use), tool.denied, gateway.decision
 - did:      tool.call, tool.result, shell.command (with exit code), file.edit (with diff),
             gateway.call, secret.requested
@@ -25,6 +26,7 @@ from rich.text import Text
 from corral import events as ev
 from corral.display import visible
 from corral.events import AnyEvent
+from corral.incident.source import INCIDENT_UPSTREAMS
 
 Section = Literal["saw", "decided", "did", "shipped", "run"]
 _STYLE: dict[str, str] = {
@@ -54,6 +56,10 @@ class Entry(BaseModel):
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _incident_upstream(tool_name: str) -> bool:
+    return tool_name.split(".", 1)[0] in INCIDENT_UPSTREAMS
 
 
 def entry(event: AnyEvent) -> Entry:
@@ -99,6 +105,10 @@ def entry(event: AnyEvent) -> Entry:
             section = "did"
             summary = f"edit {event.path}"
             detail = event.diff
+        case ev.GatewayCall() if event.access == "read" and _incident_upstream(event.tool_name):
+            # An incident run's evidence: what it read from Sentry or Datadog is what it saw.
+            section = "saw"
+            summary = f"incident read {event.tool_name}({_short(str(event.arguments), 100)}): {event.outcome}"
         case ev.GatewayCall():
             section = "did"
             summary = f"gateway {event.tool_name}: {event.outcome}"

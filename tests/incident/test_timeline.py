@@ -1,0 +1,20 @@
+"""Only a read-class call of an incident upstream is evidence the run saw; everything else it did."""
+
+from __future__ import annotations
+
+from corral.audit.timeline import timeline
+from corral.events import AnyEvent, GatewayCall
+
+
+def test_only_incident_reads_go_under_saw() -> None:
+    events: list[AnyEvent] = [
+        GatewayCall(token_id="t", tool_name="sentry.search_events", access="read", outcome="ok"),
+        GatewayCall(token_id="t", tool_name="datadog.get_logs", access="read", outcome="unavailable"),
+        GatewayCall(token_id="t", tool_name="datadog.mute_host", access="write", outcome="denied"),
+        GatewayCall(token_id="t", tool_name="forge.list_checks", access="read", outcome="ok"),
+        GatewayCall(token_id="t", tool_name="sentry.update_issue", outcome="denied"),  # before `access`
+    ]
+    for seq, event in enumerate(events):
+        event.seq = seq
+    assert [e.section for e in timeline(events)] == ["saw", "saw", "did", "did", "did"]
+    assert "unavailable" in timeline(events)[1].summary  # a failed read is shown as failed
