@@ -12,6 +12,7 @@ import pytest
 from corral.audit.timeline import timeline
 from corral.events import AnyEvent, GatewayCall, GatewayDecision
 from corral.gateway.config import UpstreamConfig
+from corral.incident.fakes import FakeApi
 from tests.gateway.conftest import MemorySink, mcp_client
 from tests.incident.conftest import npm_entry
 
@@ -28,21 +29,24 @@ SENTRY_READ = (
 )
 
 
-async def test_read_allowed_write_denied_all_audited(
-    incident_gateway: Any, fake_api: Any, sink: MemorySink, tmp_path: Path
-) -> None:
-    fake = fake_api("sentry")
-    upstream = UpstreamConfig(
+def sentry(fake: FakeApi, home: Path) -> UpstreamConfig:
+    return UpstreamConfig(
         command="node",
         args=[str(npm_entry("@sentry/mcp-server/dist/index.js")), f"--host={fake.host}"],
         env={
             "SENTRY_ACCESS_TOKEN": "${secret:INCIDENT_TOKEN}",
             "NODE_EXTRA_CA_CERTS": str(fake.tls.ca_pem),
-            "HOME": str(tmp_path),
+            "HOME": str(home),
         },
         timeout_seconds=20.0,
     )
-    gateway = incident_gateway("sentry", upstream, SENTRY_READ)
+
+
+async def test_read_allowed_write_denied_all_audited(
+    incident_gateway: Any, fake_api: Any, sink: MemorySink, tmp_path: Path
+) -> None:
+    fake = fake_api("sentry")
+    gateway = incident_gateway("sentry", sentry(fake, tmp_path), SENTRY_READ)
     async with mcp_client(gateway.socket_path, gateway.token) as client:
         listed = {t.name for t in (await client.list_tools()).tools}
         read = await client.call_tool(
@@ -76,3 +80,23 @@ async def test_read_allowed_write_denied_all_audited(
         ("did", "gateway sentry.update_issue: denied"),
         ("did", "gateway sentry.execute_sentry_tool: denied"),
     ]
+
+
+async def test_an_unreachable_sentry_gives_the_agent_an_error_naming_the_read_and_is_audited(
+    incident_gateway: Any, fake_api: Any, sink: MemorySink, tmp_path: Path
+) -> None:
+    fake = fake_api("sentry")
+    gateway = incident_gateway("sentry", sentry(fake, tmp_path), SENTRY_READ)
+    fake.stop()  # Sentry goes away mid-incident: the server is up, its API is not
+    async with mcp_client(gateway.socket_path, gateway.token) as client:
+        result = await client.call_tool(
+            "sentry_get_sentry_resource", {"url": "https://acme.sentry.io/issues/4211/"}
+        )
+        # The gateway and the session are still usable afterwards.
+        assert {t.name for t in (await client.list_tools()).tools} == {f"sentry_{t}" for t in SENTRY_READ}
+    assert result.is_error and result.content[0].text
+    (call,) = sink.of(GatewayCall)
+    assert (call.tool_name, call.access, call.outcome) == ("sentry.get_sentry_resource", "read", "error")
+    events: list[AnyEvent] = [call]
+    (entry,) = timeline(events)
+    assert entry.section == "saw" and entry.summary.endswith(": error")
