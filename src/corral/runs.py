@@ -38,6 +38,7 @@ from corral.events import (
     SandboxRemoved,
     SandboxSelfTest,
 )
+from corral.incident.evidence import EvidenceCollector
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
@@ -143,6 +144,7 @@ class _Run:
         run_id: str,
         recorder: RunRecorder,
         sink: EventSink,
+        evidence: EvidenceCollector,
     ) -> None:
         self.services = services
         self.request = request
@@ -154,6 +156,8 @@ class _Run:
         self.state = services.state(config)
         self.recorder = recorder
         self.sink = sink
+        self.evidence = evidence
+        """Incident reads the run's gateway audited (it watches `sink`): the result lists them."""
         self.resources = _Resources()
         self.phase = Phase.QUEUED
         self.protection = Protection.from_config(config)
@@ -201,8 +205,11 @@ class _Run:
                 f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
             )
         recorder = audit.for_run(record.run_id)
-        sink = ObservedSink(recorder, observers)
-        return cls(services, request, config, playbook, repo_info, backend, record.run_id, recorder, sink)
+        evidence = EvidenceCollector()
+        sink = ObservedSink(recorder, [*observers, evidence])
+        return cls(
+            services, request, config, playbook, repo_info, backend, record.run_id, recorder, sink, evidence
+        )
 
     def move(self, to: Phase, why: str = "") -> None:
         self.state.transition(self.run_id, to, why)
@@ -327,6 +334,7 @@ class _Run:
                 "turns": outcome.turns,
                 "stop_reason": outcome.stop_reason,
                 "text": outcome.result[:4000],
+                **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
             },
         )
         self.remove_sandboxes()

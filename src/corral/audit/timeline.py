@@ -26,7 +26,7 @@ from rich.text import Text
 from corral import events as ev
 from corral.display import visible
 from corral.events import AnyEvent
-from corral.incident.source import INCIDENT_UPSTREAMS
+from corral.incident.evidence import is_incident_read
 
 Section = Literal["saw", "decided", "did", "shipped", "run"]
 _STYLE: dict[str, str] = {
@@ -56,10 +56,6 @@ class Entry(BaseModel):
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _incident_upstream(tool_name: str) -> bool:
-    return tool_name.split(".", 1)[0] in INCIDENT_UPSTREAMS
 
 
 def entry(event: AnyEvent) -> Entry:
@@ -105,7 +101,7 @@ def entry(event: AnyEvent) -> Entry:
             section = "did"
             summary = f"edit {event.path}"
             detail = event.diff
-        case ev.GatewayCall() if event.access == "read" and _incident_upstream(event.tool_name):
+        case ev.GatewayCall() if is_incident_read(event):
             # An incident run's evidence: what it read from Sentry or Datadog is what it saw.
             section = "saw"
             summary = f"incident read {event.tool_name}({_short(str(event.arguments), 100)}): {event.outcome}"
