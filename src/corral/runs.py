@@ -39,6 +39,7 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.incident.evidence import EvidenceCollector
+from corral.incident.source import IncidentSource, incident_grants
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
@@ -72,6 +73,8 @@ class RunRequest:
     repo: Path
     playbook: Path | None = None
     config_path: Path | None = None
+    incident: IncidentSource | None = None
+    """An incident run: the source's read class is granted, and glob grants reaching its writes dropped."""
 
 
 @dataclass
@@ -112,6 +115,11 @@ class RunOrchestrator:
     def prepare_inputs(self, request: RunRequest) -> tuple[Config, Playbook | None]:
         """Validate everything the user gave before anything is created."""
         config = load_config(request.repo.expanduser().resolve(), request.config_path)
+        if request.incident is not None:
+            grants = incident_grants(list(config.gateway.grants), request.incident)
+            config = config.model_copy(
+                update={"gateway": config.gateway.model_copy(update={"grants": grants})}
+            )
         playbook = Playbook.from_path(request.playbook) if request.playbook else None
         return config, playbook
 

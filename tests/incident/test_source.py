@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.errors import IncidentSourceError
-from corral.incident.source import IncidentSource, parse_source
+from corral.incident.source import IncidentSource, incident_grants, parse_source
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,15 @@ def test_rejected_forms_name_the_accepted_ones(text: str) -> None:
     with pytest.raises(IncidentSourceError) as info:
         parse_source(text)
     assert "sentry:ORG/ISSUE_ID" in str(info.value)
+
+
+def test_incident_grants_add_the_read_class_and_drop_globs_that_reach_writes() -> None:
+    source = parse_source("sentry:acme/1")
+    grants = ["forge.comment", "sentry.*", "*.*", "s*.update_issue", "datadog.*:read", "sentry.update_issue"]
+    assert incident_grants(grants, source) == [
+        "forge.comment",
+        "datadog.*:read",
+        "sentry.update_issue",  # named exactly in corral.toml: the operator's explicit choice
+        "sentry.*:read",
+    ]
+    assert incident_grants(["sentry.*:read"], source) == ["sentry.*:read"]

@@ -24,14 +24,16 @@ from corral.cli.progress import ProgressPrinter
 from corral.display import visible, visible_line
 
 
-def _run(task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool) -> Any:
+def _run(
+    task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool, incident: Any = None
+) -> Any:
     from corral.runs import RunOrchestrator, RunRequest
 
     printer = ProgressPrinter(err, json_lines=as_json)
     services = _services(printer.message, repo=repo)
     sigterm_as_interrupt()  # the run is recorded as failed and its container removed
     try:
-        request = RunRequest(task=task, repo=repo, playbook=playbook, config_path=config)
+        request = RunRequest(task=task, repo=repo, playbook=playbook, config_path=config, incident=incident)
         orchestrator = RunOrchestrator(services, [printer])
         run_id = orchestrator.run(request)
         record = orchestrator.record(run_id)
@@ -73,6 +75,43 @@ def register(app: typer.Typer) -> None:
         Without ANTHROPIC_API_KEY in the environment, or with --playbook, the model is the scripted one.
         """
         record = _run(task, repo, playbook, config, as_json)
+        if record.phase != "awaiting_approval":
+            raise typer.Exit(1)
+
+    @app.command()
+    def incident(
+        source: Annotated[
+            str,
+            typer.Argument(
+                help="A Sentry issue URL, sentry:ORG/ID, datadog:monitor/ID or datadog:incident/ID."
+            ),
+        ],
+        repo: RepoOption = Path("."),
+        playbook: Annotated[
+            Path | None,
+            typer.Option(help="Play this scripted-model playbook instead of calling a live model."),
+        ] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Investigate one incident and propose a fix: the run reads it through the gateway, read-only.
+
+        The incident's summary is fetched on the host first, so a bad SOURCE stops before any sandbox.
+        """
+        from corral.cli.gateway import _gateway
+        from corral.incident.source import parse_source
+        from corral.incident.summary import fetch_summary, incident_task
+
+        parsed = parse_source(source)
+        fetch_id = f"incident-{parsed.vendor}-{parsed.kind}-{parsed.id}"
+        services = _services(repo=repo)
+        recorder = services.audit(services.scope.config).for_run(fetch_id)
+        try:
+            gateway, _ = _gateway(services, repo, None, recorder)
+            summary = fetch_summary(gateway, parsed, run_id=fetch_id)
+        finally:
+            recorder.close()
+            services.close()
+        record = _run(incident_task(parsed, summary), repo, playbook, None, as_json, incident=parsed)
         if record.phase != "awaiting_approval":
             raise typer.Exit(1)
 

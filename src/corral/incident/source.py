@@ -9,6 +9,7 @@ datadog:incident/ID
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -70,3 +71,20 @@ def _sentry_url(value: str) -> IncidentSource:
             f"or pass {FORMS}",
         )
     return IncidentSource("sentry", "issue", path["id"], org)
+
+
+def incident_grants(grants: list[str], source: IncidentSource) -> list[str]:
+    """corral.toml's grants for an incident run: plus the source's read class, minus every glob grant
+    that would reach an incident upstream's write tools. A write tool stays granted only when
+    corral.toml names it exactly (e.g. `sentry.update_issue`): that is the operator saying so."""
+    kept = [g for g in grants if not _broad_incident_grant(g)]
+    read = f"{source.vendor}.*:read"
+    return kept if read in kept else [*kept, read]
+
+
+def _broad_incident_grant(grant: str) -> bool:
+    head = grant.split("(", 1)[0].strip()
+    if head.endswith(":read") or not any(c in head for c in "*?["):
+        return False
+    upstream = head.split(".", 1)[0]
+    return any(fnmatch.fnmatchcase(name, upstream) for name in INCIDENT_UPSTREAMS)
