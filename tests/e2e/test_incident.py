@@ -5,7 +5,10 @@ run's result and under "saw" in the audit timeline."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +91,39 @@ def test_incident_run_reads_the_trace_fixes_the_file_and_waits_for_approval(
     saw = [e.summary for e in timeline(result.events) if e.section == "saw"]
     assert any("incident read sentry.get_sentry_resource" in s for s in saw)
     assert [r for r in fake.requests if not r.startswith("GET ")] == []
+
+
+def _corral(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    return subprocess.run(
+        [sys.executable, "-m", "corral", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_corral_demo_incident_runs_the_whole_flow_and_audit_show_lists_the_reads_under_saw(
+    agent_image: str, tmp_path: Path
+) -> None:
+    npm = str(npm_entry("@sentry/mcp-server/dist/index.js")).split("/node_modules/")[0]
+    proc = _corral("demo", "--incident", "--dir", str(tmp_path / "sample"), "--json", CORRAL_MCP_NPM_DIR=npm)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout[proc.stdout.index('{\n  "summary"') :])["summary"]
+    assert summary["phase"] == "awaiting_approval" and summary["checks_passed"] is True
+    assert "sentry:acme/4211" in summary["task"] and "calc/ops.py" in summary["task"]
+    assert [e["tool"] for e in summary["result"]["evidence"]] == ["sentry.get_sentry_resource"]
+    shown = _corral("audit", "show", summary["run_id"], "--repo", str(tmp_path / "sample"), COLUMNS="250")
+    assert shown.returncode == 0, shown.stderr
+    saw = [line for line in shown.stdout.splitlines() if line.split()[2:3] == ["saw"]]
+    assert any("incident read sentry.get_sentry_resource" in line for line in saw), shown.stdout
+
+
+def test_corral_demo_incident_says_how_to_install_the_sentry_server(tmp_path: Path) -> None:
+    proc = _corral(
+        "demo", "--incident", "--dir", str(tmp_path / "s"), CORRAL_MCP_NPM_DIR=str(tmp_path / "none")
+    )
+    assert proc.returncode == 2
+    assert "npm install --prefix" in proc.stderr and "@sentry/mcp-server@0.39.0" in proc.stderr
+    assert not (tmp_path / "s").exists()  # nothing was created
