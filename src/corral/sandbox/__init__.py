@@ -62,15 +62,21 @@ class SandboxSpec:
         required_paths: tuple[str, ...] = (),
         socket_dir: Path | None = None,
         bridges: dict[int, str] | None = None,
+        image: str | None = None,
     ) -> SandboxSpec:
         """The project's `[sandbox]` section, for one container of run `run_id`.
 
         The paths come from `protection` (`Protection.from_config`), which adds corral's own control
-        files to the section's read-only paths, and from the base commit (`required_paths`).
+        files to the section's read-only paths, and from the base commit (`required_paths`). `image`
+        is what `Services.ensure_images` resolved: a `[sandbox.image]` recipe has no name of its own
+        until it is built.
         """
+        chosen = image or config.image_name
+        if chosen is None:
+            raise ValueError("a [sandbox.image] recipe needs the built image's tag (image=)")
         return cls(
             run_id=run_id,
-            image=config.image,
+            image=chosen,
             workspace=workspace,
             workdir=config.workdir,
             readonly_paths=protection.readonly.patterns,
