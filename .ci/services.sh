@@ -9,7 +9,7 @@ FERRETDB_VERSION=v1.24.2
 PG_PORT=${PG_PORT:-55432}
 PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 FERRET_PORT=${FERRET_PORT:-57017}
-NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory"
+NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory @sentry/mcp-server@0.39.0 @winor30/mcp-server-datadog@1.8.0"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -122,7 +122,11 @@ start_ferretdb() {
 install_npm_mcp() {
   local dir=$CORRAL_SERVICES_DIR/npm
   mkdir -p "$dir"
-  if [[ ! -d $dir/node_modules/@modelcontextprotocol/server-everything ]]; then
+  local pkg missing=0
+  for pkg in $NPM_MCP_PACKAGES; do
+    [[ -d $dir/node_modules/${pkg%@[0-9]*} ]] || missing=1
+  done
+  if (( missing )); then
     log "npm install $NPM_MCP_PACKAGES"
     (cd "$dir" && npm install --silent --no-audit --no-fund $NPM_MCP_PACKAGES >/dev/null)
   fi

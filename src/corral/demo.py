@@ -76,12 +76,13 @@ def demo_playbook_path() -> Path:
     return Path(str(resources.files("corral") / "playbooks" / DEMO_PLAYBOOK))
 
 
-def create_demo_repo(target: Path) -> Path:
-    """Write the sample files and commit them on `main`; refuse to touch a non-empty directory."""
+def create_demo_repo(target: Path, extra: dict[str, str] | None = None, config: str = DEMO_CONFIG) -> Path:
+    """Write the sample files (and `extra`) and commit them on `main`; refuse a non-empty directory."""
     if target.exists() and any(target.iterdir()):
         raise WorkspaceError(f"{target}: exists and is not empty", hint="pass --dir with a new directory")
     target.mkdir(parents=True, exist_ok=True)
-    for rel, text in {**DEMO_FILES, "corral.toml": DEMO_CONFIG, ".gitignore": DEMO_GITIGNORE}.items():
+    files = {**DEMO_FILES, **(extra or {}), "corral.toml": config, ".gitignore": DEMO_GITIGNORE}
+    for rel, text in files.items():
         path = target / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

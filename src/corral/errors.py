@@ -24,6 +24,7 @@ CorralError
 │                        or for another audience; `reason` names which (one vocabulary for the
 │                        gateway's tokens and the state DB's)
 ├── UpstreamFailure      a gateway upstream timed out, crashed or is unavailable; `kind` says which
+├── IncidentSourceError  `corral incident SOURCE` names no Sentry issue or Datadog monitor/incident
 ├── ServeError           a socket or port to serve on is in use or cannot be bound
 ├── ShellError           `corral shell` cannot open an interactive session (no terminal, a HOME
 │                        the sandbox refused)
@@ -155,6 +156,10 @@ class UpstreamFailure(CorralError):
     def __init__(self, kind: UpstreamFailureKind, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.kind: UpstreamFailureKind = kind
+
+
+class IncidentSourceError(CorralError):
+    pass
 
 
 class ServeError(CorralError):

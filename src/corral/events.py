@@ -217,6 +217,8 @@ class GatewayCall(Event):
     arguments: dict[str, Any] = {}
     arguments_hash: str = ""
     outcome: str = ""
+    access: str = ""
+    """The operator's class of the tool ("read"/"write"), "" for a tool the gateway does not know."""
     result_bytes: int = 0
     upstream_ms: float = 0.0
 

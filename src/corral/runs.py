@@ -41,6 +41,8 @@ from corral.events import (
     SandboxSelfTest,
 )
 from corral.identity import current_user
+from corral.incident.evidence import EvidenceCollector
+from corral.incident.source import IncidentSource, incident_grants
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.paths import Protection
@@ -98,6 +100,9 @@ class RunRequest:
     cassette: Cassette | None = None
     preference_ids: tuple[int, ...] | None = None
     """Inject exactly these preferences (a replay: what the recording was told) instead of retrieving."""
+
+    incident: IncidentSource | None = None
+    """An incident run: the source's read class is granted, and glob grants reaching its writes dropped."""
 
 
 def _evaluation_grants(grants: list[str]) -> list[str]:
@@ -158,6 +163,11 @@ class RunOrchestrator:
             config = config.model_copy(
                 update={"gateway": config.gateway.model_copy(update={"grants": grants})}
             )
+        if request.incident is not None:
+            grants = incident_grants(list(config.gateway.grants), request.incident)
+            config = config.model_copy(
+                update={"gateway": config.gateway.model_copy(update={"grants": grants})}
+            )
         script: Script | None = request.cassette
         if script is None and request.playbook is not None:
             if is_cassette_file(request.playbook):
@@ -214,6 +224,7 @@ class _Run:
         run_id: str,
         recorder: RunRecorder,
         sink: EventSink,
+        evidence: EvidenceCollector | None = None,
     ) -> None:
         self.services = services
         self.request = request
@@ -225,6 +236,8 @@ class _Run:
         self.state = services.state(config)
         self.recorder = recorder
         self.sink = sink
+        self.evidence = evidence or EvidenceCollector()
+        """Incident reads the run's gateway audited (it watches `sink`): the result lists them."""
         self.resources = _Resources()
         self.image: str | None = None
         """The image every sandbox of this run uses, resolved (and verified) once in prepare."""
@@ -278,8 +291,11 @@ class _Run:
                 f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
             )
         recorder = audit.for_run(record.run_id)
-        sink = ObservedSink(recorder, observers)
-        return cls(services, request, config, playbook, repo_info, backend, record.run_id, recorder, sink)
+        evidence = EvidenceCollector()
+        sink = ObservedSink(recorder, [*observers, evidence])
+        return cls(
+            services, request, config, playbook, repo_info, backend, record.run_id, recorder, sink, evidence
+        )
 
     def move(self, to: Phase, why: str = "") -> None:
         self.state.transition(self.run_id, to, why)
@@ -470,6 +486,7 @@ class _Run:
                 "turns": outcome.turns,
                 "stop_reason": outcome.stop_reason,
                 "text": outcome.result[:4000],
+                **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
             },
         )
         self.remove_sandboxes()

@@ -1,6 +1,8 @@
 """A run's events as a timeline: what the agent saw, decided, did, and what shipped.
 
-- saw:      model.request (a summary of the newest user turn), human.prompt (what a human typed)
+- saw:      model.request (a summary of the newest user turn), human.prompt (what a human typed),
+            and gateway.call of a read-class tool of an incident upstream (sentry, datadog): the
+            evidence an incident run read
 - decided:  model.response (text, tool_use), tool.denied, gateway.decision
 - did:      tool.call, tool.result, shell.command (with exit code), file.edit (with diff),
             gateway.call, secret.requested
@@ -25,6 +27,7 @@ from rich.text import Text
 from corral import events as ev
 from corral.display import visible
 from corral.events import AnyEvent
+from corral.incident.evidence import is_incident_read
 
 Section = Literal["saw", "decided", "did", "shipped", "run"]
 _STYLE: dict[str, str] = {
@@ -102,6 +105,10 @@ def entry(event: AnyEvent) -> Entry:
             section = "did"
             summary = f"edit {event.path}"
             detail = event.diff
+        case ev.GatewayCall() if is_incident_read(event):
+            # An incident run's evidence: what it read from Sentry or Datadog is what it saw.
+            section = "saw"
+            summary = f"incident read {event.tool_name}({_short(str(event.arguments), 100)}): {event.outcome}"
         case ev.GatewayCall():
             section = "did"
             summary = f"gateway {event.tool_name}: {event.outcome}"

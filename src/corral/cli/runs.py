@@ -30,6 +30,7 @@ def _run(
     playbook: Path | None,
     config: Path | None,
     as_json: bool,
+    incident: Any = None,
     server: str | None = None,
 ) -> Any:
     from corral.runs import RunOrchestrator, RunRequest
@@ -47,7 +48,7 @@ def _run(
     services = _services(printer.message, repo=repo)
     sigterm_as_interrupt()  # the run is recorded as failed and its container removed
     try:
-        request = RunRequest(task=task, repo=repo, playbook=playbook, config_path=config)
+        request = RunRequest(task=task, repo=repo, playbook=playbook, config_path=config, incident=incident)
         orchestrator = RunOrchestrator(services, [printer])
         run_id = orchestrator.run(request)
         record = orchestrator.record(run_id)
@@ -72,6 +73,50 @@ def _print_summary(record: Any) -> None:
     out.print(f"  see: corral show {record.run_id} | corral audit show {record.run_id}", highlight=False)
 
 
+def _fetch_incident(repo: Path, source: Any) -> str:
+    """The incident's summary through the repo's gateway, on the host, audited under its own id."""
+    from corral.cli.gateway import _gateway
+    from corral.incident.summary import fetch_summary
+
+    fetch_id = f"incident-{source.vendor}-{source.kind}-{source.id}"
+    services = _services(repo=repo)
+    recorder = services.audit(services.scope.config).for_run(fetch_id)
+    try:
+        gateway, _ = _gateway(services, repo, None, recorder)
+        return fetch_summary(gateway, source, run_id=fetch_id)
+    finally:
+        recorder.close()
+        services.close()
+
+
+def _incident_demo(target: Path | None, home: Path, as_json: bool) -> Any:
+    """`corral demo --incident`: the Sentry fake, the demo repo with its gateway file, the incident run."""
+    import os
+
+    from corral.demo import DEMO_CONFIG, create_demo_repo
+    from corral.incident import demo
+    from corral.incident.fakes import FakeApi, make_tls
+    from corral.incident.source import parse_source
+    from corral.incident.summary import incident_task
+
+    entry = demo.sentry_entry(home)  # before anything is created: say how to install it
+    target = target or home / "demo" / time.strftime("incident-%Y%m%d-%H%M%S")
+    scratch = target.with_name(target.name + ".fake")
+    fake = FakeApi(demo.sentry_fixtures(), make_tls(scratch / "tls")).start()
+    try:
+        # The fake accepts any token; this one only lets the upstream start, and is never real.
+        os.environ.setdefault(demo.DEMO_TOKEN_ENV, "demo-token-for-the-local-fake")
+        files = {"corral-gateway.toml": demo.gateway_file(entry, fake, scratch)}
+        repo = create_demo_repo(target, files, demo.config_text(DEMO_CONFIG))
+        if not as_json:
+            err.print(f"sample repository: {repo}; Sentry fake on https://{fake.host}", highlight=False)
+        source = parse_source(demo.DEMO_SOURCE)
+        task = incident_task(source, _fetch_incident(repo, source))
+        return _run(task, repo, demo.playbook_path(), None, as_json, incident=source), repo
+    finally:
+        fake.stop()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
@@ -94,7 +139,35 @@ def register(app: typer.Typer) -> None:
 
         Without ANTHROPIC_API_KEY in the environment, or with --playbook, the model is the scripted one.
         """
-        record = _run(task, repo, playbook, config, as_json, server)
+        record = _run(task, repo, playbook, config, as_json, server=server)
+        if record.phase != "awaiting_approval":
+            raise typer.Exit(1)
+
+    @app.command()
+    def incident(
+        source: Annotated[
+            str,
+            typer.Argument(
+                help="A Sentry issue URL, sentry:ORG/ID, datadog:monitor/ID or datadog:incident/ID."
+            ),
+        ],
+        repo: RepoOption = Path("."),
+        playbook: Annotated[
+            Path | None,
+            typer.Option(help="Play this scripted-model playbook instead of calling a live model."),
+        ] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Investigate one incident and propose a fix: the run reads it through the gateway, read-only.
+
+        The incident's summary is fetched on the host first, so a bad SOURCE stops before any sandbox.
+        """
+        from corral.incident.source import parse_source
+        from corral.incident.summary import incident_task
+
+        parsed = parse_source(source)
+        summary = _fetch_incident(repo, parsed)
+        record = _run(incident_task(parsed, summary), repo, playbook, None, as_json, incident=parsed)
         if record.phase != "awaiting_approval":
             raise typer.Exit(1)
 
@@ -104,16 +177,25 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--dir", help="Where to create the sample repository.")
         ] = None,
         as_json: JsonFlag = False,
+        incident: Annotated[
+            bool,
+            typer.Option(
+                "--incident", help="Start from a Sentry issue (a local fake) read through the gateway."
+            ),
+        ] = False,
     ) -> None:
         """Create a small repo with a failing test and let the scripted agent fix it, end to end."""
         from corral.demo import DEMO_TASK, create_demo_repo, demo_playbook_path
 
         services = _services()
-        target = directory or services.settings.home / "demo" / time.strftime("sample-%Y%m%d-%H%M%S")
-        repo = create_demo_repo(target)
-        if not as_json:
-            err.print(f"sample repository: {repo} (calc.add has a bug; its test fails)", highlight=False)
-        record = _run(DEMO_TASK, repo, demo_playbook_path(), None, as_json)
+        if incident:
+            record, repo = _incident_demo(directory, services.settings.home, as_json)
+        else:
+            target = directory or services.settings.home / "demo" / time.strftime("sample-%Y%m%d-%H%M%S")
+            repo = create_demo_repo(target)
+            if not as_json:
+                err.print(f"sample repository: {repo} (calc.add has a bug; its test fails)", highlight=False)
+            record = _run(DEMO_TASK, repo, demo_playbook_path(), None, as_json)
         run_id = record.run_id
         if not as_json:
             out.print("\nwhere to look next:", highlight=False)

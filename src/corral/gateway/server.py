@@ -282,6 +282,7 @@ class Gateway:
         upstream_ms: float,
     ) -> None:
         size = len(result.model_dump_json(by_alias=True, exclude_none=True))
+        entry = self.catalog().entries.get(tool)
         self._emit(
             record.run_id,
             GatewayCall.model_validate(
@@ -291,6 +292,7 @@ class Gateway:
                     arguments=dict(redacted),
                     arguments_hash=args_hash,
                     outcome=outcome,
+                    access=entry.access if entry is not None else "",
                     result_bytes=size,
                     upstream_ms=round(upstream_ms, 3),
                 )
