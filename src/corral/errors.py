@@ -30,8 +30,10 @@ CorralError
 │                        the sandbox refused)
 ├── StoreError           a state or audit store is unreachable or misconfigured
 │   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
-└── NotFound             a run, event or record that does not exist
-    └── RunNotFound      no such run in the team searched; `team` names it
+├── NotFound             a run, event or record that does not exist
+│   └── RunNotFound      no such run in the team searched; `team` names it
+├── AuthError            corral server: no session or token, a wrong password, or a role too low
+└── NotAvailable         an action this installation does not have yet (the server answers 501)
 """
 
 from __future__ import annotations
@@ -184,3 +186,15 @@ class RunNotFound(NotFound):
     def __init__(self, message: str, *, hint: str | None = None, team: str = "default") -> None:
         super().__init__(message, hint=hint)
         self.team = team
+
+
+class AuthError(CorralError):
+    """`status` is the HTTP status the server answers with: 401 for who-are-you, 403 for not-allowed."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int = 401) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class NotAvailable(CorralError):
+    pass

@@ -91,6 +91,8 @@ class RunRequest:
     playbook: Path | None = None
     """A playbook (YAML) or a cassette (JSON) for the scripted model to play."""
     config_path: Path | None = None
+    requester: str | None = None
+    """Who asked (a `corral server` user); None: the person at this keyboard (`corral.identity`)."""
     mode: RunMode = "run"
     model: str | None = None
     base_commit: str | None = None
@@ -280,7 +282,7 @@ class _Run:
             model=config.agent.model,
             small_model=config.agent.small_model,
             meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
-            requester=current_user(),
+            requester=request.requester or current_user(),
         )
         state.update_run(record.run_id, pid=os.getpid())
         audit = services.audit(config)

@@ -12,6 +12,7 @@ from corral.errors import NotFound
 from corral.state import preferences as prefs
 from corral.state.db import StateStore
 from corral.state.schema import TEAM_SCOPED
+from corral.state.users import add_user
 
 
 def _seed(store: StateStore, project: str) -> str:
@@ -25,6 +26,7 @@ def _seed(store: StateStore, project: str) -> str:
     store.record_regression(
         project, "claude-c-20260101", "claude-a-20250101", "pass", tasks=8, epochs=3, summary={}
     )
+    add_user(store, f"{store.team}-reviewer", "approver")
     return run_id
 
 

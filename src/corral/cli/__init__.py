@@ -73,9 +73,10 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, delivery, regress, runs, shell
+    from corral.cli import commands, delivery, regress, runs, server, shell
 
     runs.register(app)
+    server.register(app)
     runs.register_review(app)
     delivery.register(app)
     commands.register(app)
@@ -92,6 +93,7 @@ def _register_subcommands() -> None:
             "model",
             "Pinned models: pin, history, promote (gated on a passing regression).",
         ),
+        ("corral.cli.server", "user", "Users of corral server: add them, give them API tokens."),
     ):
         try:
             module = importlib.import_module(module_name)

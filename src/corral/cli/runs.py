@@ -25,11 +25,26 @@ from corral.display import visible, visible_line
 
 
 def _run(
-    task: str, repo: Path, playbook: Path | None, config: Path | None, as_json: bool, incident: Any = None
+    task: str,
+    repo: Path,
+    playbook: Path | None,
+    config: Path | None,
+    as_json: bool,
+    incident: Any = None,
+    server: str | None = None,
 ) -> Any:
     from corral.runs import RunOrchestrator, RunRequest
 
     printer = ProgressPrinter(err, json_lines=as_json)
+    if server:
+        from corral.web.client import run_on_server
+
+        record = run_on_server(server, task, repo, playbook, printer)
+        if as_json:
+            emit_json({"summary": record.model_dump(mode="json")})
+        else:
+            _print_summary(record)
+        return record
     services = _services(printer.message, repo=repo)
     sigterm_as_interrupt()  # the run is recorded as failed and its container removed
     try:
@@ -112,13 +127,19 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Play this scripted-model playbook instead of calling a live model."),
         ] = None,
         config: Annotated[Path | None, typer.Option(help="corral.toml to use (default: the repo's).")] = None,
+        server: Annotated[
+            str | None,
+            typer.Option(
+                help="Submit to this corral server (URL) and follow it; token from CORRAL_SERVER_TOKEN."
+            ),
+        ] = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Run TASK on the repo in a fresh sandbox, up to awaiting_approval.
 
         Without ANTHROPIC_API_KEY in the environment, or with --playbook, the model is the scripted one.
         """
-        record = _run(task, repo, playbook, config, as_json)
+        record = _run(task, repo, playbook, config, as_json, server=server)
         if record.phase != "awaiting_approval":
             raise typer.Exit(1)
 

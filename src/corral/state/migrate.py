@@ -28,6 +28,7 @@ REVISIONS = (
     "0003_preference_search",
     "0004_delivery",
     "0005_regressions",
+    "0006_users",
 )
 """Every packaged revision, oldest first; the last is head."""
 

@@ -48,6 +48,7 @@ TEAM_SCOPED = (
     "tokens",
     "preferences",
     "regressions",
+    "users",
 )
 
 projects = sa.Table(
@@ -203,4 +204,18 @@ regressions = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_regressions_candidate", "team", "project", "candidate", "id"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False, server_default=""),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("team", "name", name="uq_users_team_name"),
 )
