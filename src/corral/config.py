@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -16,6 +16,8 @@ CONFIG_FILE = "corral.toml"
 DATED_MODEL_ID = re.compile(r"^claude-[a-z0-9.-]+-\d{8}$")
 DEFAULT_CLAUDE_CODE = "2.1.332"
 DEFAULT_IMAGE = "corral/agent:default"
+SandboxRuntime = Literal["runc", "runsc"]
+"""The OCI runtime of every sandbox: runc shares the host kernel, runsc (gVisor) puts its own between."""
 
 
 class _Section(BaseModel):
@@ -55,6 +57,8 @@ class SandboxConfig(_Section):
     memory: str = "4g"
     pids: Annotated[int, Field(ge=16)] = 512
     workdir: str = "/workspace"
+    runtime: SandboxRuntime = "runc"
+    """`CORRAL_SANDBOX_RUNTIME` overrides it on this host (`SandboxSpec.from_config` applies both)."""
     agent_may_edit_config: bool = False
     """When false, corral.toml and the gateway file are read-only to the agent like readonly_paths."""
 
@@ -188,6 +192,8 @@ agent_may_edit_config = false     # true lets the agent change corral.toml and t
 cpus = 2
 memory = "4g"
 pids = 512
+runtime = "runc"                  # "runsc": gVisor's kernel between the agent and the host's
+                                  # (`corral doctor` says how to install it); CORRAL_SANDBOX_RUNTIME overrides
 
 [checks]
 command = "pytest -q"             # run in a fresh sandbox on the agent's result
