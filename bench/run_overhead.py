@@ -7,7 +7,7 @@ Both sides play the same 50-Bash-call playbook with the scripted model, in the s
       bridged by socat, and `claude -p` with the same tools allowed.
 Prints the wall-time ratio a/b, corral's time to its first model request, the added latency per tool
 call (a−b)/50, and the orchestrator's peak memory, for each runtime in `--runtimes` (default runc and,
-when Docker has them registered, runsc and runsc-kvm); both sides of a pair use the same runtime.
+runsc when Docker has it registered; `runsc-kvm` only when asked); both sides of a pair use the same runtime.
 Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc]`.
 """
 
@@ -145,7 +145,7 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
 
 def registered_runtimes() -> list[str]:
     runtimes = docker_client().info().get("Runtimes", {})
-    return [name for name in ("runc", "runsc", "runsc-kvm") if name in runtimes]
+    return [name for name in ("runc", "runsc") if name in runtimes]
 
 
 def summary(runtime: str, runs: list[tuple[float, float, int, float]]) -> list[tuple[str, str, str]]:
@@ -169,7 +169,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runtimes", help="comma-separated Docker runtimes (default: all registered)")
+    parser.add_argument("--runtimes", help="Docker runtimes, comma-separated (default: runc, runsc)")
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
     runtimes = args.runtimes.split(",") if args.runtimes else registered_runtimes()
