@@ -16,9 +16,14 @@ demo: $(VENV)/.installed
 	source .ci/services.sh && install_packages demo && start_docker && \
 	env -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL -u ANTHROPIC_AUTH_TOKEN $(VENV)/bin/corral demo
 
+# The second pass runs the isolation tests again with every sandbox under gVisor (runsc): the sandbox
+# tests, and the e2e tests of escapes, masks and cleanup (a whole second suite would double CI time).
+RUNSC_TESTS ?= tests/sandbox tests/e2e/test_isolation.py tests/e2e/test_protected_paths.py tests/e2e/test_cleanup.py
+
 test: $(VENV)/.installed
 	source .ci/services.sh && services_up && \
-	CORRAL_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
+	CORRAL_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q -rs $(PYTEST_ARGS) && \
+	CORRAL_REQUIRE_SERVICES=1 CORRAL_SANDBOX_RUNTIME=runsc $(VENV)/bin/pytest -q -rs $(RUNSC_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
