@@ -183,7 +183,7 @@ max_turns = 60
 timeout_seconds = 1800                      # wall-clock limit; the container is stopped after it
 
 [sandbox]
-image = "corral/agent:default"    # your team's image, built FROM corral/base
+image = "corral/agent:default"    # your team's image, built FROM corral/agent:default
 # Path patterns read as in .gitignore: no slash matches at any depth ("*.pem"), a slash anchors at
 # the repository root ("config/secret.env", "/.env"), "*" stays within one directory, "**" crosses.
 readonly_paths = []               # e.g. ["billing/**", "migrations/prod/**"]: mounted read-only

@@ -109,11 +109,15 @@ class ModelRequest(Event):
     stream: bool = True
     last_user: str = ""
     """A short summary of the newest user turn: what the agent saw."""
+    dropped_betas: list[str] = []
+    """`anthropic-beta` values the proxy did not forward (model/request_filter.py)."""
 
 
 class ModelResponse(Event):
     kind: Literal["model.response"] = "model.response"
     request_model: str = Field(alias="gen_ai.request.model")
+    operation: str = Field(default="chat", alias="gen_ai.operation.name")
+    """`chat`, or `count_tokens`, whose input_tokens are a count and not usage."""
     response_model: str = Field(default="", alias="gen_ai.response.model")
     response_id: str = Field(default="", alias="gen_ai.response.id")
     exchange_id: str
@@ -135,7 +139,14 @@ class ModelRefused(Event):
 # ---- agent tools (from Claude Code hooks) ----------------------------------------------------
 
 
-class ToolCall(Event):
+class SandboxReported(Event):
+    """An event the host knows only because Claude Code, inside the sandbox, said so (a hook call or
+    its message stream): a claim by hostile ground, unlike what the host's own proxy and gateway saw."""
+
+    reported_by: Literal["sandbox"] = "sandbox"
+
+
+class ToolCall(SandboxReported):
     kind: Literal["tool.call"] = "tool.call"
     actor: Actor = "agent"
     tool_name: str = Field(alias="gen_ai.tool.name")
@@ -143,7 +154,7 @@ class ToolCall(Event):
     input: dict[str, Any] = {}
 
 
-class ToolResult(Event):
+class ToolResult(SandboxReported):
     kind: Literal["tool.result"] = "tool.result"
     actor: Actor = "agent"
     tool_name: str = Field(alias="gen_ai.tool.name")
@@ -152,7 +163,7 @@ class ToolResult(Event):
     is_error: bool = False
 
 
-class ToolDenied(Event):
+class ToolDenied(SandboxReported):
     kind: Literal["tool.denied"] = "tool.denied"
     actor: Actor = "agent"
     tool_name: str = Field(alias="gen_ai.tool.name")
@@ -161,7 +172,7 @@ class ToolDenied(Event):
     reason: str
 
 
-class ShellCommand(Event):
+class ShellCommand(SandboxReported):
     kind: Literal["shell.command"] = "shell.command"
     actor: Actor = "agent"
     tool_call_id: str = Field(alias="gen_ai.tool.call.id")
@@ -170,7 +181,7 @@ class ShellCommand(Event):
     output: str = ""
 
 
-class FileEdit(Event):
+class FileEdit(SandboxReported):
     kind: Literal["file.edit"] = "file.edit"
     actor: Actor = "agent"
     tool_call_id: str = Field(alias="gen_ai.tool.call.id")
@@ -178,7 +189,7 @@ class FileEdit(Event):
     diff: str = ""
 
 
-class AgentStopped(Event):
+class AgentStopped(SandboxReported):
     kind: Literal["agent.stopped"] = "agent.stopped"
     actor: Actor = "agent"
     reason: str = ""

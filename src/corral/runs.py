@@ -41,6 +41,7 @@ from corral.events import (
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
+from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import Phase
@@ -290,6 +291,7 @@ class _Run:
             "agent", socket_dir, {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
         )
         self.self_test(sandbox)
+        check_nodump(sandbox)
         self.warm.join()
         gateway = self.services.start_gateway(
             config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
@@ -435,17 +437,31 @@ class _Run:
                 hint="the container must have only loopback and no route to the host; check the Docker setup",
             )
 
-    def remove_sandboxes(self) -> None:
+    def remove_sandboxes(self, *, strict: bool = True) -> None:
+        """Remove the run's containers. With `strict`, one that cannot be removed fails the run: its
+        processes may still be writing to the workspace, so nothing may be committed or checked."""
+        failed: list[tuple[Sandbox, CorralError]] = []
         while self.resources.containers:
             sandbox = self.resources.containers.pop()
-            with contextlib.suppress(CorralError):
+            try:
                 sandbox.remove()
+            except CorralError as exc:
+                failed.append((sandbox, exc))
+                continue
             with contextlib.suppress(CorralError):
                 self.sink.emit(SandboxRemoved(container_id=sandbox.id))
+        self.resources.containers.extend(sandbox for sandbox, _ in failed)  # release() tries again
+        if failed and strict:
+            stuck, error = failed[0]
+            raise RunError(
+                f"could not remove sandbox {stuck.id[:12]}, so the run stops before anything else "
+                f"touches its workspace: {error.message}",
+                hint="check `docker ps -a` and the Docker Engine's log; `corral gc` removes what is left",
+            )
 
     def release(self) -> None:
         """Give back everything the run holds, in reverse order, whatever happened."""
-        self.remove_sandboxes()
+        self.remove_sandboxes(strict=False)
         for stop in reversed(self.resources.stoppers):
             with contextlib.suppress(Exception):
                 stop()

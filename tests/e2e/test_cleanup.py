@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from corral.audit.log import AuditLog
 from corral.services import Services
 from corral.settings import Settings
 from tests.e2e.conftest import leftovers, make_repo, run_task, stored_run
@@ -59,6 +60,18 @@ def _wait_for_running(settings: Settings, timeout: float = 180) -> str:
     raise AssertionError("the run never reached the running phase")
 
 
+def _wait_for_tool_call(settings: Settings, run_id: str, needle: str, timeout: float = 120) -> None:
+    """Until the run's audit holds a tool call whose command contains `needle` (durable before it runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with AuditLog.open(settings, allow_offline=True, background=False) as audit:
+            calls = [e for e in audit.read(run_id) if e.kind == "tool.call"]
+        if any(needle in str(c.input.get("command", "")) for c in calls):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the run never started the tool call {needle!r}")
+
+
 def _start_slow_run(tmp_path: Path, write_playbook: Any) -> tuple[Path, subprocess.Popen[str]]:
     """`corral run` of a playbook whose one tool call takes two minutes, as a separate process."""
     repo = make_repo(tmp_path / "r", {"a.txt": "a\n"}, "[checks]\ncommand = 'true'\n")
@@ -79,7 +92,9 @@ def test_sigkill_then_gc_leaves_nothing(
     repo, proc = _start_slow_run(tmp_path, write_playbook)
     settings = Settings()
     run_id = _wait_for_running(settings)
-    time.sleep(2)  # let the agent's tool call start inside the container
+    # The tool call is in the audit before it runs; a moment later it is running in the container.
+    _wait_for_tool_call(settings, run_id, "time.sleep(120)")
+    time.sleep(1)
     assert leftovers(docker_client, settings, run_id), (
         "a live run should hold a container, sockets and a worktree"
     )
@@ -118,7 +133,7 @@ def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
     _, proc = _start_slow_run(tmp_path, write_playbook)
     settings = Settings()
     run_id = _wait_for_running(settings)
-    time.sleep(2)
+    _wait_for_tool_call(settings, run_id, "time.sleep(120)")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

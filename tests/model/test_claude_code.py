@@ -12,16 +12,19 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.demo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook
-from corral.model.proxy import ModelProxy, Upstream
-from corral.model.scripted import SUBAGENT_TEXT
+from corral.model.proxy import SCRIPTED_BASE_URL, ModelProxy, Upstream
+from corral.model.request_filter import ALLOWED_BETAS, ALLOWED_KEYS
+from corral.model.scripted import SUBAGENT_TEXT, scripted_app
 
 from .conftest import PINNED, RUN_TOKEN, SMALL, RecordingSink, wait_for
 
@@ -43,6 +46,8 @@ class Session:
     home: Path
     bin_dir: Path
     sink: RecordingSink
+    upstream_saw: list[dict[str, Any]] = field(default_factory=list)
+    """Every request that reached the upstream, after the proxy: headers and parsed body."""
 
     def run(
         self,
@@ -53,7 +58,9 @@ class Session:
         allowed: str = "Bash",
         unix_socket: Path | None = None,
     ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
-        proxy = ModelProxy(RUN_TOKEN, pinned, Upstream.scripted(playbook, str(self.workspace)), self.sink)
+        app = recording(scripted_app(playbook, str(self.workspace)), self.upstream_saw)
+        upstream = Upstream(SCRIPTED_BASE_URL, transport=httpx.ASGITransport(app=app), name="scripted")
+        proxy = ModelProxy(RUN_TOKEN, pinned, upstream, self.sink)
         bridge: subprocess.Popen[bytes] | None = None
         if unix_socket is None:
             port = proxy.serve_tcp()
@@ -94,6 +101,36 @@ class Session:
             proxy.stop()
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
         return done, lines
+
+
+def recording(app: ASGIApp, saw: list[dict[str, Any]]) -> ASGIApp:
+    """The scripted model, noting each request it is sent."""
+
+    async def recorder(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        saw.append({"path": scope["path"], "headers": headers, "body": json.loads(body)})
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # after the body, what the client does next (a disconnect)
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(scope, replay, send)
+
+    return recorder
 
 
 def free_port() -> int:
@@ -205,3 +242,58 @@ def test_claude_code_subagent_does_not_replay_the_playbook(session: Session) -> 
     assert len(spawned) == 1, "the subagent must not replay turn 0 and spawn itself again"
     assert any(r.text == SUBAGENT_TEXT for r in responses)
     assert len(responses) < 10
+
+
+# The smallest valid PNG: one transparent pixel.
+PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005"
+    "fe02fea7d605e90000000049454e44ae426082"
+)
+
+
+def test_claude_code_requests_pass_the_filter_as_sent(session: Session) -> None:
+    """What Claude Code 2.1.332 really sends, recorded behind the proxy: its betas are exactly the
+    allow-list, its keys are allowed, and its ToolSearch and image tool results go through."""
+    (session.workspace / "pixel.png").write_bytes(PIXEL_PNG)
+    playbook = Playbook.from_text(
+        "turns:\n"
+        "  - tool_use: [{name: Bash, input: {command: echo hi}}]\n"
+        '  - tool_use: [{name: ToolSearch, input: {query: "select:WebFetch", max_results: 1}}]\n'
+        "  - tool_use: [{name: Read, input: {file_path: '{workspace}/pixel.png'}}]\n"
+        "  - text: done\n",
+        "record.yaml",
+    )
+    done, lines = session.run(playbook, allowed="Bash ToolSearch Read")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert result_of(lines)["result"] == "done"
+    assert session.sink.of("model.refused") == []
+    assert all(r.dropped_betas == [] for r in session.sink.of("model.request"))
+    saw = session.upstream_saw
+    assert len(saw) == 4 and {r["path"] for r in saw} == {"/v1/messages"}
+    sent_betas = {b for r in saw for b in r["headers"].get("anthropic-beta", "").split(",") if b}
+    assert sent_betas == set(ALLOWED_BETAS), "the allow-list should be what this Claude Code sends"
+    assert set().union(*(r["body"] for r in saw)) <= ALLOWED_KEYS
+    blocks = [b for m in saw[-1]["body"]["messages"] for b in m["content"] if isinstance(b, dict)]
+    inner = [
+        i for b in blocks if b["type"] == "tool_result" for i in b.get("content") or [] if isinstance(i, dict)
+    ]
+    assert {"type": "tool_reference", "tool_name": "WebFetch"} in inner
+    (image,) = [i for i in inner if i["type"] == "image"]
+    assert image["source"]["type"] == "base64"
+
+
+def test_claude_code_web_search_is_refused_at_the_proxy(session: Session) -> None:
+    """Claude Code's WebSearch asks the API to run its server-side web_search tool: with our key, on
+    the agent's query. The proxy refuses it; the agent sees a failed tool and the run goes on."""
+    playbook = Playbook.from_text(
+        'turns:\n  - tool_use: [{name: WebSearch, input: {query: "corral audit"}}]\n  - text: no search\n',
+        "search.yaml",
+    )
+    done, lines = session.run(playbook, allowed="WebSearch")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert result_of(lines)["result"] == "no search"
+    refused = session.sink.of("model.refused")
+    assert refused and all("web_search_20250305 is a server tool" in r.reason for r in refused)
+    assert all("type" not in t for r in session.upstream_saw for t in r["body"].get("tools", []))
+    # The tool result Claude Code sent back on turn 1 carries the refusal.
+    assert "server tool" in session.sink.of("model.request")[-1].last_user

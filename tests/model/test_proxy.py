@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corral.errors import ModelError
+from corral.errors import ModelError, ServeError
 from corral.model.playbook import Playbook
 from corral.model.proxy import ModelProxy, Upstream
 
@@ -245,7 +245,7 @@ def test_scripted_upstream_on_unix_socket(sink: RecordingSink, short_tmp: Path) 
             assert client.get("/").json()["upstream"] == "scripted:p.yaml"
         assert events[0][1]["message"]["id"].startswith("msg_")
         second = ModelProxy(RUN_TOKEN, {PINNED}, Upstream.scripted(PLAYBOOK, "/w"), sink)
-        with pytest.raises(ModelError, match="in use"):
+        with pytest.raises(ServeError, match="in use"):
             second.serve_unix(path)
     finally:
         proxy.stop()
@@ -262,7 +262,7 @@ def test_stale_socket_reused_and_restart(sink: RecordingSink, short_tmp: Path) -
     stale.close()  # the file stays, nothing listens: what a killed run leaves
     proxy = ModelProxy(RUN_TOKEN, {PINNED}, Upstream.scripted(PLAYBOOK, "/w"), sink)
     proxy.serve_unix(path)
-    with pytest.raises(ModelError, match="already serving"):
+    with pytest.raises(ServeError, match="already serving"):
         proxy.serve_tcp()
     proxy.stop()
     proxy.stop()  # idempotent

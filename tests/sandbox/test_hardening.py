@@ -181,7 +181,7 @@ def test_limits_and_settings_are_applied(sandbox: DockerSandbox) -> None:
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["ReadonlyRootfs"] is True and host["Privileged"] is False
     assert host["Init"] is True
-    assert attrs["Config"]["User"] == "1000:1000"
+    assert attrs["Config"]["User"] == "1001:1001"  # the bridges; every exec names uid 1000
     assert attrs["Config"]["Labels"][RUN_LABEL].startswith("test-sandbox-")
     assert attrs["Config"]["Labels"][PURPOSE_LABEL] == "agent"
     # The limits live in the container's host cgroup, which holds every host task of the sandbox

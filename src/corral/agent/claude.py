@@ -35,7 +35,11 @@ from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.config import Config
 from corral.events import AgentStopped, ToolCall, ToolDenied
-from corral.sandbox import Sandbox
+from corral.sandbox import NODUMP_LIBRARY, Sandbox
+from corral.tail import Tail
+
+STDERR_LIMIT = 64 * 1024
+"""How much of Claude Code's stderr the host keeps (the newest bytes): enough for the reason it died."""
 
 BUILTIN_TOOLS = (
     "Bash",
@@ -121,6 +125,10 @@ def container_env(settings: AgentSettings) -> dict[str, str]:
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_ENTRYPOINT": "sdk-py",
+        # Makes the CLI non-dumpable before its main() runs (and is then removed from its
+        # environment): its tools share its uid, and must not reach its stdout or memory. The run
+        # checks that the image's library works (corral.sandbox.nodump) before the agent starts.
+        "LD_PRELOAD": NODUMP_LIBRARY,
     }
 
 
@@ -154,11 +162,16 @@ class ClaudeDriver:
         self._policy = policy
         self._settings = settings
         self._wrapper = write_wrapper(sandbox, container_env(settings), wrapper)
-        self._stderr: list[str] = []
+        self._stderr = Tail(STDERR_LIMIT)
         self._hooked: set[str] = set()
         """Tool calls the PreToolUse hook saw; any other refused call was stopped by Claude Code itself."""
         self._requested: dict[str, str] = {}
         self._stop_hook_fired = False
+
+    @property
+    def stderr(self) -> str:
+        """The newest Claude Code stderr the host kept (at most STDERR_LIMIT bytes)."""
+        return self._stderr.text()
 
     # ---- hooks (run on the host, in the SDK's event loop) --------------------------------------
 
@@ -235,7 +248,7 @@ class ClaudeDriver:
             # The host environment must not leak: the wrapper passes only its own -e list into the
             # container, and the SDK's version probe would run the host binary, so skip it.
             env={"CLAUDE_AGENT_SDK_SKIP_VERSION_CHECK": "1"},
-            stderr=self._stderr.append,
+            stderr=self._stderr.push_line,
             hooks={
                 "PreToolUse": [HookMatcher(matcher=None, hooks=[self._pre_tool_use], on_failure="block")],
                 "PostToolUse": [HookMatcher(matcher=None, hooks=[self._post_tool_use])],
@@ -315,7 +328,7 @@ class ClaudeDriver:
                 0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True
             )
         if result is None:
-            tail = " | ".join(line.strip() for line in self._stderr[-5:] if line.strip())
+            tail = " | ".join(line.strip()[-500:] for line in self._stderr.lines()[-5:] if line.strip())
             return AgentOutcome(
                 0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False
             )

@@ -6,6 +6,9 @@
             gateway.call, secret.requested
 - shipped:  check.result, commit.made, pr.opened, approval.*, deploy.*
 - run:      everything else (run.*, sandbox.*, agent.stopped, ...)
+
+Events from Claude Code's hooks are claims made inside the sandbox, so each entry says who reported
+it (`host` or `sandbox`), and a tool call that no model response the proxy saw asked for is flagged.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ class Entry(BaseModel):
     summary: str
     detail: str = ""
     """A diff or an output excerpt, shown under the summary."""
+    reported_by: Literal["host", "sandbox"] = "host"
+    model_issued: bool | None = None
+    """For a tool call: whether a model response recorded by the host's proxy carried its id. False
+    means only the sandbox says the call happened (a forged hook call, or a bridge that was taken over)."""
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -56,10 +63,14 @@ def entry(event: AnyEvent) -> Entry:
     match event:
         case ev.ModelRequest():
             section = "saw"
+            operation = "" if event.operation == "chat" else f" ({event.operation})"
             summary = (
-                f"{event.request_model}: {event.messages} messages, {event.tools} tools; "
+                f"{event.request_model}{operation}: {event.messages} messages, {event.tools} tools; "
                 f"user: {_short(event.last_user)}"
             )
+        case ev.ModelResponse() if event.operation == "count_tokens":
+            section = "decided"
+            summary = f"count_tokens: {event.input_tokens} input tokens"
         case ev.ModelResponse():
             section = "decided"
             parts = [f"tool_use {t.name}({_short(str(t.input), 80)})" for t in event.tool_uses]
@@ -137,11 +148,23 @@ def entry(event: AnyEvent) -> Entry:
         actor=event.actor,
         summary=summary.strip(),
         detail=detail,
+        reported_by="sandbox" if isinstance(event, ev.SandboxReported) else "host",
     )
 
 
-def timeline(events: Sequence[AnyEvent]) -> list[Entry]:
-    return [entry(e) for e in sorted(events, key=lambda e: e.seq)]
+def timeline(events: Sequence[AnyEvent], *, match_model: bool = True) -> list[Entry]:
+    """The entries in seq order. With `match_model`, each tool call is checked against the tool_use
+    ids of all the run's model responses (the whole run: a hook may be audited before the response
+    that asked for it); pass False for a partial run, where a response may not have arrived yet."""
+    entries = [entry(e) for e in sorted(events, key=lambda e: e.seq)]
+    if not match_model:
+        return entries
+    issued = {use.id for e in events if isinstance(e, ev.ModelResponse) for use in e.tool_uses}
+    calls = {e.seq: e.tool_call_id for e in events if isinstance(e, ev.ToolCall)}
+    return [
+        item.model_copy(update={"model_issued": calls[item.seq] in issued}) if item.seq in calls else item
+        for item in entries
+    ]
 
 
 _DETAIL_LINES = 20
@@ -155,6 +178,9 @@ def _clip(text: str) -> str:
     return f"… {len(lines) - _DETAIL_LINES} lines above\n" + "\n".join(lines[-_DETAIL_LINES:])
 
 
+_UNISSUED = "  [NOT ASKED FOR BY ANY MODEL RESPONSE: only the sandbox reports this call]"
+
+
 def render(entries: Sequence[Entry], console: Console, *, details: bool = True) -> None:
     for e in entries:
         line = Text.assemble(
@@ -162,7 +188,9 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
             (f"{e.ts[11:19]} ", "dim"),
             (f"{e.section:<8}", _STYLE[e.section]),
             (f"{e.kind:<18} ", "bold"),
+            ("sandbox says " if e.reported_by == "sandbox" else "", "italic"),
             Text.from_markup(escape(visible(e.summary))),
+            (_UNISSUED if e.model_issued is False else "", "bold red"),
         )
         parts: list[Text | Syntax] = [line]
         if details and e.detail:

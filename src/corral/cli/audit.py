@@ -133,7 +133,7 @@ def tail(
                 if as_json:
                     print(json_line(row.data), flush=True)
                 else:
-                    entries = timeline([event])
+                    entries = timeline([event], match_model=False)
                     render(entries, out, details=False)
                 last = row.seq
                 if event.kind == "run.finished":

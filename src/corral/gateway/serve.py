@@ -1,19 +1,16 @@
-"""Serving: the bearer-token guard, the Starlette app around the MCP session manager, and a uvicorn
-server in a background thread on a unix socket (a run's `gateway.sock`) or a TCP port.
+"""Serving: the bearer-token guard, the Starlette app around the MCP session manager, served in a
+background thread (corral/serving.py) on a unix socket (a run's `gateway.sock`) or a TCP port.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
-import uvicorn
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -22,9 +19,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.errors import CorralError, TokenRefused
+from corral.errors import TokenRefused
 from corral.gateway.lean import LeanMcpApp
 from corral.gateway.server import TOKEN_STATE_KEY, Gateway
+from corral.serving import BackgroundServer
 
 MCP_PATH = "/mcp"
 
@@ -137,84 +135,36 @@ class GatewayServer:
         self.uds = uds
         self.host = host
         self.port = port
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._uvicorn: uvicorn.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        hosts = None if uds else [f"{host}:*", "localhost:*"]
+        app = build_app(gateway, allowed_hosts=hosts, transport=transport)
+        self._server = BackgroundServer(app, name="gateway", around=self._upstreams, graceful_timeout=2)
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    @contextlib.asynccontextmanager
+    async def _upstreams(self) -> AsyncIterator[None]:
+        # The upstreams' tasks live on the server's loop, started before it listens.
         async with anyio.create_task_group() as tg:
             await self.gateway.start(tg)
-            hosts = None if self.uds else [f"{self.host}:*", "localhost:*"]
-            config = uvicorn.Config(
-                build_app(self.gateway, allowed_hosts=hosts, transport=self.transport),
-                uds=str(self.uds) if self.uds else None,
-                host=self.host,
-                port=self.port,
-                log_level="warning",
-                lifespan="on",
-                access_log=False,
-                timeout_graceful_shutdown=2,
-            )
-            server = self._uvicorn = uvicorn.Server(config)
-            serving = asyncio.ensure_future(server.serve())
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.01)
-            if serving.done():
-                serving.result()
-                raise CorralError(
-                    "the gateway's HTTP server stopped while starting", hint="see the log above"
-                )
-            if not self.uds and server.servers:
-                self.port = server.servers[0].sockets[0].getsockname()[1]
-            self._ready.set()
             try:
-                await serving
+                yield
             finally:
                 await self.gateway.aclose()
                 tg.cancel_scope.cancel()
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced to start() or stop(); the thread must not die silently
-            self._error = exc
-        finally:
-            self._ready.set()
-
     def start(self, timeout: float = 60.0) -> None:
         if self.uds is not None:
             self.uds.parent.mkdir(parents=True, exist_ok=True)
-            self.uds.unlink(missing_ok=True)
-        self._thread = threading.Thread(target=self._run, name="corral-gateway", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise CorralError(
-                f"the gateway did not start within {timeout}s", hint="check the upstream commands"
-            )
-        if self._error is not None:
-            raise self._error
+            self._server.start(unix_path=self.uds, ready_timeout=timeout)
+        else:
+            self._server.start(tcp=(self.host, self.port), ready_timeout=timeout)
+            assert self._server.port is not None
+            self.port = self._server.port
 
     @property
     def url(self) -> str:
         return f"http://{'localhost' if self.uds else self.host + ':' + str(self.port)}{MCP_PATH}"
 
-    def call_soon(self, fn: Any, *args: Any) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(fn, *args)
-
     def stop(self, timeout: float = 15.0) -> None:
-        if self._uvicorn is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(setattr, self._uvicorn, "should_exit", True)
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self.uds is not None:
-            self.uds.unlink(missing_ok=True)
+        self._server.stop(timeout)
 
     def wait(self) -> None:
-        if self._thread is not None:
-            while self._thread.is_alive():
-                self._thread.join(0.5)
+        self._server.wait()

@@ -6,22 +6,23 @@ the upstream (the Anthropic API, any compatible endpoint, or the in-process scri
 the answer back unbuffered, and records every exchange as typed events.
 
 It is served on the run's `model.sock` (a unix socket bind-mounted into the sandbox), or on a
-127.0.0.1 port for `--listen` and tests, by uvicorn in a background thread with explicit start/stop.
+127.0.0.1 port for `--listen` and tests, in a background thread (corral/serving.py).
+
+What goes upstream is filtered (model/request_filter.py): the request could otherwise make the
+upstream fetch URLs or run server tools with our key. What the proxy holds from the sandbox is bounded:
+a body is read incrementally up to `max_body_bytes`, one body at a time is held and parsed, and the
+forwarded copy is released once it has been sent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hmac
 import json
-import os
 import re
-import socket
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,6 @@ from typing import Any
 
 import anyio
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,15 +39,21 @@ from starlette.routing import Route
 from corral.audit import EventSink
 from corral.errors import ModelError
 from corral.events import ModelRefused, ModelRequest, ModelResponse
+from corral.model import request_filter
 from corral.model.playbook import Playbook
 from corral.model.scripted import anthropic_http_error, error_body, scripted_app
 from corral.model.sse import Reassembled, Reassembler, SseParser
+from corral.serving import BackgroundServer
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 SCRIPTED_BASE_URL = "http://scripted.corral.invalid"
-_FORWARD_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta", "accept")
+_FORWARD_REQUEST_HEADERS = ("anthropic-version", "accept")
 _FORWARD_RESPONSE_PREFIXES = ("anthropic-", "request-id", "x-request-id", "retry-after", "x-should-retry")
 _SUMMARY_CHARS = 400
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The Anthropic API's own request size limit: nothing it would accept is refused here."""
+MAX_CONNECTIONS = 64
+"""Concurrent connections (idle keep-alive ones included) to one run's proxy; past it, a 503."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ class ModelProxy:
         sink: EventSink,
         *,
         timeout: float = 600.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if not run_token:
             raise ModelError("the model proxy needs a run token", hint="generate one per run")
@@ -151,11 +158,11 @@ class ModelProxy:
         self.upstream = upstream
         self._sink = sink
         self._timeout = timeout
+        self.max_body_bytes = max_body_bytes
         self._client: httpx.AsyncClient | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._unix_path: Path | None = None
-        self.port: int | None = None
+        # One request body at a time is read, parsed and handed upstream: what the proxy holds from
+        # the sandbox stays near one capped body, however many requests arrive at once.
+        self._buffering = anyio.Semaphore(1)
         self.exchanges = 0
         """Generation requests forwarded upstream (refused and unauthenticated ones do not count)."""
         if upstream.api_key:
@@ -170,6 +177,7 @@ class ModelProxy:
             lifespan=self._lifespan,
             exception_handlers={HTTPException: anthropic_http_error},
         )
+        self._server = BackgroundServer(self.app, name="model proxy", limit_concurrency=MAX_CONNECTIONS)
 
     # ---- HTTP ------------------------------------------------------------------------------
 
@@ -195,67 +203,146 @@ class ModelProxy:
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "upstream": self.upstream.name, "exchanges": self.exchanges})
 
-    async def _admit(self, request: Request) -> tuple[dict[str, Any], Response | None]:
-        """Authenticate, parse and pin-check a request. Returns the body, or the refusal to send."""
+    def _refuse(self, status: int, error_type: str, message: str, model: object = "") -> JSONResponse:
+        self._sink.emit(ModelRefused(request_model=str(model or ""), reason=message))
+        return _error(status, error_type, message)
+
+    async def _read_body(self, request: Request) -> bytearray | None:
+        """The body, or None as soon as it passes the cap: read chunk by chunk, so that no more than
+        the cap is ever held, whatever the sandbox sends or declares."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        body = bytearray()
+        async for chunk in request.stream():
+            if len(body) + len(chunk) > self.max_body_bytes:
+                return None
+            body += chunk
+        return body
+
+    async def _admit(self, request: Request) -> tuple[dict[str, Any], bytes | Response]:
+        """Authenticate, read, parse, pin-check and filter a request. Returns the body and the bytes
+        to forward, or the refusal to send."""
         token = _token_of(request)
         if token is None or not hmac.compare_digest(token.encode(), self._token.encode()):
             return {}, _error(401, "authentication_error", "corral: unknown run token")
+        raw = await self._read_body(request)
+        if raw is None:
+            message = f"corral: the request body is over the proxy's limit of {self.max_body_bytes} bytes"
+            refused = self._refuse(413, "request_too_large", message)
+            # Hang up rather than drain the rest: the sender may have gigabytes more to push.
+            refused.headers["connection"] = "close"
+            return {}, refused
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return {}, _error(400, "invalid_request_error", "corral: request body is not JSON")
+        finally:
+            del raw
         if not isinstance(body, dict):
             return {}, _error(400, "invalid_request_error", "corral: request body must be a JSON object")
         model = body.get("model")
         if model not in self.pinned_models:
             pinned = ", ".join(sorted(self.pinned_models))
             message = f"corral: model {model} is not pinned for this run (pinned: {pinned})"
-            self._sink.emit(ModelRefused(request_model=str(model), reason=message))
-            return body, _error(400, "invalid_request_error", message)
-        return body, None
+            return body, self._refuse(400, "invalid_request_error", message, model)
+        problem = request_filter.refusal(body)
+        if problem is not None:
+            message = f"corral: {problem} (see docs/security.md, 'Model proxy')"
+            return body, self._refuse(400, "invalid_request_error", message, model)
+        # Forward the body as parsed, never the raw bytes: a body with duplicate keys must mean the
+        # same thing upstream as it did to the checks.
+        return body, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _upstream_request(self, request: Request, body: dict[str, Any]) -> httpx.Request:
+    async def _admitted(
+        self, request: Request
+    ) -> tuple[dict[str, Any], list[str], httpx.Request | Response, Callable[[], None]]:
+        """`_admit` under the buffering slot, which is given back once the forwarded copy has been
+        sent upstream (`release`, idempotent, also runs when sending fails)."""
+        await self._buffering.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._buffering.release()
+
+        try:
+            body, admitted = await self._admit(request)
+        except BaseException:
+            release()
+            raise
+        if isinstance(admitted, Response):
+            release()
+            return body, [], admitted, release
+        betas, dropped = request_filter.split_betas(request.headers.get("anthropic-beta"))
+        return body, dropped, self._upstream_request(request, admitted, betas, release), release
+
+    def _upstream_request(
+        self, request: Request, payload: bytes, betas: list[str], release: Callable[[], None]
+    ) -> httpx.Request:
         headers = {k: v for k in _FORWARD_REQUEST_HEADERS if (v := request.headers.get(k))}
+        if betas:
+            headers["anthropic-beta"] = ",".join(betas)
         headers["content-type"] = "application/json"
+        headers["content-length"] = str(len(payload))
         if self.upstream.api_key:
             headers["x-api-key"] = self.upstream.api_key
         url = self.upstream.base_url.rstrip("/") + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
-        # Forward the body as parsed, never the raw bytes: a body with duplicate keys must mean the
-        # same thing upstream as it did to the pin check.
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return self._http().build_request("POST", url, headers=headers, content=content)
+        query = request_filter.forward_query(request.url.query)
+        if query:
+            url += "?" + query
+
+        async def once() -> AsyncIterator[bytes]:
+            # A generator rather than `content=`: the request object would keep the bytes for as
+            # long as the response streams, this lets them go once they are sent.
+            nonlocal payload
+            try:
+                data, payload = payload, b""
+                yield data
+            finally:
+                release()
+
+        return self._http().build_request("POST", url, headers=headers, content=once())
 
     async def _count_tokens(self, request: Request) -> Response:
-        body, refusal = await self._admit(request)
-        if refusal is not None:
-            return refusal
+        """Filtered like Messages, and audited as a request and a response with operation
+        `count_tokens`; it does not count as an exchange."""
+        started = time.perf_counter()
+        body, dropped, outgoing, release = await self._admitted(request)
+        if isinstance(outgoing, Response):
+            return outgoing
+        model, exchange_id = str(body["model"]), uuid.uuid4().hex
+        self._sink.emit(_request_event(body, exchange_id, dropped, operation="count_tokens"))
+        del body  # the parsed body is not held while the upstream answers
+        reassembler = Reassembler()
         try:
-            upstream = await self._http().send(self._upstream_request(request, body))
+            upstream = await self._http().send(outgoing)
         except Exception as exc:  # an in-process upstream raises whatever its app raises
-            return _error(502, "api_error", f"corral: model upstream {self.upstream.name} failed: {exc}")
+            message = f"corral: model upstream {self.upstream.name} failed: {type(exc).__name__}: {exc}"
+            reassembler.result.error, reassembler.result.stop_reason = message, "error"
+            self._record(model, exchange_id, reassembler.finish(), started, operation="count_tokens")
+            return _error(502, "api_error", message)
+        finally:
+            release()
+        _reassemble_json(reassembler, upstream.content, upstream.status_code)
+        with contextlib.suppress(ValueError):
+            counted = json.loads(upstream.content)
+            if isinstance(counted, dict) and isinstance(counted.get("input_tokens"), int):
+                reassembler.result.input_tokens = counted["input_tokens"]
+        self._record(model, exchange_id, reassembler.finish(), started, operation="count_tokens")
         return Response(upstream.content, upstream.status_code, headers=_response_headers(upstream))
 
     async def _messages(self, request: Request) -> Response:
         started = time.perf_counter()
-        body, refusal = await self._admit(request)
-        if refusal is not None:
-            return refusal
+        body, dropped, outgoing, release = await self._admitted(request)
+        if isinstance(outgoing, Response):
+            return outgoing
         model = str(body["model"])
         exchange_id = uuid.uuid4().hex
-        tools = body.get("tools")
-        messages = body.get("messages")
-        self._sink.emit(
-            ModelRequest(
-                request_model=model,
-                exchange_id=exchange_id,
-                messages=len(messages) if isinstance(messages, list) else 0,
-                tools=len(tools) if isinstance(tools, list) else 0,
-                stream=bool(body.get("stream")),
-                last_user=_summarise_user_turn(messages),
-            )
-        )
+        self._sink.emit(_request_event(body, exchange_id, dropped))
+        del body  # the parsed body is not held while the upstream answers, which may take minutes
         self.exchanges += 1
         reassembler = Reassembler()
 
@@ -269,11 +356,13 @@ class ModelProxy:
             return message
 
         try:
-            upstream = await self._http().send(self._upstream_request(request, body), stream=True)
+            upstream = await self._http().send(outgoing, stream=True)
         except Exception as exc:  # an in-process upstream raises whatever its app raises
             message = failed(exc)
             record()
             return _error(502, "api_error", message)
+        finally:
+            release()
 
         if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
             try:
@@ -313,10 +402,13 @@ class ModelProxy:
             passthrough(), status_code=upstream.status_code, headers=_response_headers(upstream)
         )
 
-    def _record(self, model: str, exchange_id: str, result: Reassembled, started: float) -> None:
+    def _record(
+        self, model: str, exchange_id: str, result: Reassembled, started: float, *, operation: str = "chat"
+    ) -> None:
         self._sink.emit(
             ModelResponse(
                 request_model=model,
+                operation=operation,
                 response_model=result.model,
                 response_id=result.response_id,
                 exchange_id=exchange_id,
@@ -332,103 +424,26 @@ class ModelProxy:
 
     # ---- serving ---------------------------------------------------------------------------
 
+    @property
+    def port(self) -> int | None:
+        return self._server.port
+
     def serve_unix(self, path: str | Path, *, mode: int = 0o666) -> Path:
         """Serve on a unix socket at `path`. `mode` defaults to world-connectable because the sandbox
         user's uid differs from ours; guard access with the per-run directory's permissions."""
-        self.start(unix_path=path, unix_mode=mode)
-        assert self._unix_path is not None
-        return self._unix_path
+        self._server.start(unix_path=path, unix_mode=mode)
+        assert self._server.unix_path is not None
+        return self._server.unix_path
 
     def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on host:port (port 0 picks a free one). Returns the bound port."""
-        self.start(tcp=(host, port))
-        assert self.port is not None
-        return self.port
-
-    def start(
-        self,
-        *,
-        unix_path: str | Path | None = None,
-        unix_mode: int = 0o666,
-        tcp: tuple[str, int] | None = None,
-        ready_timeout: float = 10.0,
-    ) -> None:
-        """Bind the listeners here, in the caller's thread, so a busy address fails loudly now."""
-        if self._thread is not None:
-            raise ModelError("the model proxy is already serving", hint="stop() it before starting again")
-        if unix_path is None and tcp is None:
-            raise ModelError("the model proxy needs a unix socket path or a TCP address", hint="pass one")
-        sockets: list[socket.socket] = []
-        try:
-            if unix_path is not None:
-                sockets.append(self._bind_unix(Path(unix_path), unix_mode))
-            if tcp is not None:
-                sockets.append(_bind_tcp(*tcp))
-                self.port = int(sockets[-1].getsockname()[1])
-        except BaseException:
-            for s in sockets:
-                s.close()
-            self._unlink()
-            raise
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": sockets}, name="corral-model-proxy", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + ready_timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise ModelError(
-                    "the model proxy did not start", hint="check that the socket path or port is usable"
-                )
-            time.sleep(0.005)
-        # The listening sockets now belong to uvicorn's asyncio servers, which close them on exit.
-
-    def _bind_unix(self, path: Path, mode: int) -> socket.socket:
-        if path.exists() or path.is_symlink():
-            if not path.is_socket() or _unix_in_use(path):
-                raise ModelError(
-                    f"cannot serve the model proxy on {path}: the path is in use",
-                    hint="remove it, or run `corral gc` to clear sockets left by a killed run",
-                )
-            path.unlink()  # a stale socket from a killed run
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-            self._unix_path = path
-            os.chmod(path, mode)
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise ModelError(
-                f"cannot serve the model proxy on {path}: {exc.strerror or exc}",
-                hint="check that the socket directory exists and is writable",
-            ) from exc
-        return sock
+        self._server.start(tcp=(host, port))
+        assert self._server.port is not None
+        return self._server.port
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and remove the socket file. Safe to call twice and after a failed start."""
-        server, thread = self._server, self._thread
-        self._server, self._thread = None, None
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive() and server is not None:
-                server.force_exit = True
-                thread.join(timeout)
-        self._unlink()
-
-    def _unlink(self) -> None:
-        if self._unix_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._unix_path.unlink()
-            self._unix_path = None
+        self._server.stop(timeout)
 
     def __enter__(self) -> ModelProxy:
         return self
@@ -439,34 +454,20 @@ class ModelProxy:
         self.stop()
 
 
-def _bind_tcp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted connections inherit this. Without it every small SSE write waits on the peer's
-        # delayed ACK: about 40 ms per request (uvicorn sets it only on sockets it binds itself).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ModelError(
-            f"cannot serve the model proxy on {host}:{port}: {exc.strerror or exc}",
-            hint="pick a free port, or 0 for any",
-        ) from exc
-    return sock
-
-
-def _unix_in_use(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError as exc:
-        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
-    finally:
-        probe.close()
-    return True
+def _request_event(
+    body: dict[str, Any], exchange_id: str, dropped_betas: list[str], *, operation: str = "chat"
+) -> ModelRequest:
+    tools, messages = body.get("tools"), body.get("messages")
+    return ModelRequest(
+        request_model=str(body["model"]),
+        operation=operation,
+        exchange_id=exchange_id,
+        messages=len(messages) if isinstance(messages, list) else 0,
+        tools=len(tools) if isinstance(tools, list) else 0,
+        stream=bool(body.get("stream")),
+        last_user=_summarise_user_turn(messages),
+        dropped_betas=dropped_betas,
+    )
 
 
 def _response_headers(upstream: httpx.Response) -> dict[str, str]:

@@ -47,6 +47,11 @@ def resolve_runtime(configured: str) -> str:
     return override
 
 
+NODUMP_LIBRARY = "/usr/local/lib/corral/nodump.so"
+"""In the agent image: preloaded into Claude Code to make it non-dumpable, so that the agent's tools,
+which share its uid, cannot open its /proc/PID/fd, environ or memory."""
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     run_id: str
@@ -116,6 +121,9 @@ class SandboxSpec:
 class ExecResult:
     exit_code: int
     output: str
+    """The tail of the combined output (the backend keeps a bounded amount)."""
+    dropped_bytes: int = 0
+    """How many bytes of output came before `output` and were not kept."""
 
 
 @dataclass(frozen=True)

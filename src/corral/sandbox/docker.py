@@ -1,12 +1,17 @@
 """The Docker backend: one locked-down container per run (DESIGN invariants 1-3).
 
 The container has no network (`network_mode="none"`), no capabilities, no-new-privileges, a
-read-only root, tmpfs /tmp and HOME, uid 1000, pids/memory/cpu limits, and exactly the environment
-in the spec. The only way out is the per-run directory of unix sockets, bound read-only at
-/run/corral and exposed on 127.0.0.1 ports by socat, which is the container's main process.
+read-only root, tmpfs /tmp and HOME, pids/memory/cpu limits, and exactly the environment in the
+spec. The only way out is the per-run directory of unix sockets, bound read-only at /run/corral and
+exposed on 127.0.0.1 ports by socat, which is the container's main process.
 
-The host side must make those sockets connectable by uid 1000: chmod each socket 0666 (or chown it
-to uid 1000). The socket directory is per run and bound only into that run's containers.
+Everything exec'd (Claude Code, the agent's tools, checks) runs as uid 1000. The main process and its
+socats run as uid 1001, so the agent cannot signal them or open their /proc files, and if a bridge
+dies anyway the main process exits and takes the container down: nobody else gets to listen on a
+bridge port that Claude Code trusts.
+
+The host side must make those sockets connectable by uid 1001: chmod each socket 0666. The socket
+directory is per run and bound only into that run's containers.
 """
 
 from __future__ import annotations
@@ -38,8 +43,13 @@ from corral.sandbox import (
 from corral.sandbox.mounts import plan_mounts
 from corral.sandbox.probe import start_host_probe
 from corral.settings import load_settings
+from corral.tail import Tail
 
 AGENT_USER = "1000:1000"
+BRIDGE_USER = "1001:1001"
+"""The container's main process (the socat bridges): another uid than everything the agent runs."""
+EXEC_OUTPUT_LIMIT = 1 << 20
+"""How much of an exec's combined output the host keeps: the last MiB; the rest is counted, not held."""
 HOST_PID_LABEL = "io.corral.host-pid"
 MASK_DIR_LABEL = "io.corral.mask-dir"
 READY_LINE = "corral-ready"
@@ -73,11 +83,14 @@ def _container_name(spec: SandboxSpec) -> str:
 
 
 def bridge_script(bridges: dict[int, str]) -> str:
-    """The container's main process: one socat per bridge, wait until all listen, then sleep.
+    """The container's main process (bash): one socat per bridge, wait until all listen, then wait.
 
     Printing READY_LINE only once every port is in LISTEN state lets `create` return a container
-    whose bridges already accept connections.
+    whose bridges already accept connections. Once one socat ends, the script exits, and with it the
+    container: a bridge port is never left free for another listener to take.
     """
+    if not bridges:
+        return f"echo {READY_LINE}\nexec sleep infinity"
     lines = ["set -u"]
     waits = []
     for port, name in sorted(bridges.items()):
@@ -98,7 +111,7 @@ def bridge_script(bridges: dict[int, str]) -> str:
             f" if [ $n -gt 1000 ] || ! kill -0 $pid{port} 2>/dev/null; then"
             f" echo 'corral-bridge-failed: port {port}'; exit 1; fi; sleep 0.01; done"
         )
-    lines += [f"echo {READY_LINE}", "exec sleep infinity"]
+    lines += [f"echo {READY_LINE}", "wait -n", "echo 'corral-bridge-died'", "exit 1"]
     return "\n".join(lines)
 
 
@@ -198,9 +211,15 @@ class DockerSandbox:
         return str(self._container.id)
 
     def exec(
-        self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_output: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        """Run argv as the agent user in the workdir; stdout and stderr combined.
+        """Run argv as the agent user in the workdir; stdout and stderr combined, the last
+        `max_output` bytes kept (streamed, so a command that prints gigabytes costs no memory).
 
         With `timeout`, coreutils `timeout` inside the container ends the command (exit code 124),
         since a host-side deadline cannot kill a process started by `docker exec`.
@@ -208,15 +227,20 @@ class DockerSandbox:
         command = list(argv)
         if timeout is not None:
             command = ["timeout", "--kill-after=2", f"{timeout:.3f}", *command]
+        api = self._client.api
+        tail = Tail(max_output)
         try:
+            exec_id = api.exec_create(
+                self.id, command, user=AGENT_USER, workdir=self.spec.workdir, environment=env or None
+            )["Id"]
             # The SDK polls the attach socket before each read, so its request timeout does not cut
             # a long, silent command (a test suite); tests/sandbox proves it with a 3 s client.
-            exit_code, output = self._container.exec_run(
-                command, user=AGENT_USER, workdir=self.spec.workdir, environment=env or None
-            )
+            for chunk in api.exec_start(exec_id, stream=True):
+                tail.push(chunk)
+            exit_code = api.exec_inspect(exec_id).get("ExitCode")
         except docker.errors.DockerException as exc:
             raise _wrap(f"exec {argv[:1]}", exc, self.id) from exc
-        return ExecResult(int(exit_code if exit_code is not None else -1), output.decode(errors="replace"))
+        return ExecResult(int(exit_code if exit_code is not None else -1), tail.text(), tail.dropped)
 
     def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
         command = ["docker", "exec", "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
@@ -313,11 +337,12 @@ class DockerBackend:
         try:
             container = self._client.containers.create(
                 spec.image,
-                command=["sh", "-c", bridge_script(spec.bridges)],
+                command=["bash", "-c", bridge_script(spec.bridges)],
                 name=name,
                 labels=labels,
-                user=AGENT_USER,
-                working_dir=spec.workdir,
+                user=BRIDGE_USER,
+                # Every exec names its own workdir; the bridges need none (uid 1001 may not enter it).
+                working_dir="/",
                 environment=dict(spec.env),
                 network_mode="none",
                 runtime=spec.runtime,

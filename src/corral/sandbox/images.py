@@ -3,8 +3,11 @@
 - `corral/base:bookworm`: `debootstrap --variant=minbase bookworm` from the apt mirror this host
   already uses, streamed as a tar into `docker import`.
 - `corral/agent:default` (also tagged `corral/agent:cc-<version>`): the base plus git, Python with
-  pytest, socat and ripgrep, a non-root `agent` user (uid 1000) and the Claude Code binary that the
-  installed claude-agent-sdk wheel bundles, labelled `io.corral.claude-code=<version>`.
+  pytest, socat and ripgrep, a non-root `agent` user (uid 1000), a `bridge` user (uid 1001) for socat,
+  the preload library that makes Claude Code non-dumpable (`nodump.c`) and the Claude Code binary
+  that the installed claude-agent-sdk wheel bundles, labelled `io.corral.claude-code=<version>` and
+  `io.corral.recipe=<hash of the files in dockerfiles/>`: an image built from an older recipe is
+  rebuilt on demand, like one that carries another Claude Code.
 
 Builds take minutes, so every builder reports progress through a `(message) -> None` callback.
 """
@@ -12,6 +15,7 @@ Builds take minutes, so every builder reports progress through a `(message) -> N
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import re
@@ -40,6 +44,7 @@ AGENT_REPOSITORY = "corral/agent"
 AGENT_IMAGE = f"{AGENT_REPOSITORY}:default"
 IMAGE_KIND_LABEL = "io.corral.image"
 """`base` or `agent`; inherited by images built FROM ours, so `corral image list` finds team images."""
+RECIPE_LABEL = "io.corral.recipe"
 DOCKERFILES = Path(__file__).parent / "dockerfiles"
 APT_DIR = Path("/etc/apt")
 # Suites whose mirror also carries bookworm: a host on another Debian release still names a usable
@@ -168,6 +173,22 @@ def find_image(client: docker.DockerClient, name: str) -> Any | None:
 def image_claude_code(image: Any) -> str | None:
     labels: dict[str, str] = image.labels or {}
     return labels.get(CLAUDE_CODE_LABEL)
+
+
+def recipe_hash() -> str:
+    """A hash of everything the agent image is built from but the Claude Code binary (its own label)."""
+    digest = hashlib.sha256()
+    for path in sorted(DOCKERFILES.iterdir()):
+        if path.is_file():
+            digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def image_is_current(image: Any, claude_code_version: str) -> bool:
+    """True when a corral-built agent image carries the pinned Claude Code and today's recipe."""
+    labels: dict[str, str] = image.labels or {}
+    return image_claude_code(image) == claude_code_version and labels.get(RECIPE_LABEL) == recipe_hash()
 
 
 def image_claude_version(client: docker.DockerClient, name: str) -> str | None:
@@ -365,12 +386,12 @@ def build_agent_image(
 ) -> str:
     """Build corral/agent:default and corral/agent:cc-<version>; return the image id.
 
-    Reuses an existing image that already carries the pinned version unless `force`.
+    Reuses an existing image that already carries the pinned version and today's recipe unless `force`.
     """
     tag = agent_tag(claude_code_version)
     existing = find_image(client, tag)
     default = find_image(client, AGENT_IMAGE)
-    if existing is not None and not force:
+    if existing is not None and not force and image_is_current(existing, claude_code_version):
         if default is None or default.id != existing.id:
             existing.tag(AGENT_REPOSITORY, "default")
         return str(existing.id)
@@ -389,8 +410,10 @@ def build_agent_image(
     with tempfile.TemporaryDirectory(prefix="corral-agent-ctx-") as ctx:
         context = Path(ctx)
         shutil.copyfile(DOCKERFILES / "agent.Dockerfile", context / "Dockerfile")
+        shutil.copyfile(DOCKERFILES / "nodump.c", context / "nodump.c")
         _link_or_copy(binary, context / "claude")
-        image_id = _docker_build(client, context, tag, {"CLAUDE_CODE_VERSION": claude_code_version}, progress)
+        buildargs = {"CLAUDE_CODE_VERSION": claude_code_version, "CORRAL_RECIPE": recipe_hash()}
+        image_id = _docker_build(client, context, tag, buildargs, progress)
     image = client.images.get(image_id)
     image.tag(AGENT_REPOSITORY, "default")
     if image_claude_code(image) != claude_code_version:
@@ -493,9 +516,12 @@ def ensure_images(
                 f"[agent].claude_code = {claude_code_version!r}",
                 hint=f"use {AGENT_IMAGE!r} or {agent_tag(claude_code_version)!r}",
             )
-        if image is None or image_claude_code(image) != claude_code_version:
+        if image is None or not image_is_current(image, claude_code_version):
             if image is not None:
-                progress(f"{image_name} carries Claude Code {image_claude_code(image)}; rebuilding")
+                progress(
+                    f"{image_name} carries Claude Code {image_claude_code(image)} and recipe "
+                    f"{(image.labels or {}).get(RECIPE_LABEL)}; rebuilding"
+                )
             return build_agent_image(client, claude_code_version, progress=progress)
         return str(image.id)
     if image is None:
