@@ -16,9 +16,10 @@ demo: $(VENV)/.installed
 	source .ci/services.sh && install_packages demo && start_docker && \
 	env -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL -u ANTHROPIC_AUTH_TOKEN $(VENV)/bin/corral demo
 
-# The second pass runs the isolation tests again with every sandbox under gVisor (runsc): the sandbox
-# tests, and the e2e tests of escapes, masks and cleanup (a whole second suite would double CI time).
-RUNSC_TESTS ?= tests/sandbox tests/e2e/test_isolation.py tests/e2e/test_protected_paths.py tests/e2e/test_cleanup.py
+# The second pass runs the sandbox isolation tests again with every sandbox under gVisor (runsc). Not
+# yet the e2e tests, the in-container tests or the Claude Code turn: under Debian's gVisor a run fails
+# closed at the non-dumpable check, and `ls`/`stat` fail (docs/security.md, "Kernel isolation").
+RUNSC_TESTS ?= tests/sandbox/test_runtime.py tests/sandbox/test_hardening.py tests/sandbox/test_lifecycle.py tests/sandbox/test_plans.py
 
 # The tests, after the security core's mutation floor (docs/testing.md). MUTATION=0 skips the floor
 # for a quick local run; CI never sets it.
