@@ -19,7 +19,9 @@ demo: $(VENV)/.installed
 # The second pass runs the sandbox isolation tests again with every sandbox under gVisor (runsc). Not
 # yet the e2e tests, the in-container tests or the Claude Code turn: under Debian's gVisor a run fails
 # closed at the non-dumpable check, and `ls`/`stat` fail (docs/security.md, "Kernel isolation").
-RUNSC_TESTS ?= tests/sandbox/test_runtime.py tests/sandbox/test_hardening.py tests/sandbox/test_lifecycle.py tests/sandbox/test_plans.py
+# Deselected: under runsc, stopping the container leaves a running `docker exec` attached (same doc).
+RUNSC_TESTS ?= tests/sandbox/test_runtime.py tests/sandbox/test_hardening.py tests/sandbox/test_lifecycle.py \
+	tests/sandbox/test_plans.py --deselect tests/sandbox/test_hardening.py::test_stop_ends_a_running_exec
 
 # The tests, after the security core's mutation floor (docs/testing.md). MUTATION=0 skips the floor
 # for a quick local run; CI never sets it.
