@@ -248,6 +248,8 @@ class CommitMade(Event):
     branch: str
     files: list[str] = []
     diff_stat: str = ""
+    patch: str = ""
+    """The full patch that shipped (the recorder moves a large one into a hashed blob side file)."""
 
 
 class PrOpened(Event):
@@ -260,7 +262,11 @@ class PrOpened(Event):
 class ApprovalGranted(Event):
     kind: Literal["approval.granted"] = "approval.granted"
     subject: str = "run"
+    """`run` (approve and merge) or `promote` (a staged deployment to production)."""
     comment: str = ""
+    head_sha: str = ""
+    override: bool = False
+    """Granted over failed checks by an approver (`corral approve --override`)."""
 
 
 class ApprovalRejected(Event):
@@ -289,6 +295,50 @@ class DeployPromoted(Event):
     kind: Literal["deploy.promoted"] = "deploy.promoted"
     deployment_id: str
     url: str = ""
+
+
+# ---- delivery --------------------------------------------------------------------------------
+
+
+class MergeMade(Event):
+    kind: Literal["merge.made"] = "merge.made"
+    commit: str
+    """The merge commit now at the head of `base_branch`."""
+    base_branch: str
+    head_sha: str
+    previous: str = ""
+    """Where `base_branch` pointed before the merge."""
+
+
+class MergeRefused(Event):
+    """A merge that did not happen (a conflict, a moved head, a dirty checkout): nothing moved."""
+
+    kind: Literal["merge.refused"] = "merge.refused"
+    reason: str
+    conflicts: list[str] = []
+
+
+class DeployFailed(Event):
+    kind: Literal["deploy.failed"] = "deploy.failed"
+    deployment_id: str = ""
+    reason: str
+
+
+class DeployRolledBack(Event):
+    kind: Literal["deploy.rolled_back"] = "deploy.rolled_back"
+    deployment_id: str
+    """The deployment production serves again."""
+    from_deployment_id: str = ""
+    url: str = ""
+
+
+class ReviewComment(Event):
+    """A reviewer's comment on the run's pull request, offered as a candidate preference."""
+
+    kind: Literal["review.comment"] = "review.comment"
+    body: str
+    source: str = "local"
+    preference_id: int | None = None
 
 
 class PrefsInjected(Event):
@@ -323,6 +373,11 @@ AnyEvent = Annotated[
     | DeployRequested
     | DeployStaged
     | DeployPromoted
+    | MergeMade
+    | MergeRefused
+    | DeployFailed
+    | DeployRolledBack
+    | ReviewComment
     | PrefsInjected,
     Field(discriminator="kind"),
 ]

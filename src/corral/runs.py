@@ -31,6 +31,7 @@ from corral.events import (
     CommitMade,
     DeployStaged,
     PrefsInjected,
+    PrOpened,
     RunCreated,
     RunFinished,
     RunPhase,
@@ -38,6 +39,7 @@ from corral.events import (
     SandboxRemoved,
     SandboxSelfTest,
 )
+from corral.identity import current_user
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
@@ -155,6 +157,8 @@ class _Run:
         self.recorder = recorder
         self.sink = sink
         self.resources = _Resources()
+        self.image: str | None = None
+        """The image every sandbox of this run uses, resolved (and verified) once in prepare."""
         self.phase = Phase.QUEUED
         self.protection = Protection.from_config(config)
         self.base_protected: tuple[str, ...] = ()
@@ -178,12 +182,14 @@ class _Run:
         backend: SandboxBackend,
     ) -> _Run:
         """Record the run (queued) and open its audit chain."""
+        from corral.sandbox.project_image import repository_name
+
         state = services.state(config)
         project = state.ensure_project(
             name=config.project.name,
             repo=str(repo_info.root),
             team=config.project.team,
-            image=config.sandbox.image,
+            image=config.sandbox.image_name or repository_name("project", config.project.name),
             config_snapshot=config.model_dump(mode="json"),
         )
         record = state.create_run(
@@ -193,6 +199,7 @@ class _Run:
             base_commit=repo_info.base_commit,
             model=config.agent.model,
             small_model=config.agent.small_model,
+            requester=current_user(),
         )
         state.update_run(record.run_id, pid=os.getpid())
         audit = services.audit(config)
@@ -222,6 +229,7 @@ class _Run:
             self.move(Phase.CHECKING)
             check = self.run_checks()
             self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
+            self.open_pull_request()
             self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
@@ -247,8 +255,10 @@ class _Run:
     def record_creation(self) -> None:
         if self.host_key:
             self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
+        requester = self.state.get_run(self.run_id).requester
         self.sink.emit(
             RunCreated(
+                actor=f"human:{requester}" if requester else "system",
                 task=self.request.task,
                 repo=str(self.repo_info.root),
                 base_commit=self.repo_info.base_commit,
@@ -264,7 +274,7 @@ class _Run:
         """Worktree, sockets, model proxy, sandbox with its self-test, gateway: all a run needs."""
         self.warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
         config, resources = self.config, self.resources
-        self.services.ensure_images(config)
+        self.image = self.services.ensure_images(config, self.repo_info.root)
         workspace = resources.workspace = create_worktree(
             self.repo_info, self.run_id, self.services.settings.worktrees_dir
         )
@@ -347,6 +357,7 @@ class _Run:
                 branch=workspace.branch,
                 files=list(commit.files),
                 diff_stat=commit.diff_stat,
+                patch=commit.patch,
             )
         )
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
@@ -389,6 +400,21 @@ class _Run:
             dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
             self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
 
+    def open_pull_request(self) -> None:
+        """The run's pull request with the checks on it; corral opens it when the agent did not."""
+        if not self.head_commit:
+            return
+        from corral.delivery.pr import ensure_pull_request
+
+        record = self.state.get_run(self.run_id)
+        summary = str((record.result or {}).get("text", ""))
+        forge = self.services.forge(self.config)
+        pr, opened = ensure_pull_request(
+            forge, record, self.config.project.base_branch, summary, self.recorder.redactor
+        )
+        if opened:
+            self.sink.emit(PrOpened(number=pr.number, url=pr.url, branch=pr.head))
+
     # ---- sandboxes and resources ---------------------------------------------------------------
 
     def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
@@ -403,6 +429,7 @@ class _Run:
             required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
+            image=self.image,
         )
         sandbox = self.backend.create(spec)
         self.resources.containers.append(sandbox)

@@ -40,11 +40,12 @@ _AUTHOR = {
 MB = 1024 * 1024
 
 
-def _git(
+def run_git(
     args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None
-) -> str:
+) -> subprocess.CompletedProcess[str]:
+    """Hardened git whose exit status the caller reads (a merge-tree conflict exits 1, for one)."""
     base_env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
-    proc = subprocess.run(
+    return subprocess.run(
         ["git", *_SAFE_GIT, *args],
         cwd=cwd,
         env={**base_env, **(env or {})},
@@ -53,6 +54,12 @@ def _git(
         text=True,
         check=False,
     )
+
+
+def _git(
+    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None
+) -> str:
+    proc = run_git(args, cwd=cwd, env=env, stdin=stdin)
     if proc.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -89,6 +96,8 @@ class CommitInfo:
     commit: str
     files: tuple[str, ...]
     diff_stat: str
+    patch: str = ""
+    """The full patch of the commit (text; binary files as `Binary files differ`)."""
 
 
 def inspect_repo(repo: Path, base_branch: str) -> RepoInfo:
@@ -260,7 +269,13 @@ def commit_changes(
     stat_text = ws.git(["diff", "--cached", "--no-renames", "--stat"]).strip()
     ws.git(["commit", "--quiet", "--no-verify", "-m", message], env=_AUTHOR)
     commit = ws.git(["rev-parse", "HEAD"]).strip()
-    return CommitInfo(commit=commit, files=tuple(change.path for change in changes), diff_stat=stat_text)
+    try:
+        patch = ws.git(["show", "--no-renames", "--no-ext-diff", "--no-textconv", "--format=", commit])
+    except UnicodeDecodeError:
+        patch = "(the patch holds bytes that are not UTF-8; see the commit in the repository)\n" + stat_text
+    return CommitInfo(
+        commit=commit, files=tuple(change.path for change in changes), diff_stat=stat_text, patch=patch
+    )
 
 
 def protected_in_commit(ws: Workspace, protection: Protection) -> tuple[str, ...]:

@@ -30,7 +30,14 @@ PATH_TO: dict[Phase, list[Phase]] = {
     Phase.RUNNING: [Phase.PREPARING, Phase.RUNNING],
     Phase.CHECKING: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING],
     Phase.AWAITING_APPROVAL: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL],
-    Phase.MERGED: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL, Phase.MERGED],
+    Phase.MERGED: [
+        Phase.PREPARING,
+        Phase.RUNNING,
+        Phase.CHECKING,
+        Phase.AWAITING_APPROVAL,
+        Phase.APPROVED,
+        Phase.MERGED,
+    ],
     Phase.REJECTED: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL, Phase.REJECTED],
     Phase.FAILED: [Phase.PREPARING, Phase.FAILED],
 }
@@ -71,10 +78,8 @@ def test_gc_fails_only_runs_that_lost_their_driver_mid_phase(
     try:
         orphaned = {phase: make_run(store, phase, gone) for phase in WORKING}
         driven = {phase: make_run(store, phase, alive.pid) for phase in WORKING}
-        at_rest = {phase: make_run(store, phase, gone) for phase in (Phase.AWAITING_APPROVAL,)}
-        ended = {
-            phase: make_run(store, phase, gone) for phase in (Phase.MERGED, Phase.REJECTED, Phase.FAILED)
-        }
+        at_rest = {phase: make_run(store, phase, gone) for phase in (Phase.AWAITING_APPROVAL, Phase.MERGED)}
+        ended = {phase: make_run(store, phase, gone) for phase in (Phase.REJECTED, Phase.FAILED)}
         files = {run_id: leftovers(settings, run_id) for group in (orphaned, driven, at_rest, ended)
                  for run_id in group.values()}  # fmt: skip
         other_team = make_run(open_store("team-other"), Phase.RUNNING, gone)

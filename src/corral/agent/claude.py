@@ -109,10 +109,12 @@ class AgentOutcome:
 
 
 def container_env(settings: AgentSettings) -> dict[str, str]:
-    """Everything the CLI inside the container gets as its environment."""
+    """Everything the CLI inside the container gets as its environment, on top of the image's.
+
+    PATH is the image's own: a project image puts its virtualenv and node_modules/.bin first.
+    """
     return {
         "HOME": "/home/agent",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "ANTHROPIC_BASE_URL": settings.model_url,

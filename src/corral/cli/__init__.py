@@ -73,16 +73,18 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, runs
+    from corral.cli import commands, delivery, runs
 
     runs.register(app)
     runs.register_review(app)
+    delivery.register(app)
     commands.register(app)
     for module_name, name, help_text in (
         ("corral.cli.image", "image", "Build and list the sandbox images."),
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),
         ("corral.cli.prefs", "prefs", "Learned preferences: list, add, retire, supersede."),
         ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
+        ("corral.cli.delivery", "deploy", "Deployments: list, promote (needs an approval), roll back."),
     ):
         try:
             module = importlib.import_module(module_name)

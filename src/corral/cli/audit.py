@@ -158,11 +158,14 @@ def show(
     with _audit(store, team, repo) as scoped:
         run = scoped.run_id(run)
         events = scoped.log.read(run)
+        # A patch or output moved into a side file is shown from it (the host's, or the store's copy).
+        entries = [
+            e.model_copy(update={"detail": scoped.log.blobs.resolve(e.detail)}) for e in timeline(events)
+        ]
     if not events:
         _fail(
             NotFound(f"the audit log has no events for run {run}", hint="list runs with `corral audit runs`")
         )
-    entries = timeline(events)
     if as_json:
         _print_json({"run_id": run, "counts": counts(entries), "entries": [e.model_dump() for e in entries]})
         return

@@ -91,17 +91,23 @@ class SandboxSpec:
         required_paths: tuple[str, ...] = (),
         socket_dir: Path | None = None,
         bridges: dict[int, str] | None = None,
+        image: str | None = None,
     ) -> SandboxSpec:
         """The project's `[sandbox]` section, for one container of run `run_id`.
 
         The paths come from `protection` (`Protection.from_config`), which adds corral's own control
-        files to the section's read-only paths, and from the base commit (`required_paths`). The
+        files to the section's read-only paths, and from the base commit (`required_paths`). `image`
+        is what `Services.ensure_images` resolved: a `[sandbox.image]` recipe has no name of its own
+        until it is built. The
         runtime is the section's unless `CORRAL_SANDBOX_RUNTIME` overrides it, so every container a
         run makes (agent, checks, ...) runs under the same one.
         """
+        chosen = image or config.image_name
+        if chosen is None:
+            raise ValueError("a [sandbox.image] recipe needs the built image's tag (image=)")
         return cls(
             run_id=run_id,
-            image=config.image,
+            image=chosen,
             workspace=workspace,
             workdir=config.workdir,
             readonly_paths=protection.readonly.patterns,

@@ -168,6 +168,7 @@ class StateStore(GovernanceStore):
         small_model: str = "",
         meta: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        requester: str = "",
     ) -> RunRecord:
         """Record a new run in phase `queued`; `branch` defaults to `corral/<run_id>`."""
         for _attempt in range(5):
@@ -189,6 +190,7 @@ class StateStore(GovernanceStore):
                 updated_at=now,
                 preference_ids=[],
                 meta=dict(meta or {}),
+                requester=requester,
             )
             try:
                 with self.transaction(write=True) as conn:

@@ -56,6 +56,8 @@ class RunRecord(Record):
     pid: int | None
     preference_ids: list[int]
     meta: dict[str, Any]
+    requester: str = ""
+    """Who asked for the run (`corral.identity.current_user()` at creation); may not approve it."""
 
     @property
     def elapsed_seconds(self) -> float | None:
@@ -87,6 +89,10 @@ class ApprovalRecord(Record):
     subject: Subject
     comment: str
     decided_at: datetime
+    head_sha: str = ""
+    """The run's head commit the decision was given for: a merge happens at exactly this commit."""
+    override: bool = False
+    """Approved over failed checks (`corral approve --override`)."""
 
 
 class ModelPin(Record):

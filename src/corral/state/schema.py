@@ -87,6 +87,7 @@ runs = sa.Table(
     sa.Column("pid", sa.Integer, nullable=True),
     sa.Column("preference_ids", json_type(), nullable=False),
     sa.Column("meta", json_type(), nullable=False),
+    sa.Column("requester", sa.String(200), nullable=False, server_default=""),
     sa.ForeignKeyConstraint(["team", "project"], ["projects.team", "projects.name"], name="fk_runs_project"),
     sa.Index("ix_runs_team_project_created", "team", "project", "created_at"),
     sa.Index("ix_runs_team_created", "team", "created_at"),
@@ -117,6 +118,8 @@ approvals = sa.Table(
     sa.Column("subject", sa.String(32), nullable=False),
     sa.Column("comment", sa.Text, nullable=False, server_default=""),
     sa.Column("decided_at", UTCDateTime, nullable=False),
+    sa.Column("head_sha", sa.String(64), nullable=False, server_default=""),
+    sa.Column("override", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_approvals_run", "run_id"),
 )
 
