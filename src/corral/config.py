@@ -308,11 +308,11 @@ image = "corral/agent:default"    # your team's image, built FROM corral/agent:d
 readonly_paths = []               # e.g. ["billing/**", "migrations/prod/**"]: mounted read-only
 hidden_paths = []                 # e.g. ["secrets/**", ".env"]: masked, the agent cannot read them
 agent_may_edit_config = false     # true lets the agent change corral.toml and the gateway file
+runtime = "runc"                  # "runsc": gVisor's kernel between the agent and the host's
+                                  # (`corral doctor` says how to install it); CORRAL_SANDBOX_RUNTIME overrides
 cpus = 2
 memory = "4g"
 pids = 512
-runtime = "runc"                  # "runsc": gVisor's kernel between the agent and the host's
-                                  # (`corral doctor` says how to install it); CORRAL_SANDBOX_RUNTIME overrides
 
 [checks]
 command = "pytest -q"             # run in a fresh sandbox on the agent's result
