@@ -23,6 +23,8 @@ CorralError
 │                        gateway's tokens and the state DB's)
 ├── UpstreamFailure      a gateway upstream timed out, crashed or is unavailable; `kind` says which
 ├── ServeError           a socket or port to serve on is in use or cannot be bound
+├── ShellError           `corral shell` cannot open an interactive session (no terminal, a HOME
+│                        the sandbox refused)
 ├── StoreError           a state or audit store is unreachable or misconfigured
 │   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
 └── NotFound             a run, event or record that does not exist
@@ -144,6 +146,10 @@ class UpstreamFailure(CorralError):
 
 
 class ServeError(CorralError):
+    pass
+
+
+class ShellError(CorralError):
     pass
 
 

@@ -189,6 +189,15 @@ class FileEdit(SandboxReported):
     diff: str = ""
 
 
+class HumanPrompt(SandboxReported):
+    """A prompt typed into an interactive session (`corral shell`), as the sandbox's hook reported it;
+    `actor` names the human at the terminal."""
+
+    kind: Literal["human.prompt"] = "human.prompt"
+    prompt: str
+    session_id: str = ""
+
+
 class AgentStopped(SandboxReported):
     kind: Literal["agent.stopped"] = "agent.stopped"
     actor: Actor = "agent"
@@ -361,6 +370,7 @@ AnyEvent = Annotated[
     | ToolDenied
     | ShellCommand
     | FileEdit
+    | HumanPrompt
     | AgentStopped
     | GatewayCall
     | GatewayDecision

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
@@ -46,12 +46,14 @@ from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
 from corral.services import PreferenceSelection, Services
-from corral.state.machine import Phase
+from corral.state.machine import AT_REST, TERMINAL, Phase
 from corral.workspace import (
+    CommitInfo,
     RepoInfo,
     Workspace,
     commit_changes,
     create_worktree,
+    delete_branch,
     hand_over,
     inspect_repo,
     protected_in_commit,
@@ -59,6 +61,7 @@ from corral.workspace import (
 )
 
 if TYPE_CHECKING:
+    from corral.agent.claude import AgentSettings
     from corral.audit.recorder import RunRecorder
     from corral.gateway.run import RunGatewayHandle
     from corral.state.models import RunRecord
@@ -132,7 +135,15 @@ class RunOrchestrator:
 
 
 class _Run:
-    """One run, from its recorded creation to its recorded end. Each phase is one method."""
+    """One run, from its recorded creation to its recorded end. Each phase is one method.
+
+    `corral shell` (corral.shell.session) is a subclass: it replaces only how the agent is driven and
+    what the agent's sandbox gets mounted, and keeps every other phase, so both share one copy.
+    """
+
+    empty_is_terminal = False
+    """Whether a run whose branch ends with no commit ends as no_changes (and its branch is deleted)
+    rather than going on to checks; a headless run goes on, a shell session ends."""
 
     def __init__(
         self,
@@ -180,7 +191,7 @@ class _Run:
         playbook: Playbook | None,
         repo_info: RepoInfo,
         backend: SandboxBackend,
-    ) -> _Run:
+    ) -> Self:
         """Record the run (queued) and open its audit chain."""
         from corral.sandbox.project_image import repository_name
 
@@ -226,11 +237,14 @@ class _Run:
             self.move(Phase.RUNNING)
             self.drive_agent(prepared)
             self.commit()
-            self.move(Phase.CHECKING)
-            check = self.run_checks()
-            self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
-            self.open_pull_request()
-            self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
+            if self.empty_is_terminal and not self.branch_has_commits():
+                self.move(Phase.NO_CHANGES, "the session changed nothing")
+            else:
+                self.move(Phase.CHECKING)
+                check = self.run_checks()
+                self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
+                self.open_pull_request()
+                self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
             raise
@@ -241,7 +255,7 @@ class _Run:
             raise
         finally:
             self.release()
-            if self.phase not in (Phase.AWAITING_APPROVAL, Phase.FAILED):
+            if self.phase not in AT_REST | TERMINAL:
                 with contextlib.suppress(CorralError):
                     self.move(Phase.FAILED, reason or "run ended early")
             duration = int((time.monotonic() - started) * 1000)
@@ -275,9 +289,7 @@ class _Run:
         self.warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
         config, resources = self.config, self.resources
         self.image = self.services.ensure_images(config, self.repo_info.root)
-        workspace = resources.workspace = create_worktree(
-            self.repo_info, self.run_id, self.services.settings.worktrees_dir
-        )
+        workspace = resources.workspace = self.open_workspace()
         hand_over(workspace, AGENT_UID)
         self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
@@ -298,7 +310,10 @@ class _Run:
             self.sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
             self.state.update_run(self.run_id, preference_ids=[int(i) for i in prefs.ids])
         sandbox = self.create_sandbox(
-            "agent", socket_dir, {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
+            "agent",
+            socket_dir,
+            {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"},
+            self.agent_files(socket_dir),
         )
         self.self_test(sandbox)
         check_nodump(sandbox)
@@ -309,22 +324,38 @@ class _Run:
         resources.stoppers.append(gateway.stop)
         return _Prepared(sandbox, model_token, gateway, prefs)
 
-    def drive_agent(self, prepared: _Prepared) -> None:
-        from corral.agent.claude import AgentSettings, ClaudeDriver
+    def open_workspace(self) -> Workspace:
+        """The run's worktree: a new branch `corral/<run-id>` at the base commit."""
+        return create_worktree(self.repo_info, self.run_id, self.services.settings.worktrees_dir)
 
-        config = self.config
-        self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
-        policy = PathPolicy(
-            config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
+    def agent_files(self, socket_dir: Path) -> dict[str, Path]:
+        """Host files bound read-only into the agent's sandbox (container path -> host path)."""
+        return {}
+
+    def policy(self) -> PathPolicy:
+        return PathPolicy(
+            self.config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
         )
-        settings = AgentSettings.from_config(
-            config,
+
+    def agent_settings(self, prepared: _Prepared) -> AgentSettings:
+        """What the CLI inside the sandbox is given: the proxy, the run token, the gateway, the prompt."""
+        from corral.agent.claude import AgentSettings
+
+        return AgentSettings.from_config(
+            self.config,
             model_url=f"http://127.0.0.1:{MODEL_PORT}",
             model_token=prepared.model_token,
             system_append=prepared.prefs.section,
             mcp_servers=prepared.gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
             allowed_mcp_tools=tuple(prepared.gateway.allowed_tool_names()),
         )
+
+    def drive_agent(self, prepared: _Prepared) -> None:
+        from corral.agent.claude import ClaudeDriver
+
+        self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
+        policy = self.policy()
+        settings = self.agent_settings(prepared)
         wrapper = self.services.settings.sockets_dir / f"{self.run_id}.wrapper"
         self.resources.stoppers.append(lambda: wrapper.unlink(missing_ok=True))
         outcome = ClaudeDriver(prepared.sandbox, self.sink, policy, settings, wrapper).run(self.request.task)
@@ -343,14 +374,14 @@ class _Run:
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
 
-    def commit(self) -> None:
+    def commit(self) -> CommitInfo | None:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
         message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
         commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
-            return
+            return None
         self.sink.emit(
             CommitMade(
                 commit=commit.commit,
@@ -362,6 +393,12 @@ class _Run:
         )
         self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
         self.head_commit = commit.commit
+        return commit
+
+    def branch_has_commits(self) -> bool:
+        workspace = self.resources.workspace
+        assert workspace is not None
+        return workspace.git(["rev-parse", "HEAD"]).strip() != workspace.base_commit
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
@@ -417,7 +454,13 @@ class _Run:
 
     # ---- sandboxes and resources ---------------------------------------------------------------
 
-    def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
+    def create_sandbox(
+        self,
+        purpose: str,
+        socket_dir: Path | None,
+        bridges: dict[int, str],
+        files: dict[str, Path] | None = None,
+    ) -> Sandbox:
         workspace = self.resources.workspace
         assert workspace is not None
         spec = SandboxSpec.from_config(
@@ -429,6 +472,7 @@ class _Run:
             required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
+            readonly_files=files,
             image=self.image,
         )
         sandbox = self.backend.create(spec)
@@ -496,3 +540,5 @@ class _Run:
             shutil.rmtree(self.resources.socket_dir, ignore_errors=True)
         if self.resources.workspace is not None:
             remove_worktree(self.resources.workspace.repo, self.resources.workspace.path)
+            if self.phase is Phase.NO_CHANGES:  # nothing to review: no branch is left behind
+                delete_branch(self.resources.workspace.repo, self.resources.workspace.branch)

@@ -129,11 +129,16 @@ def inspect_repo(repo: Path, base_branch: str) -> RepoInfo:
     return RepoInfo(root=top, base_branch=base_branch, base_commit=commit, dirty_paths=dirty)
 
 
-def create_worktree(info: RepoInfo, run_id: str, worktrees_dir: Path) -> Workspace:
+def create_worktree(info: RepoInfo, run_id: str, worktrees_dir: Path, *, reopen: bool = False) -> Workspace:
+    """A worktree on a new branch `corral/<run_id>` at the base commit, or with `reopen` on that
+    branch as a previous session of the run left it (`corral shell --resume`)."""
     path = worktrees_dir / run_id
     branch = f"corral/{run_id}"
     worktrees_dir.mkdir(parents=True, exist_ok=True)
-    _git(["worktree", "add", "--quiet", "-b", branch, str(path), info.base_commit], cwd=info.root)
+    if reopen:
+        _git(["worktree", "add", "--quiet", str(path), branch], cwd=info.root)
+    else:
+        _git(["worktree", "add", "--quiet", "-b", branch, str(path), info.base_commit], cwd=info.root)
     git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], cwd=path).strip())
     return Workspace(repo=info.root, path=path, branch=branch, base_commit=info.base_commit, git_dir=git_dir)
 

@@ -131,6 +131,26 @@ def test_gc_keeps_the_branch_of_a_run_awaiting_approval(
     assert branches.stdout.strip() == f"corral/{run_id}"
 
 
+def test_gc_removes_a_dead_shell_sessions_managed_settings_but_not_a_live_ones(
+    open_store: Callable[[str], StateStore], settings: Settings
+) -> None:
+    store = open_store("team-gc")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = make_run(store, Phase.RUNNING, dead_pid())
+        live = make_run(store, Phase.RUNNING, alive.pid)
+        for run_id in (dead, live):
+            (settings.shell_files_dir / run_id).mkdir(parents=True)
+            (settings.shell_files_dir / run_id / "managed-settings.json").write_text("{}")
+        report = collect(settings, store, None, None)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert report.runs_failed == [dead]
+    assert str(settings.shell_files_dir / dead) in report.socket_dirs
+    assert not (settings.shell_files_dir / dead).exists() and (settings.shell_files_dir / live).is_dir()
+
+
 # ---- team scoping through the CLI -------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ LEGAL = {
     (Phase.CHECKING, Phase.AWAITING_APPROVAL),
     (Phase.AWAITING_APPROVAL, Phase.APPROVED),
     (Phase.AWAITING_APPROVAL, Phase.REJECTED),
+    (Phase.RUNNING, Phase.NO_CHANGES),  # a shell session that changed nothing
+    (Phase.AWAITING_APPROVAL, Phase.PREPARING),  # `corral shell --resume`
     (Phase.APPROVED, Phase.MERGED),
     (Phase.APPROVED, Phase.AWAITING_APPROVAL),
     (Phase.MERGED, Phase.STAGED),
@@ -78,8 +80,9 @@ def test_a_run_walks_the_happy_path_with_timings_and_history(store: StateStore) 
         (None, Phase.RUNNING),
         (Phase.RUNNING, Phase.QUEUED),
         (Phase.CHECKING, Phase.CHECKING),
-        (Phase.AWAITING_APPROVAL, Phase.PREPARING),
+        (Phase.AWAITING_APPROVAL, Phase.RUNNING),  # a resumed session starts over at preparing
         (Phase.PREPARING, Phase.MERGED),
+        (Phase.CHECKING, Phase.NO_CHANGES),  # only a session that changed nothing ends so
     ],
 )
 def test_illegal_transitions_are_refused_and_change_nothing(
@@ -99,11 +102,14 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     assert len(store.phase_history(run_id)) == len(store.phase_history(run_id))
 
 
-@pytest.mark.parametrize("terminal", [Phase.PROMOTED, Phase.REJECTED, Phase.FAILED])
+@pytest.mark.parametrize("terminal", [Phase.PROMOTED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES])
 def test_terminal_phases_are_final(store: StateStore, terminal: Phase) -> None:
     run_id = _new(store)
     if terminal is Phase.FAILED:
         store.transition(run_id, Phase.FAILED, "docker engine went away")
+    elif terminal is Phase.NO_CHANGES:
+        _advance(store, run_id, Phase.RUNNING)
+        store.transition(run_id, terminal, "the session changed nothing")
     else:
         _advance(store, run_id, Phase.AWAITING_APPROVAL)
         steps = (

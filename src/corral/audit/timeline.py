@@ -1,6 +1,6 @@
 """A run's events as a timeline: what the agent saw, decided, did, and what shipped.
 
-- saw:      model.request (a summary of the newest user turn)
+- saw:      model.request (a summary of the newest user turn), human.prompt (what a human typed)
 - decided:  model.response (text, tool_use), tool.denied, gateway.decision
 - did:      tool.call, tool.result, shell.command (with exit code), file.edit (with diff),
             gateway.call, secret.requested
@@ -68,6 +68,9 @@ def entry(event: AnyEvent) -> Entry:
                 f"{event.request_model}{operation}: {event.messages} messages, {event.tools} tools; "
                 f"user: {_short(event.last_user)}"
             )
+        case ev.HumanPrompt():
+            section = "saw"
+            summary = f"{event.actor} asked: {_short(event.prompt)}"
         case ev.ModelResponse() if event.operation == "count_tokens":
             section = "decided"
             summary = f"count_tokens: {event.input_tokens} input tokens"

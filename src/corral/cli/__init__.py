@@ -73,12 +73,13 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, delivery, runs
+    from corral.cli import commands, delivery, runs, shell
 
     runs.register(app)
     runs.register_review(app)
     delivery.register(app)
     commands.register(app)
+    shell.register(app)
     for module_name, name, help_text in (
         ("corral.cli.image", "image", "Build and list the sandbox images."),
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),

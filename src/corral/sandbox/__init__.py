@@ -72,6 +72,8 @@ class SandboxSpec:
     pids: int = 512
     env: dict[str, str] = field(default_factory=dict)
     purpose: str = "agent"
+    readonly_files: dict[str, Path] = field(default_factory=dict)
+    """Container path -> host file, bound read-only (the shell's managed settings and hook forwarder)."""
     runtime: str = "runc"
     """The Docker runtime name; under `GVISOR_RUNTIMES` the self-test also demands gVisor's kernel."""
 
@@ -91,6 +93,7 @@ class SandboxSpec:
         required_paths: tuple[str, ...] = (),
         socket_dir: Path | None = None,
         bridges: dict[int, str] | None = None,
+        readonly_files: dict[str, Path] | None = None,
         image: str | None = None,
     ) -> SandboxSpec:
         """The project's `[sandbox]` section, for one container of run `run_id`.
@@ -98,9 +101,8 @@ class SandboxSpec:
         The paths come from `protection` (`Protection.from_config`), which adds corral's own control
         files to the section's read-only paths, and from the base commit (`required_paths`). `image`
         is what `Services.ensure_images` resolved: a `[sandbox.image]` recipe has no name of its own
-        until it is built. The
-        runtime is the section's unless `CORRAL_SANDBOX_RUNTIME` overrides it, so every container a
-        run makes (agent, checks, ...) runs under the same one.
+        until it is built. The runtime is the section's unless `CORRAL_SANDBOX_RUNTIME` overrides
+        it, so every container a run makes (agent, checks, shell, ...) runs under the same one.
         """
         chosen = image or config.image_name
         if chosen is None:
@@ -120,6 +122,7 @@ class SandboxSpec:
             pids=config.pids,
             purpose=purpose,
             runtime=resolve_runtime(config.runtime),
+            readonly_files=dict(readonly_files or {}),
         )
 
 
@@ -150,8 +153,11 @@ class Sandbox(Protocol):
         """Run argv inside the container as the agent user and return its combined output."""
         ...
 
-    def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
-        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached."""
+    def exec_command(
+        self, argv: list[str], *, env: dict[str, str] | None = None, tty: bool = False
+    ) -> list[str]:
+        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached;
+        with `tty`, on a pseudo-terminal (`-it`), for the interactive CLI."""
         ...
 
     def self_test(self, host_probe_port: int) -> SelfTestReport:

@@ -242,8 +242,10 @@ class DockerSandbox:
             raise _wrap(f"exec {argv[:1]}", exc, self.id) from exc
         return ExecResult(int(exit_code if exit_code is not None else -1), tail.text(), tail.dropped)
 
-    def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
-        command = ["docker", "exec", "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
+    def exec_command(
+        self, argv: list[str], *, env: dict[str, str] | None = None, tty: bool = False
+    ) -> list[str]:
+        command = ["docker", "exec", "-it" if tty else "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
         for key, value in (env or {}).items():
             command += ["-e", f"{key}={value}"]
         return [*command, self.id, *argv]

@@ -3,6 +3,8 @@
 queued → preparing → running → checking → awaiting_approval → approved → merged → staged → promoted,
 rejected from awaiting_approval, and failed (with a reason) from every phase that is not terminal.
 An approved run whose merge is refused (a conflict, a moved head) goes back to awaiting_approval.
+An interactive session (`corral shell`) that changed nothing ends running → no_changes, and one
+awaiting approval may be reopened (`corral shell --resume`): awaiting_approval → preparing.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ class Phase(StrEnum):
     PROMOTED = "promoted"
     REJECTED = "rejected"
     FAILED = "failed"
+    NO_CHANGES = "no_changes"
 
 
-TERMINAL: frozenset[Phase] = frozenset({Phase.PROMOTED, Phase.REJECTED, Phase.FAILED})
+TERMINAL: frozenset[Phase] = frozenset({Phase.PROMOTED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES})
 
 AT_REST: frozenset[Phase] = frozenset({Phase.AWAITING_APPROVAL, Phase.APPROVED, Phase.MERGED, Phase.STAGED})
 """Phases that wait for a human: no corral process drives a run in them, by design. An approved or
@@ -38,9 +41,9 @@ WORKING: frozenset[Phase] = frozenset(Phase) - TERMINAL - AT_REST
 _FORWARD: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PREPARING}),
     Phase.PREPARING: frozenset({Phase.RUNNING}),
-    Phase.RUNNING: frozenset({Phase.CHECKING}),
+    Phase.RUNNING: frozenset({Phase.CHECKING, Phase.NO_CHANGES}),
     Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL}),
-    Phase.AWAITING_APPROVAL: frozenset({Phase.APPROVED, Phase.REJECTED}),
+    Phase.AWAITING_APPROVAL: frozenset({Phase.APPROVED, Phase.REJECTED, Phase.PREPARING}),
     Phase.APPROVED: frozenset({Phase.MERGED, Phase.AWAITING_APPROVAL}),
     Phase.MERGED: frozenset({Phase.STAGED}),
     Phase.STAGED: frozenset({Phase.PROMOTED}),
