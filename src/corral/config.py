@@ -6,7 +6,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,6 +17,8 @@ CONFIG_FILE = "corral.toml"
 DATED_MODEL_ID = re.compile(r"^claude-[a-z0-9.-]+-\d{8}$")
 DEFAULT_CLAUDE_CODE = "2.1.332"
 DEFAULT_IMAGE = "corral/agent:default"
+SandboxRuntime = Literal["runc", "runsc"]
+"""The OCI runtime of every sandbox: runc shares the host kernel, runsc (gVisor) puts its own between."""
 
 
 class _Section(BaseModel):
@@ -103,6 +105,8 @@ class SandboxConfig(_Section):
     memory: str = "4g"
     pids: Annotated[int, Field(ge=16)] = 512
     workdir: str = "/workspace"
+    runtime: SandboxRuntime = "runc"
+    """`CORRAL_SANDBOX_RUNTIME` overrides it on this host (`SandboxSpec.from_config` applies both)."""
     agent_may_edit_config: bool = False
     """When false, corral.toml and the gateway file are read-only to the agent like readonly_paths."""
 
@@ -335,6 +339,8 @@ image = "corral/agent:default"    # your team's image, built FROM corral/agent:d
 readonly_paths = []               # e.g. ["billing/**", "migrations/prod/**"]: mounted read-only
 hidden_paths = []                 # e.g. ["secrets/**", ".env"]: masked, the agent cannot read them
 agent_may_edit_config = false     # true lets the agent change corral.toml and the gateway file
+runtime = "runc"                  # "runsc": gVisor's kernel between the agent and the host's
+                                  # (`corral doctor` says how to install it); CORRAL_SANDBOX_RUNTIME overrides
 cpus = 2
 memory = "4g"
 pids = 512

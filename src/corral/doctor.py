@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.config import Config, load_config
 from corral.errors import CorralError
@@ -27,6 +29,37 @@ def _bundled_claude_version() -> str:
     from claude_agent_sdk._cli_version import __cli_version__
 
     return str(__cli_version__)
+
+
+RUNSC_ENTRY = {
+    "runtimes": {
+        "runsc": {
+            "path": "/usr/bin/runsc",
+            "runtimeArgs": ["--platform=ptrace", "--network=none", "--host-uds=open"],
+        }
+    }
+}
+
+
+def runtime_check(runtimes: dict[str, Any], configured: str, runsc_path: str | None) -> Check:
+    """Is gVisor installed and registered with Docker, and is the runtime the sandboxes use there?"""
+    from corral.sandbox import resolve_runtime
+
+    try:
+        runtime = resolve_runtime(configured)
+    except CorralError as exc:
+        return Check("runtime", False, exc.message, exc.hint or "")
+    installed = f"runsc at {runsc_path}" if runsc_path else "runsc is not installed"
+    registered = "runsc" in runtimes
+    detail = f"sandboxes use {runtime}; {installed}, {'' if registered else 'not '}registered with Docker"
+    fix = ""
+    if not registered:
+        fix = (
+            ("apt-get install runsc; then " if not runsc_path else "")
+            + f"add to /etc/docker/daemon.json: {json.dumps(RUNSC_ENTRY)}"
+            + " and restart the daemon (systemctl restart docker, or SIGHUP to dockerd reloads runtimes)"
+        )
+    return Check("runtime", runtime in runtimes, detail, fix)
 
 
 def _image_checks(client: DockerClient, config: Config, repo: Path) -> list[Check]:
@@ -79,6 +112,9 @@ def run_checks(services: Services, repo: Path) -> list[Check]:
         client = services.docker()
         version = client.version().get("Version", "?")
         checks.append(Check("docker", True, f"Docker Engine {version}"))
+        checks.append(
+            runtime_check(client.info().get("Runtimes", {}), config.sandbox.runtime, shutil.which("runsc"))
+        )
         checks.extend(_image_checks(client, config, repo.resolve()))
     except CorralError as exc:
         checks.append(Check("docker", False, exc.message, exc.hint or ""))

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     audit_url: str | None = None
     team: str | None = None
     """`CORRAL_TEAM`: the team every command acts in, unless `--team` says otherwise."""
+    sandbox_runtime: str | None = None
+    """`CORRAL_SANDBOX_RUNTIME`: `runc` or `runsc` for every sandbox on this host, over the config."""
 
     @property
     def state_db(self) -> Path:

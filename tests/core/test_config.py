@@ -72,3 +72,21 @@ def test_the_init_template_shows_every_new_key_with_its_default() -> None:
 def test_secret_references_must_name_a_provider() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         parse_config('[secrets]\nDATABASE_URL = "postgres://u:p@h/db"\n', "corral.toml")
+
+
+def test_sandbox_runtime_is_runc_or_runsc_and_the_environment_overrides_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from corral.sandbox import resolve_runtime
+
+    assert Config().sandbox.runtime == "runc"
+    assert parse_config('[sandbox]\nruntime = "runsc"\n', "corral.toml").sandbox.runtime == "runsc"
+    with pytest.raises(ConfigError, match=r"sandbox\.runtime"):
+        parse_config('[sandbox]\nruntime = "kata"\n', "corral.toml")
+    monkeypatch.delenv("CORRAL_SANDBOX_RUNTIME", raising=False)
+    assert resolve_runtime("runsc") == "runsc"
+    monkeypatch.setenv("CORRAL_SANDBOX_RUNTIME", "runc")
+    assert resolve_runtime("runsc") == "runc"
+    monkeypatch.setenv("CORRAL_SANDBOX_RUNTIME", "kata")
+    with pytest.raises(ConfigError, match="CORRAL_SANDBOX_RUNTIME='kata'"):
+        resolve_runtime("runc")

@@ -41,7 +41,9 @@ def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(tmp_path: Path
 
 def test_doctor_reports_every_component(agent_image: str, tmp_path: Path) -> None:
     report = {c["name"]: c for c in json.loads(corral("doctor", "--repo", str(tmp_path), "--json").stdout)}
-    assert {"config", "claude code", "docker", "image", "state", "audit", "model key"} <= set(report)
+    assert {"config", "claude code", "docker", "runtime", "image", "state", "audit", "model key"} <= set(
+        report
+    )
     assert all(c["ok"] for c in report.values()), report
     assert "2.1.332" in report["image"]["detail"]
     assert "sqlite" in report["state"]["detail"]

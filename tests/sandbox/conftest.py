@@ -19,7 +19,7 @@ import pytest
 
 from corral.config import DEFAULT_CLAUDE_CODE
 from corral.errors import SandboxError
-from corral.sandbox import RUN_LABEL, SandboxSpec
+from corral.sandbox import RUN_LABEL, SandboxSpec, resolve_runtime
 from corral.sandbox.docker import DockerBackend, DockerSandbox
 from corral.sandbox.images import AGENT_IMAGE, docker_client, ensure_images
 from corral.sandbox.mounts import grant_agent_access
@@ -86,8 +86,14 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
+RUNTIME = resolve_runtime("runc")
+"""`CORRAL_SANDBOX_RUNTIME` picks the runtime of every sandbox here: `make test` runs this directory again
+under runsc, so each isolation property is proven under both."""
+
+
 def spec_for(workspace: Path, image: str, **overrides: object) -> SandboxSpec:
     fields: dict[str, object] = {
+        "runtime": RUNTIME,
         "run_id": new_run_id(),
         "image": image,
         "workspace": workspace,
@@ -154,3 +160,20 @@ class UnixEchoServer:
         self._done.set()
         self._thread.join(timeout=2)
         self._server.close()
+
+
+_V2_NAMES = {"pids.max": "pids.max", "memory.limit_in_bytes": "memory.max", "cpu.cfs_quota_us": "cpu.max"}
+
+
+def host_cgroup(sandbox: DockerSandbox, controller: str, name: str) -> str:
+    """A file of the container's cgroup as the host sees it (cgroup v1 layout; v2 names mapped)."""
+    pid = sandbox.inspect()["State"]["Pid"]
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return (Path("/sys/fs/cgroup") / controller / path.lstrip("/") / name).read_text().strip()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            text = (Path("/sys/fs/cgroup") / line[3:].lstrip("/") / _V2_NAMES[name]).read_text().strip()
+            return text.split()[0] if name == "cpu.cfs_quota_us" else text
+    raise AssertionError(f"no {controller} cgroup for pid {pid}")

@@ -23,7 +23,8 @@ PLAYBOOK = """
 turns:
   - tool_use:
       - name: Bash
-        input: {command: "id -u > {workspace}/who.txt && ls -A $HOME >> {workspace}/who.txt"}
+        input:
+          command: "id -u > {workspace}/who.txt && find $HOME -mindepth 1 -maxdepth 1 >> {workspace}/who.txt"
   - text: "all done"
 """
 
@@ -71,4 +72,4 @@ def test_claude_code_plays_a_turn_in_the_sandbox(
     # The Bash tool ran as uid 1000 in the workspace, and Claude Code kept its state in the tmpfs HOME.
     who = (workspace / "who.txt").read_text().split()
     assert who[0] == "1000"
-    assert ".claude" in who[1:]
+    assert "/home/agent/.claude" in who[1:], who

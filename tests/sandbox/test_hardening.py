@@ -16,9 +16,9 @@ import pytest
 
 from corral.errors import SandboxError
 from corral.sandbox import CLAUDE_CODE_LABEL, PURPOSE_LABEL, RUN_LABEL
-from corral.sandbox.docker import DockerSandbox, start_host_probe
+from corral.sandbox.docker import DockerSandbox, host_pids_limit, start_host_probe
 
-from .conftest import PIN, READONLY_CANARY, SECRET_CANARY, UnixEchoServer
+from .conftest import PIN, READONLY_CANARY, RUNTIME, SECRET_CANARY, UnixEchoServer, host_cgroup
 
 pytestmark = pytest.mark.docker
 
@@ -36,9 +36,19 @@ def test_runs_as_uid_1000_with_no_capabilities_and_no_new_privileges(sandbox: Do
     lines = out.split("\n")
     assert lines[:2] == ["1000", "1000"]
     status = dict(line.split(":\t") for line in lines[2:] if line)
-    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+    # gVisor's /proc/self/status has no CapAmb or NoNewPrivs line; prctl answers under both kernels.
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd") + (() if sandbox.spec.gvisor else ("CapAmb",)):
         assert int(status[cap], 16) == 0, f"{cap} = {status[cap]}"
-    assert status["NoNewPrivs"].strip() == "1"
+    if not sandbox.spec.gvisor:
+        assert status["NoNewPrivs"].strip() == "1"
+    prctl = (
+        "import ctypes; libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(libc.prctl(39, 0, 0, 0, 0))\n"  # PR_GET_NO_NEW_PRIVS
+        "print(set(libc.prctl(47, 1, cap, 0, 0) for cap in range(41)))\n"  # PR_CAP_AMBIENT_IS_SET
+    )
+    result = sandbox.exec(["python3", "-c", prctl])
+    # gVisor has no ambient set (EINVAL, -1); it could only hold capabilities in CapPrm and CapInh anyway.
+    assert result.output.split("\n")[:2] == ["1", "{-1}" if sandbox.spec.gvisor else "{0}"], result.output
 
 
 def test_root_filesystem_is_read_only(sandbox: DockerSandbox) -> None:
@@ -88,8 +98,8 @@ def test_hidden_paths_show_no_content(sandbox: DockerSandbox, workspace: Path) -
         code, out = sh(sandbox, f"cat {path}")
         assert SECRET_CANARY not in out
         assert code != 0 or out == "", f"{path}: {out}"
-    code, out = sh(sandbox, "ls -A secrets")
-    assert code != 0 or out == ""
+    code, out = sh(sandbox, "python3 -c 'import os; print(os.listdir(\"secrets\"))'")
+    assert (code != 0 and "Error" in out) or out.strip() == "[]", out
     # Nothing anywhere the agent can read holds the canary.
     code, out = sh(sandbox, f"grep -r -s -l {SECRET_CANARY} /workspace /tmp /home /run; echo done")
     assert out.strip() == "done", out
@@ -110,8 +120,9 @@ def test_only_loopback_and_the_host_probe_is_unreachable(sandbox: DockerSandbox)
         while probe.connections < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert probe.connections == 1
-        _, out = sh(sandbox, "ls /sys/class/net")
-        assert out.split() == ["lo"]
+        # Python, not `ls`: Debian's gVisor refuses coreutils 9.1's statx with EINVAL.
+        _, out = sh(sandbox, "python3 -c 'import os; print(*os.listdir(\"/sys/class/net\"))'")
+        assert out.split() == ["lo"], out
         report = sandbox.self_test(probe.port)
     finally:
         seen = probe.stop()
@@ -122,8 +133,9 @@ def test_only_loopback_and_the_host_probe_is_unreachable(sandbox: DockerSandbox)
 
 
 def test_no_docker_socket(sandbox: DockerSandbox) -> None:
-    code, out = sh(sandbox, "ls -l /var/run/docker.sock /run/docker.sock")
-    assert code != 0 and "No such file" in out
+    probe = "import os\nfor p in ('/var/run/docker.sock', '/run/docker.sock'): print(os.path.lexists(p))"
+    code, out = sh(sandbox, f'python3 -c "{probe}"')
+    assert (code, out.split()) == (0, ["False", "False"]), out
     mounts = sandbox.inspect()["Mounts"]
     assert not [m for m in mounts if "docker.sock" in m["Source"] or "docker.sock" in m["Destination"]]
 
@@ -160,7 +172,8 @@ def test_no_way_to_root(sandbox: DockerSandbox, client: docker.DockerClient, age
 def test_limits_and_settings_are_applied(sandbox: DockerSandbox) -> None:
     attrs = sandbox.inspect()
     host = attrs["HostConfig"]
-    assert host["PidsLimit"] == 256
+    assert host["Runtime"] == RUNTIME
+    assert host["PidsLimit"] == host_pids_limit(sandbox.spec)
     assert host["Memory"] == 1 << 30
     assert host["NanoCpus"] == 1_000_000_000
     assert host["NetworkMode"] == "none"
@@ -171,11 +184,23 @@ def test_limits_and_settings_are_applied(sandbox: DockerSandbox) -> None:
     assert attrs["Config"]["User"] == "1001:1001"  # the bridges; every exec names uid 1000
     assert attrs["Config"]["Labels"][RUN_LABEL].startswith("test-sandbox-")
     assert attrs["Config"]["Labels"][PURPOSE_LABEL] == "agent"
-    _, out = sh(sandbox, "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max")
-    assert out.strip() == "256"
-    _, out = sh(sandbox, "stat -c '%u %a' $HOME /tmp; mount | grep -E ' on (/tmp|/home/agent) '")
+    # The limits live in the container's host cgroup, which holds every host task of the sandbox
+    # (under gVisor: the Sentry, the gofer and each agent task); gVisor shows the agent no cgroupfs.
+    assert int(host_cgroup(sandbox, "pids", "pids.max")) == host["PidsLimit"]
+    assert int(host_cgroup(sandbox, "memory", "memory.limit_in_bytes")) == 1 << 30
+    assert host_cgroup(sandbox, "cpu", "cpu.cfs_quota_us") == "100000"  # one cpu per 100 ms period
+    if not sandbox.spec.gvisor:
+        _, out = sh(sandbox, "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max")
+        assert out.strip() == "256"
+    modes = (
+        "import os\nfor p in (os.environ['HOME'], '/tmp'):"
+        " s = os.stat(p); print(s.st_uid, oct(s.st_mode)[-4:].lstrip('0'))"
+    )
+    _, out = sh(sandbox, f"python3 -c \"{modes}\"; mount | grep -E ' on (/tmp|/home/agent) '")
     assert out.splitlines()[:2] == ["1000 700", "0 1777"]
-    assert "nosuid" in out and "tmpfs" in out
+    assert "tmpfs" in out
+    # gVisor's mount table does not list nosuid; no-new-privileges (prctl, above) holds under both.
+    assert "nosuid" in out or sandbox.spec.gvisor
 
 
 def test_socat_bridge_reaches_a_host_unix_socket(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, get_args
+
+from corral.config import SandboxRuntime
+from corral.errors import ConfigError
 
 if TYPE_CHECKING:
     from corral.config import SandboxConfig
@@ -24,6 +27,26 @@ OWNER_LABEL = "io.corral.owner"
 SOCKETS_IN_CONTAINER = "/run/corral"
 AGENT_UID = 1000
 """The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""
+GVISOR_RUNTIMES = ("runsc", "runsc-kvm")
+"""Docker runtime names that put gVisor's kernel in front of the host's (`runsc-kvm` is bench-only)."""
+
+
+def resolve_runtime(configured: str) -> str:
+    """The runtime for this host: `CORRAL_SANDBOX_RUNTIME` if set, else the project's `[sandbox].runtime`."""
+    from corral.settings import load_settings
+
+    override = load_settings().sandbox_runtime
+    if override is None:
+        return configured
+    allowed = get_args(SandboxRuntime)
+    if override not in allowed:
+        raise ConfigError(
+            f"CORRAL_SANDBOX_RUNTIME={override!r} is not a sandbox runtime",
+            hint=f"set it to one of {', '.join(allowed)}, or unset it to use [sandbox].runtime",
+        )
+    return override
+
+
 NODUMP_LIBRARY = "/usr/local/lib/corral/nodump.so"
 """In the agent image: preloaded into Claude Code to make it non-dumpable, so that the agent's tools,
 which share its uid, cannot open its /proc/PID/fd, environ or memory."""
@@ -51,6 +74,12 @@ class SandboxSpec:
     purpose: str = "agent"
     readonly_files: dict[str, Path] = field(default_factory=dict)
     """Container path -> host file, bound read-only (the shell's managed settings and hook forwarder)."""
+    runtime: str = "runc"
+    """The Docker runtime name; under `GVISOR_RUNTIMES` the self-test also demands gVisor's kernel."""
+
+    @property
+    def gvisor(self) -> bool:
+        return self.runtime in GVISOR_RUNTIMES
 
     @classmethod
     def from_config(
@@ -72,7 +101,8 @@ class SandboxSpec:
         The paths come from `protection` (`Protection.from_config`), which adds corral's own control
         files to the section's read-only paths, and from the base commit (`required_paths`). `image`
         is what `Services.ensure_images` resolved: a `[sandbox.image]` recipe has no name of its own
-        until it is built.
+        until it is built. The runtime is the section's unless `CORRAL_SANDBOX_RUNTIME` overrides
+        it, so every container a run makes (agent, checks, shell, ...) runs under the same one.
         """
         chosen = image or config.image_name
         if chosen is None:
@@ -91,6 +121,7 @@ class SandboxSpec:
             memory=config.memory,
             pids=config.pids,
             purpose=purpose,
+            runtime=resolve_runtime(config.runtime),
             readonly_files=dict(readonly_files or {}),
         )
 

@@ -55,6 +55,18 @@ MASK_DIR_LABEL = "io.corral.mask-dir"
 READY_LINE = "corral-ready"
 _SOCKET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _BRIDGE_WAIT_SECONDS = 10.0
+GVISOR_PIDS_HEADROOM = 128
+"""Host tasks a gVisor sandbox needs beside the agent's own: the Sentry's and gofer's threads (about 60
+idle here). The host pids cgroup counts those too, and a Sentry that cannot make a thread dies."""
+
+
+def host_pids_limit(spec: SandboxSpec) -> int:
+    """The pids cgroup limit: the spec's under runc; under gVisor, the spec's plus the Sentry's own tasks.
+
+    With the ptrace platform each agent task is a host task in the same cgroup, so the agent still
+    cannot exceed the host limit; reaching it ends the whole sandbox instead of failing one fork.
+    """
+    return spec.pids + GVISOR_PIDS_HEADROOM if spec.gvisor else spec.pids
 
 
 def default_mask_root() -> Path:
@@ -115,9 +127,23 @@ def _wrap(action: str, exc: Exception, container: str | None = None) -> SandboxE
 
 
 SELF_TEST = r"""
-import json, os, socket, sys
+import json, os, socket, subprocess, sys
 port = int(sys.argv[1])
-interfaces = sorted(os.listdir("/sys/class/net"))
+# Three views of the interfaces; gVisor has no /sys/class/net, so the host side decides which must answer.
+sources = {}
+try:
+    sources["sysfs"] = sorted(os.listdir("/sys/class/net"))
+except OSError:
+    pass
+try:
+    sources["netlink"] = sorted(name for _, name in socket.if_nameindex())
+except OSError:
+    pass
+try:
+    with open("/proc/net/dev") as f:
+        sources["procfs"] = sorted(l.split(":")[0].strip() for l in f.read().splitlines()[2:] if ":" in l)
+except OSError:
+    pass
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.settimeout(1.0)
 try:
@@ -133,8 +159,40 @@ finally:
     s.close()
 with open("/proc/net/route") as f:
     routes = [line.split()[0] for line in f.read().splitlines()[1:] if line.strip()]
-print(json.dumps({"interfaces": interfaces, "probe": probe, "routes": routes}))
+try:
+    kernel = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=5).stdout[:2000]
+except (OSError, subprocess.SubprocessError):
+    kernel = ""
+print(json.dumps({"sources": sources, "probe": probe, "routes": routes, "kernel": kernel}))
 """
+GVISOR_BOOT_LINE = re.compile(r"^\[\s*0\.0+\] Starting gVisor\.\.\.$", re.MULTILINE)
+"""The first line of gVisor's own kernel log at time zero; a host kernel's log starts `Linux version`."""
+
+
+def judge_self_test(data: dict[str, Any], gvisor: bool) -> tuple[tuple[str, ...], list[str]]:
+    """The interfaces seen and every problem with the self-test's `data`, for a runc or gVisor sandbox.
+
+    The netlink and /proc/net/dev views must answer under both runtimes; /sys/class/net only under
+    runc (gVisor does not implement it). Each view that answered must show loopback alone, so a
+    missing view can never turn into a pass. Under gVisor the kernel log must be gVisor's: a runtime
+    named runsc that is really runc gives no kernel boundary, and the run must not believe it has one.
+    """
+    sources = {str(k): tuple(str(n) for n in v) for k, v in dict(data["sources"]).items()}
+    routes = [str(route) for route in data["routes"]]
+    problems = []
+    required = ("netlink", "procfs") if gvisor else ("sysfs", "netlink", "procfs")
+    missing = [name for name in required if name not in sources]
+    if missing:
+        problems.append(f"no interface list from {', '.join(missing)}")
+    interfaces = tuple(sorted({name for names in sources.values() for name in names}))
+    for source, names in sorted(sources.items()):
+        if names != ("lo",):
+            problems.append(f"{source} lists interfaces besides loopback: {', '.join(names) or 'none'}")
+    if routes:
+        problems.append(f"routes present: {', '.join(routes)}")
+    if gvisor and not GVISOR_BOOT_LINE.match(str(data["kernel"])):
+        problems.append("the runtime is gVisor's by name, but the kernel log is not gVisor's")
+    return interfaces, problems
 
 
 class DockerSandbox:
@@ -200,22 +258,17 @@ class DockerSandbox:
         result = self.exec(["python3", "-c", SELF_TEST, str(host_probe_port)], timeout=10)
         try:
             data = json.loads(result.output.strip().splitlines()[-1])
-            interfaces = tuple(str(name) for name in data["interfaces"])
             probe = str(data["probe"])
-            routes = [str(route) for route in data["routes"]]
-        except (ValueError, KeyError, IndexError):
+            interfaces, problems = judge_self_test(data, self.spec.gvisor)
+        except (ValueError, KeyError, IndexError, TypeError):
             # No verdict is a failed verdict: fail closed.
             detail = f"the self-test printed no result (the image needs python3): {result.output[-300:]!r}"
             return SelfTestReport((), "unknown", False, detail)
-        problems = []
-        if interfaces != ("lo",):
-            problems.append(f"network interfaces besides loopback: {', '.join(interfaces)}")
-        if routes:
-            problems.append(f"routes present: {', '.join(routes)}")
         if probe == "connected":
             problems.append(f"a TCP connection to 127.0.0.1:{host_probe_port} succeeded")
         passed = not problems and result.exit_code == 0
-        detail = "; ".join(problems) if problems else f"only lo; 127.0.0.1:{host_probe_port} {probe}"
+        kernel = " (gVisor kernel)" if self.spec.gvisor else ""
+        detail = "; ".join(problems) if problems else f"only lo{kernel}; 127.0.0.1:{host_probe_port} {probe}"
         return SelfTestReport(interfaces, probe, passed, detail)
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -294,6 +347,7 @@ class DockerBackend:
                 working_dir="/",
                 environment=dict(spec.env),
                 network_mode="none",
+                runtime=spec.runtime,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 read_only=True,
@@ -301,7 +355,7 @@ class DockerBackend:
                 mounts=plan.mounts,
                 init=True,
                 ipc_mode="private",
-                pids_limit=spec.pids,
+                pids_limit=host_pids_limit(spec),
                 mem_limit=spec.memory,
                 memswap_limit=spec.memory,
                 nano_cpus=int(spec.cpus * 1e9),
@@ -310,6 +364,13 @@ class DockerBackend:
             )
         except docker.errors.DockerException as exc:
             shutil.rmtree(mask_dir, ignore_errors=True)
+            if "runtime" in str(exc) and spec.runtime != "runc":
+                raise SandboxError(
+                    f"Docker has no runtime {spec.runtime!r} for the {spec.purpose} container of run"
+                    f" {spec.run_id}: {exc}",
+                    hint="`corral doctor` says how to install gVisor and register it in"
+                    " /etc/docker/daemon.json; or set [sandbox].runtime / CORRAL_SANDBOX_RUNTIME to runc",
+                ) from exc
             raise _wrap(f"create the {spec.purpose} container of run {spec.run_id}", exc) from exc
         sandbox = DockerSandbox(self._client, container, spec, mask_dir)
         try:
