@@ -6,8 +6,9 @@ Both sides play the same 50-Bash-call playbook with the scripted model, in the s
   (b) baseline: `docker run` of the same image with the scripted model on a bind-mounted unix socket
       bridged by socat, and `claude -p` with the same tools allowed.
 Prints the wall-time ratio a/b, corral's time to its first model request, the added latency per tool
-call (a−b)/50, and the orchestrator's peak memory, for each runtime in `--runtimes` (default runc and,
-runsc when Docker has it registered; `runsc-kvm` only when asked); both sides of a pair use the same runtime.
+call (a−b)/50, and the orchestrator's peak memory, for each runtime in `--runtimes` (default runc: a
+corral run under Debian's runsc fails closed at the non-dumpable check, docs/security.md); both sides
+of a pair use the same runtime.
 Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc]`.
 """
 
@@ -172,7 +173,7 @@ def main() -> None:
     parser.add_argument("--runtimes", help="Docker runtimes, comma-separated (default: runc, runsc)")
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
-    runtimes = args.runtimes.split(",") if args.runtimes else registered_runtimes()
+    runtimes = args.runtimes.split(",") if args.runtimes else ["runc"]
     work = Path(tempfile.mkdtemp(prefix="bench-run-"))
     playbook_path = work / "fifty.yaml"
     playbook_path.write_text(playbook_text())
