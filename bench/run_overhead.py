@@ -144,11 +144,6 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
     return wall
 
 
-def registered_runtimes() -> list[str]:
-    runtimes = docker_client().info().get("Runtimes", {})
-    return [name for name in ("runc", "runsc") if name in runtimes]
-
-
 def summary(runtime: str, runs: list[tuple[float, float, int, float]]) -> list[tuple[str, str, str]]:
     first = statistics.median(run[1] for run in runs)
     a = statistics.median(run[0] for run in runs)
