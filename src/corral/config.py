@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -99,6 +99,41 @@ class ApprovalConfig(_Section):
     approvers: list[str] = []
 
 
+SecretDestination = Literal["gateway", "checks"]
+
+
+class SecretConfig(_Section):
+    """One `[secrets]` entry: where the value comes from and where it may go.
+
+    `NAME = "env:VAR"` is short for `ref = "env:VAR"`, `to = ["gateway"]`. A value reaches the agent's
+    sandbox only with `expose = "agent"`, which the run reports loudly and audits.
+    """
+
+    ref: str
+    to: list[SecretDestination] = ["gateway"]
+    expose: Literal["", "agent"] = ""
+    env: str = ""
+    """The env var name in the checks (or agent) sandbox; the secret's own name when empty."""
+
+    @field_validator("ref")
+    @classmethod
+    def _known_provider(cls, ref: str) -> str:
+        from corral.secrets.providers import split_reference
+
+        try:
+            split_reference(ref)
+        except ConfigError as exc:
+            raise ValueError(f"{exc} ({exc.hint})") from None
+        return ref
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
 class StoresConfig(_Section):
     state_url: str | None = None
     audit_url: str | None = None
@@ -109,19 +144,26 @@ class Config(_Section):
     agent: AgentConfig = AgentConfig()
     sandbox: SandboxConfig = SandboxConfig()
     checks: ChecksConfig = ChecksConfig()
-    secrets: dict[str, str] = {}
+    secrets: dict[str, SecretConfig] = {}
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
     limits: LimitsConfig = LimitsConfig()
     stores: StoresConfig = StoresConfig()
 
-    @field_validator("secrets")
+    @field_validator("secrets", mode="before")
     @classmethod
-    def _provider_refs(cls, refs: dict[str, str]) -> dict[str, str]:
-        for name, ref in refs.items():
-            if not re.fullmatch(r"(env|file):.+", ref):
-                raise ValueError(f"secret {name!r}: {ref!r} is not 'env:VAR' or 'file:/path'")
+    def _short_form(cls, refs: Any) -> Any:
+        if isinstance(refs, dict):
+            return {name: {"ref": v} if isinstance(v, str) else v for name, v in refs.items()}
         return refs
+
+    def secret_refs(self, destination: SecretDestination) -> dict[str, str]:
+        """NAME -> reference of every secret that may go to `destination`."""
+        return {name: s.ref for name, s in self.secrets.items() if destination in s.to}
+
+    def agent_secrets(self) -> dict[str, str]:
+        """NAME -> reference of every secret declared `expose = "agent"`."""
+        return {name: s.ref for name, s in self.secrets.items() if s.expose == "agent"}
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -193,8 +235,13 @@ pids = 512
 command = "pytest -q"             # run in a fresh sandbox on the agent's result
 timeout_seconds = 600
 
-[secrets]                         # NAME = "env:VAR" or "file:/path"; values are never stored
-# DATABASE_URL = "env:SHOP_DATABASE_URL"
+[secrets]                         # values are resolved when needed and never stored
+# SHOP_TOKEN = "env:SHOP_TOKEN"   # or file:/path, cmd:COMMAND, vault:MOUNT/PATH#KEY, vercel:PROJECT/KEY;
+#                                 # this short form goes to gateway upstreams only
+# [secrets.DATABASE_URL]
+# ref = "vault:secret/shop/db#url"
+# to = ["checks"]                 # "gateway" (upstream env or header) and/or "checks" (checks sandbox env)
+# expose = "agent"                # only if the agent itself must have it: reported loudly, audited
 
 [gateway]
 grants = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]

@@ -227,7 +227,10 @@ class SecretRequested(Event):
     kind: Literal["secret.requested"] = "secret.requested"
     name: str
     provider: str
-    consumer: str = ""
+    requester: str = ""
+    """Who takes the value: `gateway`, `checks` or `agent`."""
+    purpose: str = ""
+    """What for: the upstream it authenticates, or the sandbox env var it becomes."""
 
 
 # ---- delivery --------------------------------------------------------------------------------
