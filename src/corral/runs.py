@@ -43,6 +43,7 @@ from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
+from corral.secrets import sandbox_env
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import Phase
 from corral.workspace import (
@@ -247,6 +248,12 @@ class _Run:
     def record_creation(self) -> None:
         if self.host_key:
             self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
+        exposed = sorted(self.config.agent_secrets())
+        if exposed:
+            # The agent may print, commit or send such a value anywhere its tools reach: say so.
+            self.services.progress(
+                f'WARNING: secrets exposed to the agent\'s sandbox (expose = "agent"): {", ".join(exposed)}'
+            )
         self.sink.emit(
             RunCreated(
                 task=self.request.task,
@@ -314,6 +321,7 @@ class _Run:
             system_append=prepared.prefs.section,
             mcp_servers=prepared.gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
             allowed_mcp_tools=tuple(prepared.gateway.allowed_tool_names()),
+            exposed_secrets=sandbox_env(config, "agent", self.sink),
         )
         wrapper = self.services.settings.sockets_dir / f"{self.run_id}.wrapper"
         self.resources.stoppers.append(lambda: wrapper.unlink(missing_ok=True))
@@ -355,9 +363,10 @@ class _Run:
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
         command = self.config.checks.command
+        env = sandbox_env(self.config, "checks", self.sink)
         sandbox = self.create_sandbox("checks", None, {})
         started = time.monotonic()
-        result = sandbox.exec(["sh", "-c", command], timeout=self.config.checks.timeout_seconds)
+        result = sandbox.exec(["sh", "-c", command], env=env, timeout=self.config.checks.timeout_seconds)
         check = self.sink.emit(
             CheckResult(
                 command=command,

@@ -8,6 +8,7 @@ Nothing from the host environment is passed through.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -112,7 +113,9 @@ class Sandbox(Protocol):
         """Run argv inside the container as the agent user and return its combined output."""
         ...
 
-    def exec_command(self, argv: list[str], *, env: dict[str, str] | None = None) -> list[str]:
+    def exec_command(
+        self, argv: list[str], *, env: dict[str, str] | None = None, passthrough: Sequence[str] = ()
+    ) -> list[str]:
         """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached."""
         ...
 

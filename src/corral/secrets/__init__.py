@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
 
 from corral.audit import EventSink
 from corral.errors import ConfigError
 from corral.events import SecretRequested
 from corral.secrets.providers import REFERENCE_HINT, open_provider, provider_of, split_reference
 
-__all__ = ["SecretResolver", "provider_of", "resolve_reference", "split_reference"]
+if TYPE_CHECKING:
+    from corral.config import Config
+
+__all__ = ["SecretResolver", "provider_of", "resolve_reference", "sandbox_env", "split_reference"]
 
 
 def resolve_reference(name: str, ref: str, environ: Mapping[str, str] | None = None) -> str:
@@ -77,3 +81,23 @@ class SecretResolver:
     def resolved(self) -> dict[str, str]:
         """Every value resolved so far, by name: what a redactor must scrub."""
         return dict(self._values)
+
+
+def sandbox_env(
+    config: Config,
+    sandbox: Literal["checks", "agent"],
+    sink: EventSink | None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """ENV_NAME -> value of every secret declared for `sandbox`: `to = ["checks"]` for the checks
+    sandbox, `expose = "agent"` for the agent's. Each is resolved now, audited and redacted."""
+    declared = {
+        name: decl
+        for name, decl in config.secrets.items()
+        if (decl.expose == "agent" if sandbox == "agent" else "checks" in decl.to)
+    }
+    resolver = SecretResolver({name: decl.ref for name, decl in declared.items()}, sink, environ)
+    return {
+        (decl.env or name): resolver.get(name, requester=sandbox, purpose=f"env {decl.env or name}")
+        for name, decl in declared.items()
+    }
