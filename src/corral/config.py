@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corral.errors import ConfigError
+from corral.model import budget
 from corral.paths import pattern_problem
 
 CONFIG_FILE = "corral.toml"
@@ -43,6 +44,11 @@ class AgentConfig(_Section):
     claude_code: str = DEFAULT_CLAUDE_CODE
     max_turns: Annotated[int, Field(ge=1, le=1000)] = 60
     timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    # The run's model budget, enforced at the proxy (corral/model/budget.py).
+    max_model_requests: Annotated[int, Field(ge=1)] = budget.DEFAULT_MAX_MODEL_REQUESTS
+    max_tokens: Annotated[int, Field(ge=1)] = budget.DEFAULT_MAX_TOKENS
+    max_cost_usd: Annotated[float, Field(gt=0)] = budget.DEFAULT_MAX_COST_USD
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = budget.DEFAULT_MAX_CONCURRENT_REQUESTS
 
     _dated = field_validator("model", "small_model")(_require_dated)
 
@@ -219,6 +225,11 @@ small_model = "claude-haiku-4-5-20251001"   # used by Claude Code for side reque
 claude_code = "{claude_code}"               # pinned Claude Code CLI version
 max_turns = 60
 timeout_seconds = 1800                      # wall-clock limit; the container is stopped after it
+# The model budget, enforced at the proxy; past it the run fails with "budget exhausted: ...".
+max_model_requests = 400
+max_tokens = 20000000                       # input plus output tokens
+max_cost_usd = 50.0                         # estimated from usage at list prices
+max_concurrent_requests = 8
 
 [sandbox]
 image = "corral/agent:default"    # your team's image, built FROM corral/agent:default

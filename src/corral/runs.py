@@ -38,6 +38,7 @@ from corral.events import (
     SandboxRemoved,
     SandboxSelfTest,
 )
+from corral.model.budget import Budget
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
@@ -101,6 +102,7 @@ class _Prepared:
     model_token: str
     gateway: RunGatewayHandle
     prefs: PreferenceSelection
+    budget: Budget
 
 
 class RunOrchestrator:
@@ -304,7 +306,7 @@ class _Run:
             config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
         )
         resources.stoppers.append(gateway.stop)
-        return _Prepared(sandbox, model_token, gateway, prefs)
+        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget)
 
     def drive_agent(self, prepared: _Prepared) -> None:
         from corral.agent.claude import AgentSettings, ClaudeDriver
@@ -338,6 +340,11 @@ class _Run:
             },
         )
         self.remove_sandboxes()
+        if prepared.budget.exhausted:
+            raise RunError(
+                f"budget exhausted: {prepared.budget.exhausted}",
+                hint="raise the limit under [agent] in corral.toml, or give the agent a smaller task",
+            )
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
 

@@ -140,6 +140,7 @@ class Services:
         socket_path: Path,
         host_key: str | None,
     ) -> ModelProxy:
+        from corral.model.budget import Budget, BudgetLimits
         from corral.model.playbook import Playbook as PlaybookModel
         from corral.model.proxy import ModelProxy, Upstream
 
@@ -158,6 +159,7 @@ class Services:
             pinned_models=frozenset({config.agent.model, config.agent.small_model}),
             upstream=upstream,
             sink=sink,
+            budget=Budget(BudgetLimits.from_config(config.agent)),
         )
         proxy.serve_unix(socket_path)
         return proxy
