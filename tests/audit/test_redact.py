@@ -25,6 +25,8 @@ def encoded_forms(secret: str) -> dict[str, str]:
         "b64-url": base64.urlsafe_b64encode(raw).decode(),
         "url": quote(secret, safe=""),
         "url-plus": quote_plus(secret + " x"),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
     }
 
 

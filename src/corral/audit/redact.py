@@ -2,9 +2,10 @@
 
 A registered value is replaced by `[secret:NAME]` in every string of an event payload (keys too), in
 its raw form, its base64 forms (standard and URL-safe, with and without padding), its URL-encoded
-forms, and as the stable middle of its base64 when it sits at any byte offset inside a larger encoded
-blob (a tool that prints `base64 .env` encodes the secret at an arbitrary 3-byte alignment, so the
-straight encoding alone would miss it).
+forms, its hex forms (lower and upper case, as `xxd -p` prints a short value unwrapped), and as the
+stable middle of its base64 when it sits at any byte offset inside a larger encoded blob (a tool that
+prints `base64 .env` encodes the secret at an arbitrary 3-byte alignment, so the straight encoding
+alone would miss it).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def secret_forms(value: str) -> set[str]:
     # Percent escapes are case-insensitive: %2f as well as %2F.
     forms |= {_PCT.sub(lambda m: m.group(0).lower(), f) for f in list(forms) if "%" in f}
     forms |= _b64_forms(raw) | _aligned_fragments(raw)
+    forms |= {raw.hex(), raw.hex().upper()}
     return {f for f in forms if f}
 
 
