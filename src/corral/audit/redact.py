@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -63,6 +64,37 @@ def secret_forms(value: str) -> set[str]:
     return {f for f in forms if f}
 
 
+def _trie_pattern(forms: Iterable[str]) -> str:
+    """One regex for all forms, as a trie: at each position only the forms that share the text's
+    next character are tried, so the cost stays near one pass however many secrets are registered
+    (a flat alternation tries every form at every position). Greedy, so at one position the longest
+    form wins: a whole base64 encoding over its own aligned fragment."""
+    trie: dict[str, Any] = {}
+    for form in forms:
+        node = trie
+        for char in form:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return _node_pattern(trie)
+
+
+def _node_pattern(node: dict[str, Any]) -> str:
+    ends = "" in node
+    branches = []
+    for char in sorted(k for k in node if k):
+        literal, child = char, node[char]
+        while len(child) == 1 and "" not in child:  # a chain with no branch is one literal
+            ((char, child),) = child.items()
+            literal += char
+        branches.append(re.escape(literal) + _node_pattern(child))
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    if ends:
+        return "(?:" + body + ")?"
+    return body
+
+
 class Redactor:
     """Thread-safe: registration swaps in a new compiled pattern; `redact` reads one snapshot."""
 
@@ -86,9 +118,7 @@ class Redactor:
         with self._lock:
             for form in secret_forms(value):
                 self._names.setdefault(form, name)
-            # Longest first, so a whole base64 encoding wins over its own aligned fragment.
-            forms = sorted(self._names, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(f) for f in forms))
+            self._pattern = re.compile(_trie_pattern(self._names))
 
     @property
     def active(self) -> bool:
