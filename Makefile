@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL := /bin/bash
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean mutation
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,12 +16,16 @@ demo: $(VENV)/.installed
 	source .ci/services.sh && install_packages demo && start_docker && \
 	env -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL -u ANTHROPIC_AUTH_TOKEN $(VENV)/bin/corral demo
 
+# The tests, after the security core's mutation floor (docs/testing.md). MUTATION=0 skips the floor
+# for a quick local run; CI never sets it.
+MUTATION ?= 1
 test: $(VENV)/.installed
+	if [ "$(MUTATION)" != 0 ]; then $(PY) tools/mutation.py; fi
 	source .ci/services.sh && services_up && \
 	CORRAL_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
@@ -30,3 +34,7 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The mutation score of the security core, per module, against the 90% floor (docs/testing.md).
+mutation: $(VENV)/.installed
+	$(PY) tools/mutation.py

@@ -19,7 +19,7 @@ log() { printf '[services] %s\n' "$*" >&2; }
 # `install_packages` installs what the tests need; `install_packages demo` only what a run needs.
 install_packages() {
   local missing=() wanted="dockerd:docker.io debootstrap:debootstrap socat:socat git:git"
-  [[ ${1:-} == demo ]] || wanted+=" chromium:chromium /usr/lib/postgresql/15/bin/initdb:postgresql /usr/sbin/pgbouncer:pgbouncer"
+  [[ ${1:-} == demo ]] || wanted+=" chromium:chromium /usr/lib/postgresql/15/bin/initdb:postgresql /usr/sbin/pgbouncer:pgbouncer tmux:tmux"
   for pair in $wanted; do
     local bin=${pair%%:*} pkg=${pair##*:}
     if [[ $bin == /* ]]; then [[ -x $bin ]] || missing+=("$pkg"); else command -v "$bin" >/dev/null || missing+=("$pkg"); fi

@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     # the run lifecycle
     "RunOrchestrator": "corral.runs",
     "RunRequest": "corral.runs",
+    "ShellOrchestrator": "corral.shell.session",
+    "ShellRequest": "corral.shell.session",
     "Phase": "corral.state.machine",
     "Playbook": "corral.model.playbook",
     # stores
@@ -48,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "TokenRefused": "corral.errors",
     "UpstreamFailure": "corral.errors",
     "ServeError": "corral.errors",
+    "ShellError": "corral.errors",
     "StoreError": "corral.errors",
     "SpoolCorrupt": "corral.errors",
     "NotFound": "corral.errors",
@@ -79,6 +82,9 @@ __all__ = [
     "ServeError",
     "Services",
     "Settings",
+    "ShellError",
+    "ShellOrchestrator",
+    "ShellRequest",
     "SpoolCorrupt",
     "StateStore",
     "StoreError",
@@ -108,6 +114,7 @@ if TYPE_CHECKING:
         RunNotFound,
         SandboxError,
         ServeError,
+        ShellError,
         SpoolCorrupt,
         StoreError,
         TokenRefused,
@@ -120,6 +127,7 @@ if TYPE_CHECKING:
     from corral.scope import Scope, resolve_scope
     from corral.services import Services
     from corral.settings import Settings, load_settings
+    from corral.shell.session import ShellOrchestrator, ShellRequest
     from corral.state.db import StateStore
     from corral.state.machine import Phase
     from corral.state.models import RunRecord

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corral.errors import ConfigError
 from corral.model import budget
@@ -53,8 +54,55 @@ class AgentConfig(_Section):
     _dated = field_validator("model", "small_model")(_require_dated)
 
 
+_APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+
+
+class ImageConfig(_Section):
+    """`[sandbox.image]` (or `[team.image]`): an image built FROM corral/agent with the project's deps.
+
+    The same key `image` also takes a string naming a ready image, so corral.toml files written before
+    project images existed keep working: TOML cannot hold both, and one key keeps one meaning.
+    """
+
+    apt: list[str] = []
+    """Debian packages, installed as root in their own layer before any repository file is copied in."""
+    setup: list[str] = []
+    """Shell steps run at build time, with network, as uid 1000, in /opt/corral/deps."""
+    inputs: list[str] = []
+    """Repository files (or glob patterns) copied in before `setup`; their content decides rebuilds."""
+
+    @field_validator("apt")
+    @classmethod
+    def _apt_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _APT_NAME.match(name):
+                raise ValueError(f"{name!r} is not a Debian package name (like 'nodejs' or 'tzdata=2024a-0')")
+        return names
+
+    @field_validator("setup")
+    @classmethod
+    def _steps(cls, steps: list[str]) -> list[str]:
+        for step in steps:
+            if not step.strip():
+                raise ValueError("a setup step is empty")
+        return steps
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_relative(cls, paths: list[str]) -> list[str]:
+        return _relative_paths(paths)
+
+
+def _relative_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path or path.startswith("/") or ".." in Path(path).parts:
+            raise ValueError(f"{path!r} must be relative to the repository root, without '..'")
+    return paths
+
+
 class SandboxConfig(_Section):
-    image: str = DEFAULT_IMAGE
+    image: str | ImageConfig = DEFAULT_IMAGE
+    """A ready image's name, or a `[sandbox.image]` table: the project image corral builds."""
     readonly_paths: list[str] = []
     hidden_paths: list[str] = []
     cpus: Annotated[float, Field(gt=0)] = 2.0
@@ -80,6 +128,16 @@ class SandboxConfig(_Section):
                 raise ValueError(f"pattern {pattern!r} {problem} (patterns read as in .gitignore)")
         return patterns
 
+    @property
+    def image_name(self) -> str | None:
+        """The ready image `image` names; None when it is a `[sandbox.image]` recipe."""
+        return self.image if isinstance(self.image, str) else None
+
+
+class TeamConfig(_Section):
+    image: ImageConfig | None = None
+    """`[team.image]`: the team's shared layer, FROM corral/agent; a project image builds FROM it."""
+
 
 class ChecksConfig(_Section):
     command: str = "pytest -q"
@@ -103,6 +161,70 @@ class LimitsConfig(_Section):
 
 class ApprovalConfig(_Section):
     approvers: list[str] = []
+    allow_self_approval: bool = False
+    """When false, the person who asked for a run (its requester) may not approve it or promote it."""
+
+
+class ForgeConfig(_Section):
+    backend: str = "local"
+    """`local` (pull requests on this host, merged by git here) or `github`."""
+    repository: str = ""
+    """`owner/name` on GitHub (backend github)."""
+    remote: str = ""
+    """Where the run branch is pushed before its pull request opens (default
+    `https://github.com/<repository>.git`), with the token as an HTTP header, never in a URL."""
+    api_url: str = "https://api.github.com"
+    token: str = "env:GITHUB_TOKEN"
+    """Where corral reads the token on the host (`env:VAR` or `file:/path`); never in a sandbox."""
+
+
+class DeployConfig(_Section):
+    backend: str = "local"
+    """`local` (build in a sandbox, serve on 127.0.0.1) or `vercel`."""
+    build: str = ""
+    """The build command, run in a fresh sandbox on the merged commit; empty means no deploy."""
+    output: str = "dist"
+    """The directory the build writes, relative to the repository: what is served."""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    project_id: str = ""
+    """The Vercel project id or name (backend vercel)."""
+    team_id: str = ""
+    api_url: str = "https://api.vercel.com"
+    token: str = "env:VERCEL_TOKEN"
+    repository: str = ""
+    """`owner/name` of the git repository Vercel builds from (its gitSource)."""
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
+    """How often a Vercel deployment's state is read while it builds."""
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    """'90s', '30m', '12h', '7d', '2w' in seconds; anything else is a ConfigError."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ConfigError(f"{value!r} is not a duration like '7d', '12h' or '30m'", hint="use N[smhdw]")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+class RegressConfig(_Section):
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """Non-inferiority margin on the pass rate: a candidate fails when it is worse by more."""
+    max_age: str = "7d"
+    """A promotion needs a passing regression at most this old."""
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    power: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    min_tasks: Annotated[int, Field(ge=1)] = 8
+    epochs: Annotated[int, Field(ge=1, le=20)] = 3
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.match(value.strip()):
+            raise ValueError(f"{value!r} is not a duration like '7d', '12h' or '30m'")
+        return value.strip()
 
 
 SecretDestination = Literal["gateway", "checks"]
@@ -149,12 +271,27 @@ class Config(_Section):
     project: ProjectConfig = ProjectConfig()
     agent: AgentConfig = AgentConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    team: TeamConfig = TeamConfig()
     checks: ChecksConfig = ChecksConfig()
     secrets: dict[str, SecretConfig] = {}
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
+    forge: ForgeConfig = ForgeConfig()
+    deploy: DeployConfig | None = None
+    """Only a project with a `[deploy]` section is deployed after a merge."""
     limits: LimitsConfig = LimitsConfig()
     stores: StoresConfig = StoresConfig()
+    regress: RegressConfig = RegressConfig()
+
+    @model_validator(mode="after")
+    def _team_image_under_a_recipe(self) -> Config:
+        named = self.sandbox.image_name
+        if self.team.image is not None and named is not None and named != DEFAULT_IMAGE:
+            raise ValueError(
+                f"[team.image] builds FROM corral/agent, but [sandbox].image names {named!r}: "
+                "drop one of them (a [sandbox.image] table builds FROM the team image)"
+            )
+        return self
 
     @field_validator("secrets", mode="before")
     @classmethod
@@ -172,8 +309,18 @@ class Config(_Section):
         return {name: s.ref for name, s in self.secrets.items() if s.expose == "agent"}
 
 
+_UNION_TAGS = {"str", "ImageConfig"}
+"""pydantic names the member of `image: str | ImageConfig` it tried; the user wrote only the key."""
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(str(part) for part in loc if part not in _UNION_TAGS) or "(top level)"
+
+
+def _other_union_member(error: Any, errors: list[Any]) -> bool:
+    """A table under `image` also fails as a string: only the table's own errors say anything."""
+    loc = error["loc"]
+    return bool(loc) and loc[-1] == "str" and any(len(e["loc"]) > len(loc) for e in errors)
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -188,7 +335,10 @@ def parse_config(text: str, source: str) -> Config:
         return Config.model_validate(raw)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
+        errors = exc.errors()
+        for error in errors:
+            if _other_union_member(error, errors):
+                continue
             key = _key_path(error["loc"])
             if error["type"] == "extra_forbidden":
                 problems.append(f"unknown key '{key}'")
@@ -266,6 +416,25 @@ max_files = 5000                  # how many files a run may add, change or dele
 
 [approval]
 approvers = []                    # who may approve; empty means anyone
+allow_self_approval = false       # may the run's requester approve it? (CORRAL_USER or git user.email)
+
+[forge]
+backend = "local"                 # "local": PRs and merges on this host; "github": the GitHub REST API
+# repository = "owner/name"       # for github
+# token = "env:GITHUB_TOKEN"      # read on the host, never given to a sandbox
+
+# [deploy]                        # after a merge, build and stage a preview; promote needs an approval
+# build = "mkdir -p dist && cp index.html dist/"   # run in a fresh sandbox on the merged commit
+# output = "dist"                 # served on 127.0.0.1 (backend "local"), one port per deployment
+# backend = "local"               # or "vercel" with project_id, repository and token = "env:VERCEL_TOKEN"
+
+[regress]                         # the gate every model upgrade passes (`corral regress`)
+margin = 0.05                     # non-inferiority margin on the pass rate
+max_age = "7d"                    # `corral model promote` needs a passing regression this fresh
+alpha = 0.05                      # one-sided significance of the gate
+power = 0.8                       # for the minimum detectable effect the report states
+min_tasks = 8                     # fewer tasks than this is "inconclusive", never a pass
+epochs = 3                        # re-runs per task and side
 
 [stores]
 # state_url = "postgresql+psycopg://user@host/corral"   # default: SQLite under .corral/
@@ -273,5 +442,22 @@ approvers = []                    # who may approve; empty means anyone
 """
 
 
-def init_text(name: str, base_branch: str = "main") -> str:
-    return INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)
+_IMAGE_LINE = re.compile(r'^image = "corral/agent:default".*\n', re.M)
+_CHECKS_LINE = 'command = "pytest -q"             # run in a fresh sandbox on the agent\'s result\n'
+
+
+def init_text(name: str, base_branch: str = "main", repo: Path | None = None) -> str:
+    """The commented corral.toml; with `repo`, a `[sandbox.image]` and checks command for what it holds."""
+    from corral.detect import image_block, propose
+
+    text = INIT_TEMPLATE.format(name=name, base_branch=base_branch, claude_code=DEFAULT_CLAUDE_CODE)
+    proposal = propose(repo) if repo is not None else None
+    if proposal is None or not proposal.found:
+        return text
+    text = _IMAGE_LINE.sub(
+        '# image = "corral/agent:default"  # a ready image; [sandbox.image] below builds one\n', text, count=1
+    )
+    text = text.replace(
+        _CHECKS_LINE, f"command = {json.dumps(proposal.checks_command)}   # matches [sandbox.image]\n"
+    )
+    return text.replace("pids = 512\n", "pids = 512\n" + image_block(proposal), 1)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from corral.config import load_config
+from corral.config import Config, load_config
 from corral.errors import CorralError
 from corral.services import Services
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,34 @@ def _bundled_claude_version() -> str:
     from claude_agent_sdk._cli_version import __cli_version__
 
     return str(__cli_version__)
+
+
+def _image_checks(client: DockerClient, config: Config, repo: Path) -> list[Check]:
+    """The sandbox image: built and carrying the pin; for a `[sandbox.image]` recipe, built and current."""
+    from corral.sandbox.images import agent_tag, find_image, image_claude_code
+    from corral.sandbox.project_image import has_recipe, image_status
+
+    image = config.sandbox.image_name or agent_tag(config.agent.claude_code)
+    found = find_image(client, image)
+    label = image_claude_code(found) if found is not None else None
+    if found is None:
+        checks = [Check("image", False, f"{image} is not built", "corral image build")]
+    else:
+        checks = [
+            Check(
+                "image",
+                label == config.agent.claude_code,
+                f"{image} carries Claude Code {label}",
+                "corral image build --force",
+            )
+        ]
+    if has_recipe(config) and found is not None:
+        try:
+            current, detail = image_status(client, config, repo)
+        except CorralError as exc:
+            current, detail = False, exc.message
+        checks.append(Check("project image", current, detail, f"corral image build --repo {repo}"))
+    return checks
 
 
 def run_checks(services: Services, repo: Path) -> list[Check]:
@@ -47,22 +79,7 @@ def run_checks(services: Services, repo: Path) -> list[Check]:
         client = services.docker()
         version = client.version().get("Version", "?")
         checks.append(Check("docker", True, f"Docker Engine {version}"))
-        from corral.sandbox.images import find_image, image_claude_code
-
-        image = config.sandbox.image
-        found = find_image(client, image)
-        label = image_claude_code(found) if found is not None else None
-        if found is None:
-            checks.append(Check("image", False, f"{image} is not built", "corral image build"))
-        else:
-            checks.append(
-                Check(
-                    "image",
-                    label == config.agent.claude_code,
-                    f"{image} carries Claude Code {label}",
-                    "corral image build --force",
-                )
-            )
+        checks.extend(_image_checks(client, config, repo.resolve()))
     except CorralError as exc:
         checks.append(Check("docker", False, exc.message, exc.hint or ""))
 

@@ -6,15 +6,27 @@ CorralError
 ├── WorkspaceError       not a git repo, unknown base branch, worktree trouble
 │   └── LimitError       a run's change is over a [limits] bound: nothing of it is committed
 ├── SandboxError         Docker Engine missing, image missing, container trouble
-│   └── EgressError      the in-container self-test found a way out: fail closed
+│   ├── EgressError      the in-container self-test found a way out: fail closed
+│   ├── ImageBuildFailed a project or team image's build step failed; `step`, `exit_code` and
+│   │                    `output` say which and why, and nothing was tagged
+│   └── ImageRejected    an image failed verification (Claude Code, uid, setuid files, labels);
+│                        `problems` lists what is wrong
 ├── ModelError           the model proxy refused or the upstream failed
 ├── RunError             an illegal phase transition or a run that cannot proceed
-│   └── RunConflict      another process changed the run's phase first
+│   ├── RunConflict      another process changed the run's phase first
+│   ├── ApprovalRefused  an approval corral will not accept (who, when, what): nothing changed
+│   └── PinMismatch      the CLI or tool surface a run found differs from the project's model pin
+├── GateRefused          `corral model promote` without a fresh passing regression of that model
+├── MergeRefused         a merge that did not happen (conflict, moved head, dirty checkout,
+│                        a forge's 405/409/422); `conflicts` lists conflicted paths
+├── DeployError          a build or a deploy backend failed (Vercel ERROR or CANCELED, a failed build)
 ├── TokenRefused         a capability token that is malformed, unknown, revoked, expired, used up,
 │                        or for another audience; `reason` names which (one vocabulary for the
 │                        gateway's tokens and the state DB's)
 ├── UpstreamFailure      a gateway upstream timed out, crashed or is unavailable; `kind` says which
 ├── ServeError           a socket or port to serve on is in use or cannot be bound
+├── ShellError           `corral shell` cannot open an interactive session (no terminal, a HOME
+│                        the sandbox refused)
 ├── StoreError           a state or audit store is unreachable or misconfigured
 │   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
 └── NotFound             a run, event or record that does not exist
@@ -65,6 +77,28 @@ class EgressError(SandboxError):
     pass
 
 
+class ImageBuildFailed(SandboxError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        step: str = "",
+        exit_code: int | None = None,
+        output: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step
+        self.exit_code = exit_code
+        self.output = output
+
+
+class ImageRejected(SandboxError):
+    def __init__(self, message: str, *, hint: str | None = None, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+
 class ModelError(CorralError):
     pass
 
@@ -74,6 +108,28 @@ class RunError(CorralError):
 
 
 class RunConflict(RunError):
+    pass
+
+
+class PinMismatch(RunError):
+    pass
+
+
+class GateRefused(CorralError):
+    pass
+
+
+class ApprovalRefused(RunError):
+    pass
+
+
+class MergeRefused(CorralError):
+    def __init__(self, message: str, *, hint: str | None = None, conflicts: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.conflicts = list(conflicts or [])
+
+
+class DeployError(CorralError):
     pass
 
 
@@ -100,6 +156,10 @@ class UpstreamFailure(CorralError):
 
 
 class ServeError(CorralError):
+    pass
+
+
+class ShellError(CorralError):
     pass
 
 

@@ -189,6 +189,15 @@ class FileEdit(SandboxReported):
     diff: str = ""
 
 
+class HumanPrompt(SandboxReported):
+    """A prompt typed into an interactive session (`corral shell`), as the sandbox's hook reported it;
+    `actor` names the human at the terminal."""
+
+    kind: Literal["human.prompt"] = "human.prompt"
+    prompt: str
+    session_id: str = ""
+
+
 class AgentStopped(SandboxReported):
     kind: Literal["agent.stopped"] = "agent.stopped"
     actor: Actor = "agent"
@@ -251,6 +260,8 @@ class CommitMade(Event):
     branch: str
     files: list[str] = []
     diff_stat: str = ""
+    patch: str = ""
+    """The full patch that shipped (the recorder moves a large one into a hashed blob side file)."""
 
 
 class PrOpened(Event):
@@ -263,7 +274,11 @@ class PrOpened(Event):
 class ApprovalGranted(Event):
     kind: Literal["approval.granted"] = "approval.granted"
     subject: str = "run"
+    """`run` (approve and merge) or `promote` (a staged deployment to production)."""
     comment: str = ""
+    head_sha: str = ""
+    override: bool = False
+    """Granted over failed checks by an approver (`corral approve --override`)."""
 
 
 class ApprovalRejected(Event):
@@ -294,6 +309,60 @@ class DeployPromoted(Event):
     url: str = ""
 
 
+class AgentInit(Event):
+    """What Claude Code reported at init: its version and tool surface, checked against the pin."""
+
+    kind: Literal["agent.init"] = "agent.init"
+    claude_code_version: str = ""
+    tools: list[str] = []
+    gateway_tools: list[str] = []
+    tool_surface_hash: str = ""
+
+
+# ---- delivery --------------------------------------------------------------------------------
+
+
+class MergeMade(Event):
+    kind: Literal["merge.made"] = "merge.made"
+    commit: str
+    """The merge commit now at the head of `base_branch`."""
+    base_branch: str
+    head_sha: str
+    previous: str = ""
+    """Where `base_branch` pointed before the merge."""
+
+
+class MergeRefused(Event):
+    """A merge that did not happen (a conflict, a moved head, a dirty checkout): nothing moved."""
+
+    kind: Literal["merge.refused"] = "merge.refused"
+    reason: str
+    conflicts: list[str] = []
+
+
+class DeployFailed(Event):
+    kind: Literal["deploy.failed"] = "deploy.failed"
+    deployment_id: str = ""
+    reason: str
+
+
+class DeployRolledBack(Event):
+    kind: Literal["deploy.rolled_back"] = "deploy.rolled_back"
+    deployment_id: str
+    """The deployment production serves again."""
+    from_deployment_id: str = ""
+    url: str = ""
+
+
+class ReviewComment(Event):
+    """A reviewer's comment on the run's pull request, offered as a candidate preference."""
+
+    kind: Literal["review.comment"] = "review.comment"
+    body: str
+    source: str = "local"
+    preference_id: int | None = None
+
+
 class PrefsInjected(Event):
     kind: Literal["prefs.injected"] = "prefs.injected"
     preference_ids: list[str] = []
@@ -314,6 +383,7 @@ AnyEvent = Annotated[
     | ToolDenied
     | ShellCommand
     | FileEdit
+    | HumanPrompt
     | AgentStopped
     | GatewayCall
     | GatewayDecision
@@ -326,7 +396,13 @@ AnyEvent = Annotated[
     | DeployRequested
     | DeployStaged
     | DeployPromoted
-    | PrefsInjected,
+    | MergeMade
+    | MergeRefused
+    | DeployFailed
+    | DeployRolledBack
+    | ReviewComment
+    | PrefsInjected
+    | AgentInit,
     Field(discriminator="kind"),
 ]
 

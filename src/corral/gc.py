@@ -1,4 +1,5 @@
-"""Find and remove what a killed corral process left behind: containers, sockets, worktrees.
+"""Find and remove what a killed corral process left behind: containers, sockets (and a shell
+session's managed-settings directory), worktrees.
 
 gc judges a run by its phase. A run in a working phase (queued … checking) needs the corral process
 that drives it: when its recorded pid is gone, the run lost its driver mid-phase and is recorded as
@@ -109,8 +110,10 @@ def collect(
                 backend.remove_container(container_id)
                 report.containers.append(container_id)
         report.mask_dirs = [str(path) for path in backend.sweep_masks()]
-    if settings.sockets_dir.is_dir():
-        for entry in sorted(settings.sockets_dir.iterdir()):
+    for directory in (settings.sockets_dir, settings.shell_files_dir):
+        if not directory.is_dir():
+            continue
+        for entry in sorted(directory.iterdir()):
             if not reapable(entry.name.removesuffix(".wrapper")):
                 continue
             if entry.is_dir():

@@ -5,7 +5,6 @@ A rejection's feedback becomes a candidate preference of the project, so the nex
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,14 +13,13 @@ from corral.errors import CorralError, RunError
 from corral.events import ApprovalRejected, RunPhase
 from corral.services import Services
 from corral.state.machine import Phase
-from corral.state.models import ApprovalRecord, Preference
+from corral.state.models import ApprovalRecord, Preference, RunRecord
 
 
 def default_reviewer() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    from corral.identity import current_user
+
+    return current_user()
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,7 @@ def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rej
         from corral.state.preferences import from_rejection
 
         preference = from_rejection(state, run.run_id, feedback, approval.id, created_by=reviewer)
+    _close_pull_request(services, run)
     recorder = services.audit().for_run(run.run_id)
     try:
         actor = f"human:{reviewer}"
@@ -70,3 +69,16 @@ def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rej
     finally:
         recorder.close()
     return Rejection(run.run_id, approval, preference)
+
+
+def _close_pull_request(services: Services, run: RunRecord) -> None:
+    """A rejected run's pull request is closed; a forge that is unreachable does not undo the rejection."""
+    from corral.delivery.pr import find_pull_request
+
+    try:
+        forge = services.forge(load_config(Path(run.repo)))
+        pr = find_pull_request(forge, run)
+        if pr is not None and pr.state == "open":
+            forge.close(pr.number)
+    except CorralError as exc:
+        services.progress(f"warning: the pull request of run {run.run_id} stays open: {exc.message}")

@@ -16,21 +16,23 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
-from corral.errors import CorralError, EgressError, RunError
+from corral.errors import CorralError, EgressError, RunError, WorkspaceError
 from corral.events import (
+    AgentInit,
     CheckResult,
     CommitMade,
     DeployStaged,
     PrefsInjected,
+    PrOpened,
     RunCreated,
     RunFinished,
     RunPhase,
@@ -38,7 +40,9 @@ from corral.events import (
     SandboxRemoved,
     SandboxSelfTest,
 )
+from corral.identity import current_user
 from corral.model.budget import Budget
+from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
@@ -46,12 +50,15 @@ from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
 from corral.secrets import sandbox_env
 from corral.services import PreferenceSelection, Services
-from corral.state.machine import Phase
+from corral.state.machine import AT_REST, TERMINAL, Phase
 from corral.workspace import (
+    CommitInfo,
     RepoInfo,
     Workspace,
     commit_changes,
+    commit_exists,
     create_worktree,
+    delete_branch,
     hand_over,
     inspect_repo,
     protected_in_commit,
@@ -59,6 +66,8 @@ from corral.workspace import (
 )
 
 if TYPE_CHECKING:
+    from corral.agent.claude import AgentSettings
+    from corral.audit.log import AuditLog
     from corral.audit.recorder import RunRecorder
     from corral.gateway.run import RunGatewayHandle
     from corral.state.models import RunRecord
@@ -67,12 +76,39 @@ MODEL_PORT = 7301
 GATEWAY_PORT = 7302
 
 
+RunMode = Literal["run", "regress", "replay"]
+Script = Playbook | Cassette
+
+
 @dataclass(frozen=True)
 class RunRequest:
+    """`mode` "regress" re-runs a recorded task with `model` (a candidate); "replay" re-drives one
+    from its cassette. Both start from `base_commit`, end at `evaluated` after the checks, and are
+    never offered for approval; regression runs also lose every forge and deploy write grant."""
+
     task: str
     repo: Path
     playbook: Path | None = None
+    """A playbook (YAML) or a cassette (JSON) for the scripted model to play."""
     config_path: Path | None = None
+    mode: RunMode = "run"
+    model: str | None = None
+    base_commit: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    cassette: Cassette | None = None
+    preference_ids: tuple[int, ...] | None = None
+    """Inject exactly these preferences (a replay: what the recording was told) instead of retrieving."""
+
+
+def _evaluation_grants(grants: list[str]) -> list[str]:
+    """What a regression run may call: no forge or deploy tool that acts (reads stay)."""
+    kept = []
+    for grant in grants:
+        tool = grant.split("(", 1)[0]
+        acts = tool.startswith(("forge.", "deploy.")) and not tool.endswith((":read", "list_checks"))
+        if not acts:
+            kept.append(grant)
+    return kept
 
 
 @dataclass
@@ -111,21 +147,46 @@ class RunOrchestrator:
         self._observers = observers or []
         self._config: Config | None = None
 
-    def prepare_inputs(self, request: RunRequest) -> tuple[Config, Playbook | None]:
+    def prepare_inputs(self, request: RunRequest) -> tuple[Config, Script | None]:
         """Validate everything the user gave before anything is created."""
         config = load_config(request.repo.expanduser().resolve(), request.config_path)
-        playbook = Playbook.from_path(request.playbook) if request.playbook else None
-        return config, playbook
+        if request.model:
+            config = config.model_copy(
+                update={"agent": config.agent.model_copy(update={"model": request.model})}
+            )
+        if request.mode == "regress":
+            grants = _evaluation_grants(list(config.gateway.grants))
+            config = config.model_copy(
+                update={"gateway": config.gateway.model_copy(update={"grants": grants})}
+            )
+        script: Script | None = request.cassette
+        if script is None and request.playbook is not None:
+            if is_cassette_file(request.playbook):
+                script = Cassette.load(request.playbook)
+            else:
+                script = Playbook.from_path(request.playbook)
+        return config, script
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
         config, playbook = self.prepare_inputs(request)
         self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
+        if request.base_commit:
+            if not commit_exists(repo_info.root, request.base_commit):
+                raise WorkspaceError(
+                    f"{repo_info.root}: the recorded base commit {request.base_commit[:12]} no longer exists",
+                    hint="it was rewritten or garbage-collected: this task cannot be re-run from its start",
+                )
+            repo_info = replace(repo_info, base_commit=request.base_commit, dirty_paths=())
         backend = self._services.sandbox_backend()  # fails early when no Docker Engine runs
         return _Run.start(
             self._services, self._observers, request, config, playbook, repo_info, backend
         ).execute()
+
+    def audit(self) -> AuditLog:
+        """The audit log of the project the last run ran in."""
+        return self._services.audit(self._config)
 
     def record(self, run_id: str) -> RunRecord:
         """The run's record, from the store of the project it ran in (its team, its stores)."""
@@ -133,14 +194,22 @@ class RunOrchestrator:
 
 
 class _Run:
-    """One run, from its recorded creation to its recorded end. Each phase is one method."""
+    """One run, from its recorded creation to its recorded end. Each phase is one method.
+
+    `corral shell` (corral.shell.session) is a subclass: it replaces only how the agent is driven and
+    what the agent's sandbox gets mounted, and keeps every other phase, so both share one copy.
+    """
+
+    empty_is_terminal = False
+    """Whether a run whose branch ends with no commit ends as no_changes (and its branch is deleted)
+    rather than going on to checks; a headless run goes on, a shell session ends."""
 
     def __init__(
         self,
         services: Services,
         request: RunRequest,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Script | None,
         repo_info: RepoInfo,
         backend: SandboxBackend,
         run_id: str,
@@ -158,6 +227,8 @@ class _Run:
         self.recorder = recorder
         self.sink = sink
         self.resources = _Resources()
+        self.image: str | None = None
+        """The image every sandbox of this run uses, resolved (and verified) once in prepare."""
         self.phase = Phase.QUEUED
         self.protection = Protection.from_config(config)
         self.base_protected: tuple[str, ...] = ()
@@ -176,17 +247,19 @@ class _Run:
         observers: list[Observer],
         request: RunRequest,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Script | None,
         repo_info: RepoInfo,
         backend: SandboxBackend,
-    ) -> _Run:
+    ) -> Self:
         """Record the run (queued) and open its audit chain."""
+        from corral.sandbox.project_image import repository_name
+
         state = services.state(config)
         project = state.ensure_project(
             name=config.project.name,
             repo=str(repo_info.root),
             team=config.project.team,
-            image=config.sandbox.image,
+            image=config.sandbox.image_name or repository_name("project", config.project.name),
             config_snapshot=config.model_dump(mode="json"),
         )
         record = state.create_run(
@@ -196,6 +269,8 @@ class _Run:
             base_commit=repo_info.base_commit,
             model=config.agent.model,
             small_model=config.agent.small_model,
+            meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
+            requester=current_user(),
         )
         state.update_run(record.run_id, pid=os.getpid())
         audit = services.audit(config)
@@ -217,15 +292,22 @@ class _Run:
         reason = ""
         try:
             self.record_creation()
+            self.check_pin()
             self.move(Phase.PREPARING)
             prepared = self.prepare()
             self.move(Phase.RUNNING)
             self.drive_agent(prepared)
             self.commit()
-            self.move(Phase.CHECKING)
-            check = self.run_checks()
-            self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
-            self.move(Phase.AWAITING_APPROVAL, "checks passed" if check.passed else "checks failed")
+            if self.empty_is_terminal and not self.branch_has_commits():
+                self.move(Phase.NO_CHANGES, "the session changed nothing")
+            else:
+                self.move(Phase.CHECKING)
+                check = self.run_checks()
+                outcome = "checks passed" if check.passed else "checks failed"
+                if self.request.mode == "run":  # a regression or replay run never deploys nor opens a PR
+                    self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
+                    self.open_pull_request()
+                self.move(Phase.AWAITING_APPROVAL if self.request.mode == "run" else Phase.EVALUATED, outcome)
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
             raise
@@ -236,7 +318,7 @@ class _Run:
             raise
         finally:
             self.release()
-            if self.phase not in (Phase.AWAITING_APPROVAL, Phase.FAILED):
+            if self.phase not in AT_REST | TERMINAL:
                 with contextlib.suppress(CorralError):
                     self.move(Phase.FAILED, reason or "run ended early")
             duration = int((time.monotonic() - started) * 1000)
@@ -250,6 +332,7 @@ class _Run:
     def record_creation(self) -> None:
         if self.host_key:
             self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
+        requester = self.state.get_run(self.run_id).requester
         exposed = sorted(self.config.agent_secrets())
         if exposed:
             # The agent may print, commit or send such a value anywhere its tools reach: say so.
@@ -258,6 +341,7 @@ class _Run:
             )
         self.sink.emit(
             RunCreated(
+                actor=f"human:{requester}" if requester else "system",
                 task=self.request.task,
                 repo=str(self.repo_info.root),
                 base_commit=self.repo_info.base_commit,
@@ -269,14 +353,39 @@ class _Run:
             )
         )
 
+    def check_pin(self) -> None:
+        """A run uses the project's pinned models; only a candidate's regression run may differ."""
+        from corral.agent.surface import check_config
+
+        pin = self.state.current_pin(self.config.project.name)
+        if pin is not None and self.request.mode != "regress":
+            check_config(pin, self.config)
+
+    def check_surface(self, data: dict[str, Any], gateway_tools: list[str]) -> None:
+        """Claude Code's init report: record it, and hold it against the pin (not in a candidate's
+        regression run, whose CLI may differ by design; a replay compares it with its original)."""
+        from corral.agent.surface import ToolSurface, check_surface
+
+        surface = ToolSurface.from_init(data, gateway_tools)
+        self.sink.emit(
+            AgentInit(
+                claude_code_version=surface.claude_code_version,
+                tools=list(surface.tools),
+                gateway_tools=list(surface.gateway_tools),
+                tool_surface_hash=surface.hash,
+            ),
+            durable=True,
+        )
+        pin = self.state.current_pin(self.config.project.name)
+        if pin is not None and self.request.mode == "run":
+            check_surface(pin, surface, self.image or str(self.config.sandbox.image))
+
     def prepare(self) -> _Prepared:
         """Worktree, sockets, model proxy, sandbox with its self-test, gateway: all a run needs."""
         self.warm.start()  # from here the main thread mostly waits on git, Docker and the proxy
         config, resources = self.config, self.resources
-        self.services.ensure_images(config)
-        workspace = resources.workspace = create_worktree(
-            self.repo_info, self.run_id, self.services.settings.worktrees_dir
-        )
+        self.image = self.services.ensure_images(config, self.repo_info.root)
+        workspace = resources.workspace = self.open_workspace()
         hand_over(workspace, AGENT_UID)
         self.base_protected = protected_in_commit(workspace, self.protection)
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
@@ -292,12 +401,15 @@ class _Run:
             self.host_key,
         )
         resources.stoppers.append(proxy.stop)
-        prefs = self.services.preferences_for(config, self.request.task)
+        prefs = self.services.preferences_for(config, self.request.task, self.request.preference_ids)
         if prefs.ids:
             self.sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
             self.state.update_run(self.run_id, preference_ids=[int(i) for i in prefs.ids])
         sandbox = self.create_sandbox(
-            "agent", socket_dir, {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
+            "agent",
+            socket_dir,
+            {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"},
+            self.agent_files(socket_dir),
         )
         self.self_test(sandbox)
         check_nodump(sandbox)
@@ -306,28 +418,57 @@ class _Run:
             config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
         )
         resources.stoppers.append(gateway.stop)
+        if isinstance(self.playbook, Cassette) and self.request.mode == "replay":
+            from corral.gateway.recorded import serve_recorded
+
+            recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
+            serve_recorded(gateway.gateway, recorded)
         return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget)
 
-    def drive_agent(self, prepared: _Prepared) -> None:
-        from corral.agent.claude import AgentSettings, ClaudeDriver
+    def open_workspace(self) -> Workspace:
+        """The run's worktree: a new branch `corral/<run-id>` at the base commit."""
+        return create_worktree(self.repo_info, self.run_id, self.services.settings.worktrees_dir)
 
-        config = self.config
-        self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
-        policy = PathPolicy(
-            config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
+    def agent_files(self, socket_dir: Path) -> dict[str, Path]:
+        """Host files bound read-only into the agent's sandbox (container path -> host path)."""
+        return {}
+
+    def policy(self) -> PathPolicy:
+        return PathPolicy(
+            self.config.sandbox.workdir, self.protection.readonly.patterns, self.protection.hidden.patterns
         )
-        settings = AgentSettings.from_config(
-            config,
+
+    def agent_settings(self, prepared: _Prepared) -> AgentSettings:
+        """What the CLI inside the sandbox is given: the proxy, the run token, the gateway, the prompt."""
+        from corral.agent.claude import AgentSettings
+
+        return AgentSettings.from_config(
+            self.config,
             model_url=f"http://127.0.0.1:{MODEL_PORT}",
             model_token=prepared.model_token,
             system_append=prepared.prefs.section,
             mcp_servers=prepared.gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
             allowed_mcp_tools=tuple(prepared.gateway.allowed_tool_names()),
-            exposed_secrets=sandbox_env(config, "agent", self.sink),
+            exposed_secrets=sandbox_env(self.config, "agent", self.sink),
         )
+
+    def drive_agent(self, prepared: _Prepared) -> None:
+        from corral.agent.claude import ClaudeDriver
+
+        self.state.update_run(self.run_id, started_at=datetime.now(UTC), container_id=prepared.sandbox.id)
+        policy = self.policy()
+        settings = self.agent_settings(prepared)
         wrapper = self.services.settings.sockets_dir / f"{self.run_id}.wrapper"
         self.resources.stoppers.append(lambda: wrapper.unlink(missing_ok=True))
-        outcome = ClaudeDriver(prepared.sandbox, self.sink, policy, settings, wrapper).run(self.request.task)
+        gateway_tools = prepared.gateway.surface()
+        outcome = ClaudeDriver(
+            prepared.sandbox,
+            self.sink,
+            policy,
+            settings,
+            wrapper,
+            on_init=lambda data: self.check_surface(data, gateway_tools),
+        ).run(self.request.task)
         self.state.update_run(
             self.run_id,
             cost_usd=outcome.cost_usd,
@@ -348,24 +489,32 @@ class _Run:
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
 
-    def commit(self) -> None:
+    def commit(self) -> CommitInfo | None:
         """Commit the agent's change on the run branch; a change to a protected path fails the run."""
         workspace = self.resources.workspace
         assert workspace is not None
         message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
         commit = commit_changes(workspace, message, self.protection, self.config.limits)
         if commit is None:
-            return
+            return None
         self.sink.emit(
             CommitMade(
                 commit=commit.commit,
                 branch=workspace.branch,
                 files=list(commit.files),
                 diff_stat=commit.diff_stat,
+                patch=commit.patch,
             )
         )
-        self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta={"head_commit": commit.commit})
+        meta = {**self.state.get_run(self.run_id).meta, "head_commit": commit.commit}
+        self.state.update_run(self.run_id, diffstat=commit.diff_stat, meta=meta)
         self.head_commit = commit.commit
+        return commit
+
+    def branch_has_commits(self) -> bool:
+        workspace = self.resources.workspace
+        assert workspace is not None
+        return workspace.git(["rev-parse", "HEAD"]).strip() != workspace.base_commit
 
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
@@ -405,9 +554,30 @@ class _Run:
             dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
             self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
 
+    def open_pull_request(self) -> None:
+        """The run's pull request with the checks on it; corral opens it when the agent did not."""
+        if not self.head_commit:
+            return
+        from corral.delivery.pr import ensure_pull_request
+
+        record = self.state.get_run(self.run_id)
+        summary = str((record.result or {}).get("text", ""))
+        forge = self.services.forge(self.config)
+        pr, opened = ensure_pull_request(
+            forge, record, self.config.project.base_branch, summary, self.recorder.redactor
+        )
+        if opened:
+            self.sink.emit(PrOpened(number=pr.number, url=pr.url, branch=pr.head))
+
     # ---- sandboxes and resources ---------------------------------------------------------------
 
-    def create_sandbox(self, purpose: str, socket_dir: Path | None, bridges: dict[int, str]) -> Sandbox:
+    def create_sandbox(
+        self,
+        purpose: str,
+        socket_dir: Path | None,
+        bridges: dict[int, str],
+        files: dict[str, Path] | None = None,
+    ) -> Sandbox:
         workspace = self.resources.workspace
         assert workspace is not None
         spec = SandboxSpec.from_config(
@@ -419,6 +589,8 @@ class _Run:
             required_paths=self.base_protected,
             socket_dir=socket_dir,
             bridges=bridges,
+            readonly_files=files,
+            image=self.image,
         )
         sandbox = self.backend.create(spec)
         self.resources.containers.append(sandbox)
@@ -485,3 +657,5 @@ class _Run:
             shutil.rmtree(self.resources.socket_dir, ignore_errors=True)
         if self.resources.workspace is not None:
             remove_worktree(self.resources.workspace.repo, self.resources.workspace.path)
+            if self.phase is Phase.NO_CHANGES:  # nothing to review: no branch is left behind
+                delete_branch(self.resources.workspace.repo, self.resources.workspace.branch)

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
     from corral.audit import EventSink
     from corral.audit.log import AuditLog
-    from corral.deploy import DeployTarget
+    from corral.deploy import Deployer, DeployTarget
+    from corral.forge import Forge
     from corral.gateway.run import RunGatewayHandle
+    from corral.model.cassette import Cassette
     from corral.model.playbook import Playbook
     from corral.model.proxy import ModelProxy
     from corral.sandbox import SandboxBackend
@@ -120,10 +122,12 @@ class Services:
 
         return DockerBackend(self.docker(), owner=str(self.settings.home))
 
-    def ensure_images(self, config: Config) -> None:
-        from corral.sandbox.images import ensure_images
+    def ensure_images(self, config: Config, repo: Path) -> str:
+        """The image this project's sandboxes run: the named one, or its project image, built when
+        missing (with progress) and verified. Never a silent fallback to the default image."""
+        from corral.sandbox.project_image import sandbox_image
 
-        ensure_images(self.docker(), config.agent.claude_code, config.sandbox.image, progress=self.progress)
+        return sandbox_image(self.docker(), config, repo, progress=self.progress)
 
     # ---- model ---------------------------------------------------------------------------------
 
@@ -134,17 +138,28 @@ class Services:
     def start_model_proxy(
         self,
         config: Config,
-        playbook: Playbook | None,
+        playbook: Playbook | Cassette | None,
         sink: EventSink,
         run_token: str,
         socket_path: Path,
         host_key: str | None,
     ) -> ModelProxy:
+        """The run's proxy. Its upstream: a cassette (replay: never a model), the scripted model with
+        a playbook or without a key, else the Anthropic API with the host's key."""
         from corral.model.budget import Budget, BudgetLimits
+        from corral.model.cassette import Cassette as CassetteModel
         from corral.model.playbook import Playbook as PlaybookModel
         from corral.model.proxy import ModelProxy, Upstream
 
-        if playbook is not None or not host_key:
+        if isinstance(playbook, CassetteModel):
+            import httpx
+
+            from corral.model.cassette import cassette_app
+            from corral.model.proxy import SCRIPTED_BASE_URL
+
+            transport = httpx.ASGITransport(app=cassette_app(playbook))
+            upstream = Upstream(base_url=SCRIPTED_BASE_URL, transport=transport, name=playbook.source)
+        elif playbook is not None or not host_key:
             if playbook is None:
                 self.progress(
                     "no ANTHROPIC_API_KEY on the host and no --playbook: the scripted model answers "
@@ -183,6 +198,9 @@ class Services:
             run_id=run_id,
             socket_path=socket_path,
             gateway_file=file_config,
+            # The agent's forge tools act on the local forge even for a GitHub project: while the agent
+            # runs, nothing is committed, so there is no branch to push; corral opens the GitHub pull
+            # request itself at awaiting_approval, from the committed result.
             forge=LocalForge(self.settings.home / "forge"),
             deploy=self.deploy_target(),
             repo=repo,
@@ -198,15 +216,67 @@ class Services:
 
         return LocalDeploy(self.settings.home / "deploy")
 
+    def forge(self, config: Config) -> Forge:
+        """The project's forge (`[forge] backend`): local by default, GitHub with a host-held token."""
+        from corral.forge import forge_class
+
+        cls = forge_class(config.forge.backend)
+        if config.forge.backend == "local":
+            return cls(self.settings.home / "forge")
+        return cls(config.forge, self.host_secret(config.forge.token))
+
+    def deployer(self, config: Config, run_id: str, repo: Path) -> Deployer:
+        """The project's `[deploy]` backend; the local one builds in a sandbox of this run's project."""
+        from corral.deploy import deployer_class
+
+        section = config.deploy
+        backend = section.backend if section is not None else "local"
+        cls = deployer_class(backend)
+        if backend == "local":
+            from corral.delivery.build import SandboxBuilder
+
+            builder = SandboxBuilder(
+                repo, config, self.sandbox_backend(), run_id, self.settings.home / "deploy" / "scratch"
+            )
+            return cls(self.settings.home / "deploy", builder)
+        assert section is not None
+        return cls(section, self.host_secret(section.token), self.settings.home / "deploy" / backend)
+
+    def host_secret(self, ref: str) -> str:
+        """A credential corral itself uses on the host (`env:VAR` or `file:/path`); never a sandbox's."""
+        from corral.errors import ConfigError
+
+        kind, _, where = ref.partition(":")
+        value = ""
+        if kind == "env":
+            value = os.environ.get(where, "")
+        elif kind == "file":
+            try:
+                value = Path(where).read_text(encoding="utf-8").strip()
+            except OSError:
+                value = ""
+        if not value:
+            raise ConfigError(f"no credential at {ref!r}", hint=f"set {where} on the host running corral")
+        return value
+
     # ---- memory --------------------------------------------------------------------------------
 
-    def preferences_for(self, config: Config, task: str) -> PreferenceSelection:
-        """The project's most relevant active preferences for this task, rendered for the system prompt."""
+    def preferences_for(
+        self, config: Config, task: str, ids: tuple[int, ...] | None = None
+    ) -> PreferenceSelection:
+        """The project's most relevant active preferences for this task, rendered for the system prompt;
+        with `ids`, exactly those (a replay injects what its recording was told)."""
         from corral.state import preferences
 
-        prefs = preferences.retrieve(
-            self.state(config), config.project.name, task, preferences.likely_paths_from_text(task) or None
-        )
+        if ids is not None:
+            prefs = [preferences.get_preference(self.state(config), i) for i in ids]
+        else:
+            prefs = preferences.retrieve(
+                self.state(config),
+                config.project.name,
+                task,
+                preferences.likely_paths_from_text(task) or None,
+            )
         if not prefs:
             return PreferenceSelection((), "")
         return PreferenceSelection(tuple(str(p.id) for p in prefs), preferences.render_prompt_section(prefs))

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     def run_socket_dir(self, run_id: str) -> Path:
         return self.sockets_dir / run_id
 
+    @property
+    def shell_files_dir(self) -> Path:
+        """Per-run managed settings and hook forwarder of `corral shell` sessions, one directory each."""
+        return self.home / "shell"
+
 
 def load_settings() -> Settings:
     return Settings()

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +41,12 @@ _AUTHOR = {
 MB = 1024 * 1024
 
 
-def _git(
+def run_git(
     args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None
-) -> str:
+) -> subprocess.CompletedProcess[str]:
+    """Hardened git whose exit status the caller reads (a merge-tree conflict exits 1, for one)."""
     base_env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
-    proc = subprocess.run(
+    return subprocess.run(
         ["git", *_SAFE_GIT, *args],
         cwd=cwd,
         env={**base_env, **(env or {})},
@@ -53,6 +55,12 @@ def _git(
         text=True,
         check=False,
     )
+
+
+def _git(
+    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None
+) -> str:
+    proc = run_git(args, cwd=cwd, env=env, stdin=stdin)
     if proc.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -89,6 +97,8 @@ class CommitInfo:
     commit: str
     files: tuple[str, ...]
     diff_stat: str
+    patch: str = ""
+    """The full patch of the commit (text; binary files as `Binary files differ`)."""
 
 
 def inspect_repo(repo: Path, base_branch: str) -> RepoInfo:
@@ -120,11 +130,38 @@ def inspect_repo(repo: Path, base_branch: str) -> RepoInfo:
     return RepoInfo(root=top, base_branch=base_branch, base_commit=commit, dirty_paths=dirty)
 
 
-def create_worktree(info: RepoInfo, run_id: str, worktrees_dir: Path) -> Workspace:
+def commit_exists(repo: Path, commit: str) -> bool:
+    """Whether `commit` names a commit object in `repo` (a recorded base may have been rewritten away)."""
+    try:
+        _git(["cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo)
+    except WorkspaceError:
+        return False
+    return True
+
+
+def tree_of(repo: Path, commit: str) -> str | None:
+    """The tree a commit records (two commits with equal trees have identical contents), or None."""
+    try:
+        return _git(["rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}"], cwd=repo).strip() or None
+    except WorkspaceError:
+        return None
+
+
+_WORKTREES = threading.Lock()
+"""Concurrent runs of one repository (a regression suite) must not race on its worktree metadata."""
+
+
+def create_worktree(info: RepoInfo, run_id: str, worktrees_dir: Path, *, reopen: bool = False) -> Workspace:
+    """A worktree on a new branch `corral/<run_id>` at the base commit, or with `reopen` on that
+    branch as a previous session of the run left it (`corral shell --resume`)."""
     path = worktrees_dir / run_id
     branch = f"corral/{run_id}"
     worktrees_dir.mkdir(parents=True, exist_ok=True)
-    _git(["worktree", "add", "--quiet", "-b", branch, str(path), info.base_commit], cwd=info.root)
+    with _WORKTREES:
+        if reopen:
+            _git(["worktree", "add", "--quiet", str(path), branch], cwd=info.root)
+        else:
+            _git(["worktree", "add", "--quiet", "-b", branch, str(path), info.base_commit], cwd=info.root)
     git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], cwd=path).strip())
     return Workspace(repo=info.root, path=path, branch=branch, base_commit=info.base_commit, git_dir=git_dir)
 
@@ -145,13 +182,13 @@ def hand_over(ws: Workspace, uid: int) -> None:
 def remove_worktree(repo: Path, path: Path) -> None:
     """Remove the worktree directory and its registration; the run branch and its commit stay."""
     if repo.is_dir():
-        with contextlib.suppress(WorkspaceError):
+        with _WORKTREES, contextlib.suppress(WorkspaceError):
             _git(["worktree", "remove", "--force", "--force", str(path)], cwd=repo)
     if path.exists():
         # A worktree the agent filled with unreadable files is still ours to delete.
         shutil.rmtree(path, ignore_errors=True)
     if repo.is_dir():
-        with contextlib.suppress(WorkspaceError):
+        with _WORKTREES, contextlib.suppress(WorkspaceError):
             _git(["worktree", "prune"], cwd=repo)
 
 
@@ -260,7 +297,13 @@ def commit_changes(
     stat_text = ws.git(["diff", "--cached", "--no-renames", "--stat"]).strip()
     ws.git(["commit", "--quiet", "--no-verify", "-m", message], env=_AUTHOR)
     commit = ws.git(["rev-parse", "HEAD"]).strip()
-    return CommitInfo(commit=commit, files=tuple(change.path for change in changes), diff_stat=stat_text)
+    try:
+        patch = ws.git(["show", "--no-renames", "--no-ext-diff", "--no-textconv", "--format=", commit])
+    except UnicodeDecodeError:
+        patch = "(the patch holds bytes that are not UTF-8; see the commit in the repository)\n" + stat_text
+    return CommitInfo(
+        commit=commit, files=tuple(change.path for change in changes), diff_stat=stat_text, patch=patch
+    )
 
 
 def protected_in_commit(ws: Workspace, protection: Protection) -> tuple[str, ...]:

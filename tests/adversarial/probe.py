@@ -430,10 +430,11 @@ def term_html(_):
 
 
 def control_read(_):
+    # Its own canary: the file is committed, and the commit's diff is audited.
     with open("/workspace/control.txt", "w") as f:
-        f.write(CANARY_HOST)
+        f.write("control-canary-0d3b")
     os.symlink("/workspace/control.txt", "/tmp/control-link")
-    return read_holds("/tmp/control-link", CANARY_HOST)
+    return read_holds("/tmp/control-link", "control-canary-0d3b")
 
 
 def control_connect(_):

@@ -30,8 +30,21 @@ PRIVATE = "private: the billing service's staging key rotated at 04:00"
 
 
 def git_repo(path: Path) -> Path:
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    """A repository with `main` and the run's branch one commit ahead (what a merge needs)."""
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "base"], check=True)
+    ahead = subprocess.run(
+        [*git, "commit-tree", "-p", "HEAD", "-m", "run change", "HEAD^{tree}"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run([*git, "update-ref", "refs/heads/corral/run-1", ahead], check=True)
     return path
+
+
+def branch_head(repo: Path, branch: str) -> str:
+    cmd = ["git", "-C", str(repo), "rev-parse", f"refs/heads/{branch}"]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -148,11 +161,13 @@ async def test_a_human_token_merges_and_promotes_only_its_own_runs(
         principal="human:ann",
     )
     async with mcp_client(handle.socket_path, token) as client:
+        sha = branch_head(repo, "corral/run-1")
         refused = [
-            await client.call_tool("forge_merge_pull_request", {"number": n}) for n in (other, sibling)
+            await client.call_tool("forge_merge_pull_request", {"number": n, "sha": sha})
+            for n in (other, sibling)
         ]
         refused.append(await client.call_tool("deploy_promote", {"deployment_id": theirs.id}))
-        merged = await client.call_tool("forge_merge_pull_request", {"number": own.number})
+        merged = await client.call_tool("forge_merge_pull_request", {"number": own.number, "sha": sha})
         promoted = await client.call_tool("deploy_promote", {"deployment_id": mine.id})
     assert [body(r)["rule"] for r in refused] == ["run-scope"] * 3
     assert forge.get(other).state == "open" and forge.get(sibling).state == "open"

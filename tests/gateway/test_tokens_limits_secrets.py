@@ -85,15 +85,28 @@ def test_redactor_scrubs_plain_base64_and_url_encoded_forms() -> None:
 
 def test_local_forge_records_prs_and_refuses_agent_merges(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "base"], check=True)
+    subprocess.run([*git, "checkout", "-q", "-b", "corral/r1"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "change"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run([*git, "checkout", "-q", "main"], check=True)
     forge = LocalForge(tmp_path / "forge")
     pr = forge.open_pull_request(repo, head="corral/r1", base="main", title="T", body="B", author="agent:r1")
     forge.comment(pr.number, body="looks good", author="human:ann")
     forge.record_check(pr.number, Check(name="pytest", status="passed"))
     assert [c.status for c in LocalForge(tmp_path / "forge").list_checks(pr.number)] == ["passed"]
     with pytest.raises(WorkspaceError, match="not a human approver"):
-        forge.merge(pr.number, approver="agent:r1")
-    assert forge.merge(pr.number, approver="human:ann").state == "merged"
+        forge.merge(pr.number, approver="agent:r1", sha=head)
+    merged = forge.merge(pr.number, approver="human:ann", sha=head)
+    assert merged.state == "merged"
+    parents = subprocess.run(
+        [*git, "rev-parse", "main^1", "main^2"], check=True, capture_output=True, text=True
+    )
+    assert parents.stdout.split()[1] == head and merged.merge_commit
     with pytest.raises(WorkspaceError, match="not a git repository"):
         forge.open_pull_request(tmp_path, head="h", base="main", title="T", body="", author="a")
 

@@ -24,7 +24,8 @@ from corral.sandbox.docker import DockerBackend, DockerSandbox
 from corral.sandbox.images import AGENT_IMAGE, docker_client, ensure_images
 from corral.sandbox.mounts import grant_agent_access
 
-RUN_PREFIX = "test-sandbox-"
+RUN_PREFIX = f"test-sandbox-{uuid.uuid4().hex[:6]}-"
+"""Unique to this test session, so its clean-up never removes another session's containers."""
 PIN = DEFAULT_CLAUDE_CODE
 SECRET_CANARY = "corral-hidden-canary-5e1f0b7a"
 READONLY_CANARY = "corral-readonly-canary-a41c"

@@ -30,7 +30,14 @@ PATH_TO: dict[Phase, list[Phase]] = {
     Phase.RUNNING: [Phase.PREPARING, Phase.RUNNING],
     Phase.CHECKING: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING],
     Phase.AWAITING_APPROVAL: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL],
-    Phase.MERGED: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL, Phase.MERGED],
+    Phase.MERGED: [
+        Phase.PREPARING,
+        Phase.RUNNING,
+        Phase.CHECKING,
+        Phase.AWAITING_APPROVAL,
+        Phase.APPROVED,
+        Phase.MERGED,
+    ],
     Phase.REJECTED: [Phase.PREPARING, Phase.RUNNING, Phase.CHECKING, Phase.AWAITING_APPROVAL, Phase.REJECTED],
     Phase.FAILED: [Phase.PREPARING, Phase.FAILED],
 }
@@ -71,10 +78,8 @@ def test_gc_fails_only_runs_that_lost_their_driver_mid_phase(
     try:
         orphaned = {phase: make_run(store, phase, gone) for phase in WORKING}
         driven = {phase: make_run(store, phase, alive.pid) for phase in WORKING}
-        at_rest = {phase: make_run(store, phase, gone) for phase in (Phase.AWAITING_APPROVAL,)}
-        ended = {
-            phase: make_run(store, phase, gone) for phase in (Phase.MERGED, Phase.REJECTED, Phase.FAILED)
-        }
+        at_rest = {phase: make_run(store, phase, gone) for phase in (Phase.AWAITING_APPROVAL, Phase.MERGED)}
+        ended = {phase: make_run(store, phase, gone) for phase in (Phase.REJECTED, Phase.FAILED)}
         files = {run_id: leftovers(settings, run_id) for group in (orphaned, driven, at_rest, ended)
                  for run_id in group.values()}  # fmt: skip
         other_team = make_run(open_store("team-other"), Phase.RUNNING, gone)
@@ -124,6 +129,26 @@ def test_gc_keeps_the_branch_of_a_run_awaiting_approval(
     assert not worktree.exists()
     branches = subprocess.run([*git, "branch", "--list", f"corral/{run_id}"], capture_output=True, text=True)
     assert branches.stdout.strip() == f"corral/{run_id}"
+
+
+def test_gc_removes_a_dead_shell_sessions_managed_settings_but_not_a_live_ones(
+    open_store: Callable[[str], StateStore], settings: Settings
+) -> None:
+    store = open_store("team-gc")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = make_run(store, Phase.RUNNING, dead_pid())
+        live = make_run(store, Phase.RUNNING, alive.pid)
+        for run_id in (dead, live):
+            (settings.shell_files_dir / run_id).mkdir(parents=True)
+            (settings.shell_files_dir / run_id / "managed-settings.json").write_text("{}")
+        report = collect(settings, store, None, None)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert report.runs_failed == [dead]
+    assert str(settings.shell_files_dir / dead) in report.socket_dirs
+    assert not (settings.shell_files_dir / dead).exists() and (settings.shell_files_dir / live).is_dir()
 
 
 # ---- team scoping through the CLI -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from corral.state.db import StateStore, resolve_state_url
 from corral.state.schema import TEAM_SCOPED
 from tests.state.conftest import fresh_postgres_database, via_pgbouncer
 
-HEAD = "0003_preference_search"
+HEAD = "0005_regressions"
 
 
 @contextmanager

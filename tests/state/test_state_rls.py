@@ -22,6 +22,9 @@ def _seed(store: StateStore, project: str) -> str:
     store.pin_model(project, "claude-a-20250101", "claude-b-20250101", "2.1.332", pinned_by=store.team)
     store.issue_token(["forge.comment"], ttl=600, run_id=run_id)
     prefs.add_preference(store, project, f"{store.team} secret rule about billing")
+    store.record_regression(
+        project, "claude-c-20260101", "claude-a-20250101", "pass", tasks=8, epochs=3, summary={}
+    )
     return run_id
 
 
@@ -49,6 +52,7 @@ def test_the_api_never_shows_another_teams_rows(two_teams: tuple[StateStore, Sta
     pin = team_a.current_pin("shop")
     assert pin is not None and pin.pinned_by == "team-a"
     assert team_a.get_project("shop").config_snapshot == {"team": "team-a"}
+    assert len(team_a.list_regressions("shop")) == 1
 
 
 @pytest.mark.parametrize("state_url", ["postgres", "pgbouncer"], indirect=True)

@@ -19,8 +19,15 @@ LEGAL = {
     (Phase.PREPARING, Phase.RUNNING),
     (Phase.RUNNING, Phase.CHECKING),
     (Phase.CHECKING, Phase.AWAITING_APPROVAL),
-    (Phase.AWAITING_APPROVAL, Phase.MERGED),
+    (Phase.CHECKING, Phase.EVALUATED),
+    (Phase.AWAITING_APPROVAL, Phase.APPROVED),
     (Phase.AWAITING_APPROVAL, Phase.REJECTED),
+    (Phase.RUNNING, Phase.NO_CHANGES),  # a shell session that changed nothing
+    (Phase.AWAITING_APPROVAL, Phase.PREPARING),  # `corral shell --resume`
+    (Phase.APPROVED, Phase.MERGED),
+    (Phase.APPROVED, Phase.AWAITING_APPROVAL),
+    (Phase.MERGED, Phase.STAGED),
+    (Phase.STAGED, Phase.PROMOTED),
 } | {(p, Phase.FAILED) for p in Phase if p not in TERMINAL}
 
 
@@ -29,7 +36,7 @@ def _new(store: StateStore, task: str = "fix the rounding bug") -> str:
 
 
 def _advance(store: StateStore, run_id: str, until: Phase) -> None:
-    for phase in HAPPY_PATH:
+    for phase in [*HAPPY_PATH, Phase.APPROVED, Phase.MERGED, Phase.STAGED]:
         store.transition(run_id, phase)
         if phase is until:
             return
@@ -55,12 +62,17 @@ def test_a_run_walks_the_happy_path_with_timings_and_history(store: StateStore) 
         run = store.transition(run_id, phase, reason=f"to {phase}")
         assert run.phase is phase
     assert run.started_at is not None and run.finished_at is None
-    merged = store.transition(run_id, Phase.MERGED, "approved by release-lead")
-    assert merged.finished_at is not None and merged.version == 6
+    store.transition(run_id, Phase.APPROVED, "approved by release-lead")
+    merged = store.transition(run_id, Phase.MERGED, "merged")
+    assert merged.finished_at is None and merged.version == 7
+    store.transition(run_id, Phase.STAGED, "staged")
+    promoted = store.transition(run_id, Phase.PROMOTED, "promoted")
+    assert promoted.finished_at is not None and promoted.version == 9
     history = store.phase_history(run_id)
-    assert [h.to_phase for h in history] == [Phase.QUEUED, *HAPPY_PATH, Phase.MERGED]
-    assert history[-1].from_phase is Phase.AWAITING_APPROVAL
-    assert history[-1].reason == "approved by release-lead"
+    delivery = [Phase.APPROVED, Phase.MERGED, Phase.STAGED, Phase.PROMOTED]
+    assert [h.to_phase for h in history] == [Phase.QUEUED, *HAPPY_PATH, *delivery]
+    assert history[5].from_phase is Phase.AWAITING_APPROVAL
+    assert history[5].reason == "approved by release-lead"
 
 
 @pytest.mark.parametrize(
@@ -69,8 +81,9 @@ def test_a_run_walks_the_happy_path_with_timings_and_history(store: StateStore) 
         (None, Phase.RUNNING),
         (Phase.RUNNING, Phase.QUEUED),
         (Phase.CHECKING, Phase.CHECKING),
-        (Phase.AWAITING_APPROVAL, Phase.PREPARING),
+        (Phase.AWAITING_APPROVAL, Phase.RUNNING),  # a resumed session starts over at preparing
         (Phase.PREPARING, Phase.MERGED),
+        (Phase.CHECKING, Phase.NO_CHANGES),  # only a session that changed nothing ends so
     ],
 )
 def test_illegal_transitions_are_refused_and_change_nothing(
@@ -90,14 +103,28 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     assert len(store.phase_history(run_id)) == len(store.phase_history(run_id))
 
 
-@pytest.mark.parametrize("terminal", [Phase.MERGED, Phase.REJECTED, Phase.FAILED])
+@pytest.mark.parametrize(
+    "terminal", [Phase.PROMOTED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES, Phase.EVALUATED]
+)
 def test_terminal_phases_are_final(store: StateStore, terminal: Phase) -> None:
     run_id = _new(store)
     if terminal is Phase.FAILED:
         store.transition(run_id, Phase.FAILED, "docker engine went away")
+    elif terminal is Phase.NO_CHANGES:
+        _advance(store, run_id, Phase.RUNNING)
+        store.transition(run_id, terminal, "the session changed nothing")
+    elif terminal is Phase.EVALUATED:
+        _advance(store, run_id, Phase.CHECKING)
+        store.transition(run_id, terminal)
     else:
         _advance(store, run_id, Phase.AWAITING_APPROVAL)
-        store.transition(run_id, terminal)
+        steps = (
+            [Phase.APPROVED, Phase.MERGED, Phase.STAGED, terminal]
+            if terminal is Phase.PROMOTED
+            else [terminal]
+        )
+        for step in steps:
+            store.transition(run_id, step)
     for target in (Phase.FAILED, Phase.RUNNING, Phase.MERGED):
         with pytest.raises(RunError, match="terminal"):
             store.transition(run_id, target, "again")

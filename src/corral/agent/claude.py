@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,17 +25,18 @@ from claude_agent_sdk import (
     HookJSONOutput,
     HookMatcher,
     ResultMessage,
+    SystemMessage,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
     query,
 )
 
-from corral.agent.hook_events import EDIT_TOOLS, result_events
 from corral.agent.policy import PathPolicy
+from corral.agent.tool_hooks import ToolHooks, deny_output
 from corral.audit import EventSink
 from corral.config import Config
-from corral.events import AgentStopped, ToolCall, ToolDenied
+from corral.events import AgentStopped, ToolDenied
 from corral.sandbox import NODUMP_LIBRARY, Sandbox
 from corral.tail import Tail
 
@@ -115,10 +116,12 @@ class AgentOutcome:
 
 
 def container_env(settings: AgentSettings) -> dict[str, str]:
-    """Everything the CLI inside the container gets as its environment."""
+    """Everything the CLI inside the container gets as its environment, on top of the image's.
+
+    PATH is the image's own: a project image puts its virtualenv and node_modules/.bin first.
+    """
     return {
         "HOME": "/home/agent",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "ANTHROPIC_BASE_URL": settings.model_url,
@@ -161,18 +164,25 @@ def _tool_input(data: HookInput) -> dict[str, Any]:
 
 class ClaudeDriver:
     def __init__(
-        self, sandbox: Sandbox, sink: EventSink, policy: PathPolicy, settings: AgentSettings, wrapper: Path
+        self,
+        sandbox: Sandbox,
+        sink: EventSink,
+        policy: PathPolicy,
+        settings: AgentSettings,
+        wrapper: Path,
+        on_init: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`on_init` sees Claude Code's init report (version, tools) before the first model turn is
+        acted on; raising there (a pin mismatch) ends the session and fails the run."""
+        self._on_init = on_init
         self._sandbox = sandbox
         self._sink = sink
-        self._policy = policy
         self._settings = settings
         self._wrapper = write_wrapper(
             sandbox, container_env(settings), wrapper, tuple(settings.exposed_secrets)
         )
         self._stderr = Tail(STDERR_LIMIT)
-        self._hooked: set[str] = set()
-        """Tool calls the PreToolUse hook saw; any other refused call was stopped by Claude Code itself."""
+        self._hooks = ToolHooks(sink, policy)
         self._requested: dict[str, str] = {}
         self._stop_hook_fired = False
 
@@ -184,49 +194,25 @@ class ClaudeDriver:
     # ---- hooks (run on the host, in the SDK's event loop) --------------------------------------
 
     async def _pre_tool_use(self, data: HookInput, tool_use_id: str | None, _: HookContext) -> HookJSONOutput:
-        name = str(data.get("tool_name", ""))
-        tool_input = _tool_input(data)
         call_id = tool_use_id or str(data.get("tool_use_id", ""))
-        self._hooked.add(call_id)
-        # Durable before the tool runs: if this raises, the hook fails and the call is blocked.
-        self._sink.emit(ToolCall(tool_name=name, tool_call_id=call_id, input=tool_input), durable=True)
-        decision = self._policy.decide(name, tool_input)
+        decision = self._hooks.pre_tool_use(str(data.get("tool_name", "")), _tool_input(data), call_id)
         if decision.allowed:
             return {}
-        self._sink.emit(
-            ToolDenied(tool_name=name, tool_call_id=call_id, rule=decision.rule, reason=decision.reason),
-            durable=True,
-        )
-        return {
-            "hookSpecificOutput": {
-                "hookEventName": "PreToolUse",
-                "permissionDecision": "deny",
-                "permissionDecisionReason": f"corral: {decision.reason}",
-            }
-        }
-
-    def _rel_path(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
-        if tool_name not in EDIT_TOOLS:
-            return None
-        return self._policy.relative(str(tool_input.get("file_path", "")))
+        output: HookJSONOutput = deny_output("PreToolUse", decision.reason)  # type: ignore[assignment]
+        return output
 
     async def _post_tool_use(
         self, data: HookInput, tool_use_id: str | None, _: HookContext
     ) -> HookJSONOutput:
-        name = str(data.get("tool_name", ""))
-        tool_input = _tool_input(data)
         call_id = tool_use_id or str(data.get("tool_use_id", ""))
         error = data.get("error") if data.get("hook_event_name") == "PostToolUseFailure" else None
-        events = result_events(
-            name,
-            tool_input,
+        self._hooks.post_tool_use(
+            str(data.get("tool_name", "")),
+            _tool_input(data),
             call_id,
-            response=data.get("tool_response"),
-            error=str(error) if error is not None else None,
-            rel_path=self._rel_path(name, tool_input),
+            data.get("tool_response"),
+            str(error) if error is not None else None,
         )
-        for event in events:
-            self._sink.emit(event)
         return {}
 
     async def _stop(self, data: HookInput, _id: str | None, _: HookContext) -> HookJSONOutput:
@@ -274,7 +260,7 @@ class ClaudeDriver:
             if (
                 not isinstance(block, ToolResultBlock)
                 or not block.is_error
-                or block.tool_use_id in self._hooked
+                or self._hooks.was_hooked(block.tool_use_id)
             ):
                 continue
             text = block.content if isinstance(block.content, str) else str(block.content)
@@ -299,6 +285,8 @@ class ClaudeDriver:
                 self._audit_unhooked_refusals(message)
             elif isinstance(message, ResultMessage):
                 result = message
+            elif isinstance(message, SystemMessage) and message.subtype == "init" and self._on_init:
+                self._on_init(message.data)
         return result
 
     def run(self, task: str) -> AgentOutcome:

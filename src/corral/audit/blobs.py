@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,42 @@ def blob_ref(digest: str, size: int) -> str:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    """Side files under `root`; `remote` reads one back from the audit store (`AuditStore.read_blob`)
+    on a machine that has the store but not the host's files."""
+
+    def __init__(self, root: Path, remote: Callable[[str], bytes | None] | None = None) -> None:
         self.root = root
+        self.remote = remote
+
+    def _content(self, digest: str) -> bytes | None:
+        target = self.path(digest)
+        if target.exists():
+            return target.read_bytes()
+        if self.remote is not None:
+            return self.remote(digest)
+        return None
+
+    def contents(self, refs: Iterable[str]) -> dict[str, bytes]:
+        """The local side files of `refs` that exist and match their hash: what the shipper sends."""
+        out: dict[str, bytes] = {}
+        for ref in refs:
+            m = BLOB_REF.match(ref)
+            target = self.path(m.group(1)) if m else None
+            if m and target is not None and target.exists():
+                data = target.read_bytes()
+                if hashlib.sha256(data).hexdigest() == m.group(1):
+                    out[m.group(1)] = data
+        return out
+
+    def resolve(self, text: str) -> str:
+        """`text`'s content when it is a blob reference that can be read back, else `text`."""
+        m = BLOB_REF.match(text)
+        if not m:
+            return text
+        data = self._content(m.group(1))
+        if data is None or hashlib.sha256(data).hexdigest() != m.group(1):
+            return text
+        return data.decode(errors="replace")
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
@@ -53,25 +88,24 @@ class BlobStore:
         m = BLOB_REF.match(ref)
         if not m:
             raise NotFound(f"{ref!r} is not a blob reference")
-        target = self.path(m.group(1))
-        if not target.exists():
+        data = self._content(m.group(1))
+        if data is None:
             raise NotFound(
-                f"blob {m.group(1)} is missing from {self.root}",
-                hint="side files live on the host that recorded the run; copy its blobs directory",
+                f"blob {m.group(1)} is missing from {self.root} and from the audit store",
+                hint="side files live on the host that recorded the run, and ship with its events",
             )
-        return target.read_text()
+        return data.decode()
 
     def check(self, ref: str) -> str | None:
-        """None when the side file exists and matches its reference, else what is wrong."""
+        """None when the side file (here, or in the audit store) matches its reference, else what is wrong."""
         m = BLOB_REF.match(ref)
         if not m:
             return f"{ref!r} is not a blob reference"
-        target = self.path(m.group(1))
-        if not target.exists():
-            return f"side file {target} is missing"
-        data = target.read_bytes()
+        data = self._content(m.group(1))
+        if data is None:
+            return f"side file {self.path(m.group(1))} is missing (and not in the audit store)"
         if hashlib.sha256(data).hexdigest() != m.group(1) or len(data) != int(m.group(2)):
-            return f"side file {target} does not match its hash or size"
+            return f"side file {m.group(1)} does not match its hash or size"
         return None
 
     def externalize(self, payload: dict[str, Any], size: int, limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:

@@ -64,10 +64,10 @@ class AuditLog:
         self.url = url
         self.store = store
         self.spool_dir = settings.spool_dir
-        self.blobs = BlobStore(settings.home / "blobs")
+        self.blobs = BlobStore(settings.home / "blobs", store.read_blob if store is not None else None)
         self.checkpoint_every = checkpoint_every
         self.lock_timeout = lock_timeout
-        self.shipper = Shipper(store, url, self.spool_dir, ship_interval)
+        self.shipper = Shipper(store, url, self.spool_dir, ship_interval, self.blobs)
         self._recorders: dict[Path, RunRecorder] = {}
         self._state = threading.Lock()
 

@@ -1,6 +1,7 @@
 """The MongoDB audit store (tested against FerretDB 1.24 with its SQLite backend).
 
-Two collections: `events`, with a unique index on (run_id, seq), and `checkpoints`. Each event
+Three collections: `events`, with a unique index on (run_id, seq), `checkpoints`, and `blobs` (the
+side files of oversized events, in chunks, each blob's hash checked when it is read back). Each event
 document keeps its index fields at the top level and its payload as the stored JSON text (`e`): the
 text is what the hash covers, it survives any BSON round trip unchanged, and payload keys such as
 `gen_ai.tool.name` or a tool input's `$ref` never meet MongoDB's rules on field names.
@@ -16,8 +17,9 @@ validators. `runs()` is built from `distinct` and sorted `find`s instead.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
@@ -31,6 +33,7 @@ from corral.errors import StoreError
 
 DEFAULT_DB = "corral_audit"
 _DUPLICATE_KEY = 11000
+_BLOB_CHUNK = 8 * 1024 * 1024
 _UNAUTHORIZED = 13
 
 log = logging.getLogger("corral.audit")
@@ -62,6 +65,7 @@ class MongoStore:
         self.write_concern = concern
         self._events = db.get_collection("events")
         self._checkpoints = db.get_collection("checkpoints")
+        self._blobs = db.get_collection("blobs")
         self._indexed = False
 
     def _ensure_indexes(self) -> None:
@@ -129,6 +133,42 @@ class MongoStore:
                 raise self._fail("refused a checkpoint", exc) from exc
         except PyMongoError as exc:
             raise self._fail("refused a checkpoint", exc) from exc
+
+    def insert_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        """One document per chunk of at most `_BLOB_CHUNK` bytes (a document holds at most 16 MiB),
+        `_id` = digest:index, so a re-shipped blob is a duplicate key, not a second copy."""
+        docs: list[dict[str, Any]] = []
+        for digest, content in blobs.items():
+            parts = [content[i : i + _BLOB_CHUNK] for i in range(0, len(content), _BLOB_CHUNK)] or [b""]
+            docs.extend(
+                {"_id": f"{digest}:{i}", "digest": digest, "i": i, "n": len(parts), "content": part}
+                for i, part in enumerate(parts)
+            )
+        if not docs:
+            return
+        try:
+            self._blobs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+                raise self._fail("refused a blob", exc) from exc
+        except PyMongoError as exc:
+            raise self._fail("refused a blob", exc) from exc
+
+    def read_blob(self, digest: str) -> bytes | None:
+        """The blob's chunks joined, or None when any is missing or they do not hash to `digest`."""
+        try:
+            parts = list(self._blobs.find({"digest": digest}).sort("i", ASCENDING))
+        except PyMongoError as exc:
+            raise self._fail("did not answer", exc) from exc
+        if (
+            not parts
+            or len(parts) != int(parts[0]["n"])
+            or [int(p["i"]) for p in parts] != list(range(len(parts)))
+        ):
+            return None
+        content = b"".join(bytes(p["content"]) for p in parts)
+        return content if hashlib.sha256(content).hexdigest() == digest else None
 
     def read(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[EventRow]:
         try:

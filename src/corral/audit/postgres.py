@@ -10,7 +10,7 @@ triggers; the hash chain is what exposes that.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   run_id text NOT NULL, seq bigint NOT NULL, reason text NOT NULL, hash text NOT NULL, ts text NOT NULL,
   PRIMARY KEY (run_id, seq, reason)
 );
+CREATE TABLE IF NOT EXISTS audit_blobs (digest text PRIMARY KEY, content bytea NOT NULL);
 CREATE OR REPLACE FUNCTION corral_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'the audit log is append-only (% on %)', TG_OP, TG_TABLE_NAME; END $$;
 DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events;
@@ -43,8 +44,12 @@ DO $$ BEGIN
     CREATE ROLE corral_audit_writer NOLOGIN;
   END IF;
 END $$;
-REVOKE UPDATE, DELETE, TRUNCATE ON audit_events, audit_checkpoints FROM PUBLIC, corral_audit_writer;
-GRANT SELECT, INSERT ON audit_events, audit_checkpoints TO corral_audit_writer;
+DROP TRIGGER IF EXISTS audit_blobs_append_only ON audit_blobs;
+CREATE TRIGGER audit_blobs_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_blobs
+  FOR EACH STATEMENT EXECUTE FUNCTION corral_audit_append_only();
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_events, audit_checkpoints, audit_blobs
+  FROM PUBLIC, corral_audit_writer;
+GRANT SELECT, INSERT ON audit_events, audit_checkpoints, audit_blobs TO corral_audit_writer;
 """
 
 
@@ -73,7 +78,7 @@ class PostgresStore:
                     with conn.transaction():
                         # Migrate only a fresh database: a least-privilege role (INSERT and SELECT)
                         # could not run the DDL, and does not need to once an owner has.
-                        if conn.execute("SELECT to_regclass('audit_checkpoints')").fetchone() == (None,):
+                        if conn.execute("SELECT to_regclass('audit_blobs')").fetchone() == (None,):
                             conn.execute(MIGRATION)
                     self._conn = conn
                 with self._conn.transaction():
@@ -126,6 +131,26 @@ class PostgresStore:
                 )
 
         self._run("refused a checkpoint", insert)
+
+    def insert_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        if not blobs:
+            return
+
+        def insert(c: psycopg.Connection[Any]) -> None:
+            with c.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO audit_blobs (digest, content) VALUES (%s,%s) ON CONFLICT DO NOTHING",
+                    list(blobs.items()),
+                )
+
+        self._run("refused a blob", insert)
+
+    def read_blob(self, digest: str) -> bytes | None:
+        row = self._run(
+            "did not answer",
+            lambda c: c.execute("SELECT content FROM audit_blobs WHERE digest = %s", (digest,)).fetchone(),
+        )
+        return bytes(row[0]) if row else None
 
     def read(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[EventRow]:
         sql = (

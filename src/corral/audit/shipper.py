@@ -11,12 +11,14 @@ the store answers, while recorders keep spooling durably.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
 
+from corral.audit.blobs import BlobStore
 from corral.audit.chain import Checkpoint
 from corral.audit.spool import (
     count_events,
@@ -40,7 +42,16 @@ _MAX_BACKOFF = 5.0
 
 
 class Shipper:
-    def __init__(self, store: AuditStore | None, url: str, spool_dir: Path, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        store: AuditStore | None,
+        url: str,
+        spool_dir: Path,
+        interval: float = 0.2,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        self.blobs = blobs
+        """Side files: shipped to the store before the events that reference them."""
         self.store = store
         self.url = url
         self.spool_dir = spool_dir
@@ -156,6 +167,15 @@ class Shipper:
             if chunk.end == offset:
                 return offset, shipped, ends_closed
             rows = chunk.events
+            if self.blobs is not None:
+                refs = [
+                    ref
+                    for r in rows
+                    if "[blob:sha256:" in r.data
+                    for ref in self.blobs.refs(json.loads(r.data))
+                ]
+                if refs:
+                    self.store.insert_blobs(self.blobs.contents(refs))
             self.shipped += self.store.insert_many(rows)
             self.store.insert_checkpoints(chunk.checkpoints)
             write_marker(path, chunk.end)

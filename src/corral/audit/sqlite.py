@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from corral.audit.chain import Checkpoint, EventRow
@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   run_id TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, hash TEXT NOT NULL, ts TEXT NOT NULL,
   PRIMARY KEY (run_id, seq, reason)
 );
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, content BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS blobs_no_update BEFORE UPDATE ON blobs
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -106,6 +109,27 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise StoreError(f"audit store {self.path} refused a checkpoint: {exc}") from exc
+
+    def insert_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        if not blobs:
+            return
+        with self._lock:
+            db = self._db()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT OR IGNORE INTO blobs (digest, content) VALUES (?,?)", list(blobs.items())
+                )
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"audit store {self.path} refused a blob: {exc}") from exc
+
+    def read_blob(self, digest: str) -> bytes | None:
+        with self._lock:
+            row = self._db().execute("SELECT content FROM blobs WHERE digest=?", (digest,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def read(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[EventRow]:
         sql = "SELECT run_id, seq, kind, ts, hash, data FROM events WHERE run_id=? AND seq>? ORDER BY seq"

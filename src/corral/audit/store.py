@@ -13,7 +13,7 @@ re-shipping a spool after a crash between "stored" and "marker written" must not
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +58,15 @@ class AuditStore(Protocol):
     def runs(self) -> list[RunSummary]: ...
 
     def checkpoints(self, run_id: str) -> list[Checkpoint]: ...
+
+    def insert_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        """Store side files (SHA-256 hex → content), skipping any already stored. The shipper sends a
+        batch's blobs before its events, so a stored event's reference always resolves in the store."""
+        ...
+
+    def read_blob(self, digest: str) -> bytes | None:
+        """The side file with this SHA-256, or None when the store has none."""
+        ...
 
     def close(self) -> None: ...
 

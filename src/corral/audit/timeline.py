@@ -1,10 +1,10 @@
 """A run's events as a timeline: what the agent saw, decided, did, and what shipped.
 
-- saw:      model.request (a summary of the newest user turn)
+- saw:      model.request (a summary of the newest user turn), human.prompt (what a human typed)
 - decided:  model.response (text, tool_use), tool.denied, gateway.decision
 - did:      tool.call, tool.result, shell.command (with exit code), file.edit (with diff),
             gateway.call, secret.requested
-- shipped:  check.result, commit.made, pr.opened, approval.*, deploy.*
+- shipped:  check.result, commit.made (with its patch), pr.opened, approval.*, merge.*, deploy.*
 - run:      everything else (run.*, sandbox.*, agent.stopped, ...)
 
 Events from Claude Code's hooks are claims made inside the sandbox, so each entry says who reported
@@ -68,6 +68,9 @@ def entry(event: AnyEvent) -> Entry:
                 f"{event.request_model}{operation}: {event.messages} messages, {event.tools} tools; "
                 f"user: {_short(event.last_user)}"
             )
+        case ev.HumanPrompt():
+            section = "saw"
+            summary = f"{event.actor} asked: {_short(event.prompt)}"
         case ev.ModelResponse() if event.operation == "count_tokens":
             section = "decided"
             summary = f"count_tokens: {event.input_tokens} input tokens"
@@ -113,6 +116,7 @@ def entry(event: AnyEvent) -> Entry:
         case ev.CommitMade():
             section = "shipped"
             summary = f"commit {event.commit[:12]} on {event.branch}: {len(event.files)} files"
+            detail = event.patch
         case ev.PrOpened():
             section = "shipped"
             summary = f"pull request #{event.number} {event.url}"
@@ -120,12 +124,31 @@ def entry(event: AnyEvent) -> Entry:
             section = "shipped"
             verb = "approved" if event.kind == "approval.granted" else "rejected"
             summary = f"{verb} {event.subject} by {event.actor}: {_short(event.comment)}"
+            if isinstance(event, ev.ApprovalGranted):
+                override = " (override: checks failed)" if event.override else ""
+                summary = f"{summary} at {event.head_sha[:12] or '-'}{override}"
         case ev.DeployRequested():
             section = "did"
             summary = f"asked to stage {event.branch} on {event.target} once the checks pass"
         case ev.DeployStaged() | ev.DeployPromoted():
             section = "shipped"
             summary = f"{event.kind.split('.')[1]} {event.deployment_id} {event.url}"
+        case ev.MergeMade():
+            section = "shipped"
+            summary = f"merged {event.head_sha[:12]} into {event.base_branch} as {event.commit}"
+        case ev.MergeRefused():
+            section = "shipped"
+            summary = f"merge refused: {_short(event.reason)}"
+            detail = "\n".join(event.conflicts)
+        case ev.DeployFailed():
+            section = "shipped"
+            summary = f"deploy {event.deployment_id} failed: {_short(event.reason)}"
+        case ev.DeployRolledBack():
+            section = "shipped"
+            summary = f"rolled back production to {event.deployment_id} {event.url}"
+        case ev.ReviewComment():
+            section = "decided"
+            summary = f"review comment ({event.source}): {_short(event.body)}"
         case ev.RunPhase():
             summary = f"phase {event.from_phase} → {event.to_phase} {event.reason}"
         case ev.RunCreated():
@@ -196,10 +219,11 @@ def render(entries: Sequence[Entry], console: Console, *, details: bool = True) 
         )
         parts: list[Text | Syntax] = [line]
         if details and e.detail:
-            lexer = "diff" if e.kind == "file.edit" else "text"
+            whole = e.kind in ("file.edit", "commit.made")
+            lexer = "diff" if whole else "text"
             parts.append(
                 Syntax(
-                    visible(e.detail if e.kind == "file.edit" else _clip(e.detail)),
+                    visible(e.detail if whole else _clip(e.detail)),
                     lexer,
                     theme="ansi_dark",
                     word_wrap=True,

@@ -73,16 +73,25 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, runs
+    from corral.cli import commands, delivery, regress, runs, shell
 
     runs.register(app)
     runs.register_review(app)
+    delivery.register(app)
     commands.register(app)
+    shell.register(app)
+    regress.register(app)
     for module_name, name, help_text in (
         ("corral.cli.image", "image", "Build and list the sandbox images."),
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),
         ("corral.cli.prefs", "prefs", "Learned preferences: list, add, retire, supersede."),
         ("corral.cli.gateway", "gateway", "The MCP tool gateway: serve it, dry-run grants."),
+        ("corral.cli.delivery", "deploy", "Deployments: list, promote (needs an approval), roll back."),
+        (
+            "corral.cli.model",
+            "model",
+            "Pinned models: pin, history, promote (gated on a passing regression).",
+        ),
     ):
         try:
             module = importlib.import_module(module_name)

@@ -158,11 +158,14 @@ def show(
     with _audit(store, team, repo) as scoped:
         run = scoped.run_id(run)
         events = scoped.log.read(run)
+        # A patch or output moved into a side file is shown from it (the host's, or the store's copy).
+        entries = [
+            e.model_copy(update={"detail": scoped.log.blobs.resolve(e.detail)}) for e in timeline(events)
+        ]
     if not events:
         _fail(
             NotFound(f"the audit log has no events for run {run}", hint="list runs with `corral audit runs`")
         )
-    entries = timeline(events)
     if as_json:
         _print_json({"run_id": run, "counts": counts(entries), "entries": [e.model_dump() for e in entries]})
         return
@@ -227,11 +230,32 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")
     ] = None,
+    cassette: Annotated[
+        Path | None,
+        typer.Option(
+            "--cassette", help="Write the run's model exchanges as a cassette the scripted model plays."
+        ),
+    ] = None,
     store: UrlOption = None,
     team: TeamOption = None,
     repo: ScopeRepoOption = None,
 ) -> None:
-    """Write the run's stored events and checkpoints as JSONL; `corral audit verify --file` re-checks it."""
+    """Write the run's stored events and checkpoints as JSONL; `corral audit verify --file` re-checks it.
+
+    With --cassette FILE, write its model exchanges instead (`corral run --playbook FILE` plays it)."""
+    if cassette is not None:
+        from corral.model.cassette import Cassette
+
+        with _audit(store, team, repo) as scoped:
+            run_id = scoped.run_id(run)
+            recorded = Cassette.from_events(scoped.log.read(run_id), run_id)
+        recorded.dump(cassette)
+        err.print(
+            f"wrote {len(recorded.exchanges)} exchanges and {len(recorded.tool_results)} tool results "
+            f"to {cassette}",
+            highlight=False,
+        )
+        return
     if fmt != "jsonl":
         err.print(f"unknown format {fmt!r}: only jsonl is supported")
         raise typer.Exit(2)

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         path = repo / CONFIG_FILE
         if path.exists() and not force:
             raise ConfigError(f"{path}: already exists", hint="edit it, or pass --force to overwrite")
-        path.write_text(init_text(repo.resolve().name))
+        path.write_text(init_text(repo.resolve().name, repo=repo.resolve()))
         out.print(f"wrote {path}", highlight=False)
 
     @app.command()
@@ -45,11 +45,20 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command()
-    def gc(team: TeamOption = None, repo: ScopeRepoOption = None, as_json: JsonFlag = False) -> None:
+    def gc(
+        team: TeamOption = None,
+        repo: ScopeRepoOption = None,
+        images: Annotated[
+            bool, typer.Option("--images", help="Also remove the team's project images no project uses.")
+        ] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
         """Remove what killed runs of the team left behind: containers, socket directories, worktrees.
 
         A run waiting for a human (awaiting approval) keeps its phase and its branch: only what it no
         longer needs is removed. A run whose driving process died mid-phase is recorded as failed.
+        With --images, project and team images that none of the team's projects uses today are
+        removed too; an image a container was made from is never removed.
         """
         from corral.errors import SandboxError
         from corral.gc import collect
@@ -61,12 +70,18 @@ def register(app: typer.Typer) -> None:
             backend = None
         try:
             report = collect(services.settings, services.state(), backend, services.audit())
+            found = dataclasses.asdict(report)
+            if images:
+                from corral.sandbox.image_gc import collect_images
+
+                image_report = collect_images(services.docker(), services.state())
+                found.update({f"images_{k}": v for k, v in dataclasses.asdict(image_report).items()})
         finally:
             services.close()
         if as_json:
-            emit_json(dataclasses.asdict(report))
+            emit_json(found)
             return
-        for label, items in dataclasses.asdict(report).items():
+        for label, items in found.items():
             if isinstance(items, int):
                 out.print(f"{label.replace('_', ' ')}: {items}", highlight=False)
                 continue

@@ -99,6 +99,13 @@ def register(app: typer.Typer) -> None:
             out.print(f"  corral audit show {run_id}     what the agent saw, decided, did", highlight=False)
             out.print(f"  corral audit verify {run_id}   prove nobody edited the log", highlight=False)
             out.print(f"  git -C {repo} log -p corral/{run_id}", highlight=False)
+            if record.phase == "awaiting_approval":
+                out.print(
+                    "\nto ship it (someone other than the requester approves, see [approval]):",
+                    highlight=False,
+                    markup=False,
+                )
+                out.print(f"  corral approve {run_id} --repo {repo}", highlight=False)
         if record.phase != "awaiting_approval":
             raise typer.Exit(1)
 

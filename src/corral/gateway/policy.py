@@ -52,6 +52,18 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values. Python's `==` says `true == 1` and `[false] == [0]`; JSON does not, and an
+    upstream tool may not either, so `dry_run == true` must not grant `dry_run: 1`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
 @dataclass(frozen=True)
 class Constraint:
     arg: str
@@ -73,11 +85,11 @@ class Constraint:
         if not present:
             return self.op in ("!=", "!~")
         if self.op == "==":
-            return bool(actual == self.value)
+            return _json_equal(actual, self.value)
         if self.op == "!=":
-            return bool(actual != self.value)
+            return not _json_equal(actual, self.value)
         if self.op == "in":
-            return actual in self.value
+            return any(_json_equal(actual, v) for v in self.value)
         assert self.regex is not None
         found = isinstance(actual, str) and self.regex.search(actual) is not None
         return found if self.op == "~" else (isinstance(actual, str) and not found)
@@ -199,8 +211,10 @@ def _type_ok(value: Any, prop: Mapping[str, Any]) -> bool:
     kinds = prop.get("type")
     if kinds is None:
         return True
-    names = kinds if isinstance(kinds, list) else [kinds]
-    allowed = tuple(t for n in names for t in _JSON_TYPES.get(str(n), (object,)))
+    names = [str(n) for n in (kinds if isinstance(kinds, list) else [kinds])]
+    if any(n not in _JSON_TYPES for n in names):
+        return True  # not a JSON Schema type corral knows: nothing can be ruled out
+    allowed = tuple(t for n in names for t in _JSON_TYPES[n])
     # bool is an int in Python, never in JSON Schema.
     return isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
 

@@ -111,6 +111,13 @@ class RunGatewayHandle:
             claude_code_name(e.qualified, MCP_SERVER_NAME) for e in self.gateway.visible_tools(record)
         )
 
+    def surface(self) -> list[str]:
+        """`qualified@schema_hash` of every tool this token may call: its part of the tool surface."""
+        record = self.gateway.authority.store.get(self.token_id)
+        if record is None:
+            return []
+        return sorted(f"{e.qualified}@{e.schema_hash}" for e in self.gateway.visible_tools(record))
+
     def revoke(self) -> None:
         self.gateway.authority.revoke(self.token_id)
 

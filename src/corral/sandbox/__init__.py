@@ -50,6 +50,8 @@ class SandboxSpec:
     pids: int = 512
     env: dict[str, str] = field(default_factory=dict)
     purpose: str = "agent"
+    readonly_files: dict[str, Path] = field(default_factory=dict)
+    """Container path -> host file, bound read-only (the shell's managed settings and hook forwarder)."""
 
     @classmethod
     def from_config(
@@ -63,15 +65,22 @@ class SandboxSpec:
         required_paths: tuple[str, ...] = (),
         socket_dir: Path | None = None,
         bridges: dict[int, str] | None = None,
+        readonly_files: dict[str, Path] | None = None,
+        image: str | None = None,
     ) -> SandboxSpec:
         """The project's `[sandbox]` section, for one container of run `run_id`.
 
         The paths come from `protection` (`Protection.from_config`), which adds corral's own control
-        files to the section's read-only paths, and from the base commit (`required_paths`).
+        files to the section's read-only paths, and from the base commit (`required_paths`). `image`
+        is what `Services.ensure_images` resolved: a `[sandbox.image]` recipe has no name of its own
+        until it is built.
         """
+        chosen = image or config.image_name
+        if chosen is None:
+            raise ValueError("a [sandbox.image] recipe needs the built image's tag (image=)")
         return cls(
             run_id=run_id,
-            image=config.image,
+            image=chosen,
             workspace=workspace,
             workdir=config.workdir,
             readonly_paths=protection.readonly.patterns,
@@ -83,6 +92,7 @@ class SandboxSpec:
             memory=config.memory,
             pids=config.pids,
             purpose=purpose,
+            readonly_files=dict(readonly_files or {}),
         )
 
 
@@ -114,9 +124,16 @@ class Sandbox(Protocol):
         ...
 
     def exec_command(
-        self, argv: list[str], *, env: dict[str, str] | None = None, passthrough: Sequence[str] = ()
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        tty: bool = False,
+        passthrough: Sequence[str] = (),
     ) -> list[str]:
-        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached."""
+        """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached;
+        with `tty`, on a pseudo-terminal (`-it`), for the interactive CLI. `passthrough` names
+        variables docker takes from its own environment, so their values are in no argv."""
         ...
 
     def self_test(self, host_probe_port: int) -> SelfTestReport:

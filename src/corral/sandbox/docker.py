@@ -186,11 +186,16 @@ class DockerSandbox:
         return ExecResult(int(exit_code if exit_code is not None else -1), tail.text(), tail.dropped)
 
     def exec_command(
-        self, argv: list[str], *, env: dict[str, str] | None = None, passthrough: Sequence[str] = ()
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        tty: bool = False,
+        passthrough: Sequence[str] = (),
     ) -> list[str]:
         """The `docker exec` argv; `passthrough` names variables docker takes from its own environment,
         so their values never appear in the argv or in a script that holds it."""
-        command = ["docker", "exec", "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
+        command = ["docker", "exec", "-it" if tty else "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
         for key, value in (env or {}).items():
             command += ["-e", f"{key}={value}"]
         for key in passthrough:

@@ -45,6 +45,12 @@ AGENT_IMAGE = f"{AGENT_REPOSITORY}:default"
 IMAGE_KIND_LABEL = "io.corral.image"
 """`base` or `agent`; inherited by images built FROM ours, so `corral image list` finds team images."""
 RECIPE_LABEL = "io.corral.recipe"
+NAME_LABEL = "io.corral.name"
+"""The project or team a project/team image was built for."""
+TEAM_LABEL = "io.corral.team"
+"""The team a project/team image belongs to: `corral gc --images` judges only its own team's."""
+DIGEST_LABEL = "io.corral.digest"
+INPUTS_LABEL = "io.corral.inputs-hash"
 DOCKERFILES = Path(__file__).parent / "dockerfiles"
 APT_DIR = Path("/etc/apt")
 # Suites whose mirror also carries bookworm: a host on another Debian release still names a usable
@@ -210,6 +216,10 @@ class ImageSummary:
     claude_code: str | None
     created: str
     size_bytes: int
+    name: str = ""
+    """The project or team a project/team image was built for."""
+    inputs_hash: str = ""
+    """The hash of the input files a project/team image was built from."""
 
 
 def list_images(client: docker.DockerClient) -> list[ImageSummary]:
@@ -230,6 +240,8 @@ def list_images(client: docker.DockerClient) -> list[ImageSummary]:
                 claude_code=labels.get(CLAUDE_CODE_LABEL),
                 created=str(attrs.get("Created", "")),
                 size_bytes=int(attrs.get("Size", 0)),
+                name=labels.get(NAME_LABEL, ""),
+                inputs_hash=labels.get(INPUTS_LABEL, ""),
             )
         )
     return sorted(rows, key=lambda row: row.tags)

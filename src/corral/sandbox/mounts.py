@@ -218,6 +218,11 @@ def plan_mounts(spec: SandboxSpec, mask_dir: Path) -> MountPlan:
             mask = _make_mask_file(mask_dir, path)
             plan.mounts.append(Mount(target, str(mask), type="bind", read_only=True))
 
+    for target, source in sorted(spec.readonly_files.items()):
+        if not source.is_file() or source.is_symlink():
+            raise SandboxError(f"{source} (to be bound at {target}) is not a regular file")
+        plan.mounts.append(Mount(target, str(source.resolve()), type="bind", read_only=True))
+
     if spec.socket_dir is not None:
         if not spec.socket_dir.is_dir():
             raise SandboxError(f"socket directory {spec.socket_dir} does not exist")

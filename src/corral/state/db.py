@@ -20,6 +20,7 @@ from corral.state.governance import GovernanceStore
 from corral.state.ids import RUN_ID_PREFIX, new_run_id
 from corral.state.machine import TERMINAL, Phase, check_transition
 from corral.state.models import PhaseChange, ProjectRecord, RunRecord, StoreInfo
+from corral.state.regressions import RegressionStore
 from corral.state.schema import projects, run_phases, runs
 
 __all__ = ["APP_ROLE", "StateStore", "resolve_state_url", "utcnow"]
@@ -51,7 +52,7 @@ UPDATABLE_RUN_FIELDS = frozenset(
 USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
-class StateStore(GovernanceStore):
+class StateStore(GovernanceStore, RegressionStore):
     """One team's view of a state database. Open with `StateStore.open`, close with `close()`."""
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -168,6 +169,7 @@ class StateStore(GovernanceStore):
         small_model: str = "",
         meta: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        requester: str = "",
     ) -> RunRecord:
         """Record a new run in phase `queued`; `branch` defaults to `corral/<run_id>`."""
         for _attempt in range(5):
@@ -189,6 +191,7 @@ class StateStore(GovernanceStore):
                 updated_at=now,
                 preference_ids=[],
                 meta=dict(meta or {}),
+                requester=requester,
             )
             try:
                 with self.transaction(write=True) as conn:

@@ -18,7 +18,15 @@ class GovernanceStore(StoreBase):
     # ---- approvals --------------------------------------------------------------------------
 
     def record_approval(
-        self, run_id: str, actor: str, decision: Decision, subject: Subject = "run", comment: str = ""
+        self,
+        run_id: str,
+        actor: str,
+        decision: Decision,
+        subject: Subject = "run",
+        comment: str = "",
+        *,
+        head_sha: str = "",
+        override: bool = False,
     ) -> ApprovalRecord:
         """Record who approved or rejected what. The phase change is the caller's, via transition()."""
         if decision not in ("approved", "rejected"):
@@ -44,6 +52,8 @@ class GovernanceStore(StoreBase):
                     subject=subject,
                     comment=comment,
                     decided_at=utcnow(),
+                    head_sha=head_sha,
+                    override=override,
                 )
                 .returning(*approvals.c)
             ).one()

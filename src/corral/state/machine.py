@@ -1,7 +1,12 @@
 """The run state machine: the only way a run's phase may change.
 
-queued → preparing → running → checking → awaiting_approval → merged | rejected,
-and failed (with a reason) from every phase that is not terminal.
+queued → preparing → running → checking → awaiting_approval → approved → merged → staged → promoted,
+rejected from awaiting_approval, and failed (with a reason) from every phase that is not terminal.
+An approved run whose merge is refused (a conflict, a moved head) goes back to awaiting_approval.
+An interactive session (`corral shell`) that changed nothing ends running → no_changes, and one
+awaiting approval may be reopened (`corral shell --resume`): awaiting_approval → preparing.
+A regression or replay run ends at `evaluated` after its checks: it is scored, never offered for
+approval.
 """
 
 from __future__ import annotations
@@ -17,15 +22,23 @@ class Phase(StrEnum):
     RUNNING = "running"
     CHECKING = "checking"
     AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
     MERGED = "merged"
+    STAGED = "staged"
+    PROMOTED = "promoted"
     REJECTED = "rejected"
     FAILED = "failed"
+    NO_CHANGES = "no_changes"
+    EVALUATED = "evaluated"
 
 
-TERMINAL: frozenset[Phase] = frozenset({Phase.MERGED, Phase.REJECTED, Phase.FAILED})
+TERMINAL: frozenset[Phase] = frozenset(
+    {Phase.PROMOTED, Phase.REJECTED, Phase.FAILED, Phase.NO_CHANGES, Phase.EVALUATED}
+)
 
-AT_REST: frozenset[Phase] = frozenset({Phase.AWAITING_APPROVAL})
-"""Phases that wait for a human: no corral process drives a run in them, by design."""
+AT_REST: frozenset[Phase] = frozenset({Phase.AWAITING_APPROVAL, Phase.APPROVED, Phase.MERGED, Phase.STAGED})
+"""Phases that wait for a human: no corral process drives a run in them, by design. An approved or
+merged run whose `corral approve` died is finished by rerunning it, never failed by gc."""
 
 WORKING: frozenset[Phase] = frozenset(Phase) - TERMINAL - AT_REST
 """Phases a live corral process drives; a run left in one by a dead process lost its driver."""
@@ -33,9 +46,12 @@ WORKING: frozenset[Phase] = frozenset(Phase) - TERMINAL - AT_REST
 _FORWARD: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PREPARING}),
     Phase.PREPARING: frozenset({Phase.RUNNING}),
-    Phase.RUNNING: frozenset({Phase.CHECKING}),
-    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL}),
-    Phase.AWAITING_APPROVAL: frozenset({Phase.MERGED, Phase.REJECTED}),
+    Phase.RUNNING: frozenset({Phase.CHECKING, Phase.NO_CHANGES}),
+    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL, Phase.EVALUATED}),
+    Phase.AWAITING_APPROVAL: frozenset({Phase.APPROVED, Phase.REJECTED, Phase.PREPARING}),
+    Phase.APPROVED: frozenset({Phase.MERGED, Phase.AWAITING_APPROVAL}),
+    Phase.MERGED: frozenset({Phase.STAGED}),
+    Phase.STAGED: frozenset({Phase.PROMOTED}),
 }
 
 

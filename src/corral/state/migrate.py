@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 SCRIPT_LOCATION = "corral.state:migrations"
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral": pg advisory lock id shared by every corral process
-REVISIONS = ("0001_initial", "0002_row_level_security", "0003_preference_search")
+REVISIONS = (
+    "0001_initial",
+    "0002_row_level_security",
+    "0003_preference_search",
+    "0004_delivery",
+    "0005_regressions",
+)
 """Every packaged revision, oldest first; the last is head."""
 
 

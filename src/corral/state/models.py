@@ -56,6 +56,8 @@ class RunRecord(Record):
     pid: int | None
     preference_ids: list[int]
     meta: dict[str, Any]
+    requester: str = ""
+    """Who asked for the run (`corral.identity.current_user()` at creation); may not approve it."""
 
     @property
     def elapsed_seconds(self) -> float | None:
@@ -87,6 +89,10 @@ class ApprovalRecord(Record):
     subject: Subject
     comment: str
     decided_at: datetime
+    head_sha: str = ""
+    """The run's head commit the decision was given for: a merge happens at exactly this commit."""
+    override: bool = False
+    """Approved over failed checks (`corral approve --override`)."""
 
 
 class ModelPin(Record):
@@ -100,6 +106,24 @@ class ModelPin(Record):
     pinned_by: str
     reason: str
     pinned_at: datetime
+
+
+class RegressionRecord(Record):
+    """One `corral regress` suite's summary: what `corral model promote` requires a fresh pass of."""
+
+    id: int
+    team: str
+    project: str
+    candidate: str
+    baseline: str
+    verdict: Literal["pass", "fail", "inconclusive", "empty"]
+    partial: bool
+    tasks: int
+    epochs: int
+    summary: dict[str, Any]
+    report_path: str
+    created_by: str
+    created_at: datetime
 
 
 class TokenRecord(Record):

@@ -39,7 +39,16 @@ def json_type() -> sa.types.TypeEngine[Any]:
 
 metadata = sa.MetaData()
 
-TEAM_SCOPED = ("projects", "runs", "run_phases", "approvals", "model_pins", "tokens", "preferences")
+TEAM_SCOPED = (
+    "projects",
+    "runs",
+    "run_phases",
+    "approvals",
+    "model_pins",
+    "tokens",
+    "preferences",
+    "regressions",
+)
 
 projects = sa.Table(
     "projects",
@@ -87,6 +96,7 @@ runs = sa.Table(
     sa.Column("pid", sa.Integer, nullable=True),
     sa.Column("preference_ids", json_type(), nullable=False),
     sa.Column("meta", json_type(), nullable=False),
+    sa.Column("requester", sa.String(200), nullable=False, server_default=""),
     sa.ForeignKeyConstraint(["team", "project"], ["projects.team", "projects.name"], name="fk_runs_project"),
     sa.Index("ix_runs_team_project_created", "team", "project", "created_at"),
     sa.Index("ix_runs_team_created", "team", "created_at"),
@@ -117,6 +127,8 @@ approvals = sa.Table(
     sa.Column("subject", sa.String(32), nullable=False),
     sa.Column("comment", sa.Text, nullable=False, server_default=""),
     sa.Column("decided_at", UTCDateTime, nullable=False),
+    sa.Column("head_sha", sa.String(64), nullable=False, server_default=""),
+    sa.Column("override", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_approvals_run", "run_id"),
 )
 
@@ -172,4 +184,23 @@ preferences = sa.Table(
     sa.Column("superseded_by", sa.Integer, sa.ForeignKey("preferences.id"), nullable=True),
     sa.Column("retired_at", UTCDateTime, nullable=True),
     sa.Index("ix_preferences_project", "team", "project"),
+)
+
+regressions = sa.Table(
+    "regressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("candidate", sa.String(100), nullable=False),
+    sa.Column("baseline", sa.String(100), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("partial", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("tasks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("epochs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("summary", json_type(), nullable=False),
+    sa.Column("report_path", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_regressions_candidate", "team", "project", "candidate", "id"),
 )

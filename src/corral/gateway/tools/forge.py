@@ -74,7 +74,7 @@ def forge_upstream(forge: Forge, bindings: Mapping[str, RunBinding]) -> BuiltinU
 
     def merge(args: dict[str, Any], caller: Caller, run: RunBinding) -> dict[str, Any]:
         # Policy already refuses agents; the forge checks the principal again (defence in depth).
-        pr = forge.merge(run_pull_request(args, run).number, approver=caller.principal)
+        pr = forge.merge(run_pull_request(args, run).number, approver=caller.principal, sha=str(args["sha"]))
         return {"number": pr.number, "state": pr.state, "merged_by": pr.merged_by}
 
     tools = [
@@ -103,8 +103,9 @@ def forge_upstream(forge: Forge, bindings: Mapping[str, RunBinding]) -> BuiltinU
         ),
         BuiltinTool(
             "merge_pull_request",
-            "Merge a pull request. Needs a human principal; never granted to agents.",
-            obj({"number": _NUMBER}, ["number"]),
+            "Merge a pull request at its approved head commit. Needs a human principal; never granted to"
+            " agents.",
+            obj({"number": _NUMBER, "sha": {"type": "string", "minLength": 7}}, ["number", "sha"]),
             "write",
             merge,
             scope,
