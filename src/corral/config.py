@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corral.errors import ConfigError
+from corral.model import budget
 from corral.paths import pattern_problem
 
 CONFIG_FILE = "corral.toml"
@@ -46,6 +47,11 @@ class AgentConfig(_Section):
     claude_code: str = DEFAULT_CLAUDE_CODE
     max_turns: Annotated[int, Field(ge=1, le=1000)] = 60
     timeout_seconds: Annotated[float, Field(gt=0)] = 1800.0
+    # The run's model budget, enforced at the proxy (corral/model/budget.py).
+    max_model_requests: Annotated[int, Field(ge=1)] = budget.DEFAULT_MAX_MODEL_REQUESTS
+    max_tokens: Annotated[int, Field(ge=1)] = budget.DEFAULT_MAX_TOKENS
+    max_cost_usd: Annotated[float, Field(gt=0)] = budget.DEFAULT_MAX_COST_USD
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = budget.DEFAULT_MAX_CONCURRENT_REQUESTS
 
     _dated = field_validator("model", "small_model")(_require_dated)
 
@@ -225,6 +231,41 @@ class RegressConfig(_Section):
         return value.strip()
 
 
+SecretDestination = Literal["gateway", "checks"]
+
+
+class SecretConfig(_Section):
+    """One `[secrets]` entry: where the value comes from and where it may go.
+
+    `NAME = "env:VAR"` is short for `ref = "env:VAR"`, `to = ["gateway"]`. A value reaches the agent's
+    sandbox only with `expose = "agent"`, which the run reports loudly and audits.
+    """
+
+    ref: str
+    to: list[SecretDestination] = ["gateway"]
+    expose: Literal["", "agent"] = ""
+    env: str = ""
+    """The env var name in the checks (or agent) sandbox; the secret's own name when empty."""
+
+    @field_validator("ref")
+    @classmethod
+    def _known_provider(cls, ref: str) -> str:
+        from corral.secrets.providers import split_reference
+
+        try:
+            split_reference(ref)
+        except ConfigError as exc:
+            raise ValueError(f"{exc} ({exc.hint})") from None
+        return ref
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
 class StoresConfig(_Section):
     state_url: str | None = None
     audit_url: str | None = None
@@ -236,7 +277,7 @@ class Config(_Section):
     sandbox: SandboxConfig = SandboxConfig()
     team: TeamConfig = TeamConfig()
     checks: ChecksConfig = ChecksConfig()
-    secrets: dict[str, str] = {}
+    secrets: dict[str, SecretConfig] = {}
     gateway: GatewayConfig = GatewayConfig()
     approval: ApprovalConfig = ApprovalConfig()
     forge: ForgeConfig = ForgeConfig()
@@ -256,13 +297,20 @@ class Config(_Section):
             )
         return self
 
-    @field_validator("secrets")
+    @field_validator("secrets", mode="before")
     @classmethod
-    def _provider_refs(cls, refs: dict[str, str]) -> dict[str, str]:
-        for name, ref in refs.items():
-            if not re.fullmatch(r"(env|file):.+", ref):
-                raise ValueError(f"secret {name!r}: {ref!r} is not 'env:VAR' or 'file:/path'")
+    def _short_form(cls, refs: Any) -> Any:
+        if isinstance(refs, dict):
+            return {name: {"ref": v} if isinstance(v, str) else v for name, v in refs.items()}
         return refs
+
+    def secret_refs(self, destination: SecretDestination) -> dict[str, str]:
+        """NAME -> reference of every secret that may go to `destination`."""
+        return {name: s.ref for name, s in self.secrets.items() if destination in s.to}
+
+    def agent_secrets(self) -> dict[str, str]:
+        """NAME -> reference of every secret declared `expose = "agent"`."""
+        return {name: s.ref for name, s in self.secrets.items() if s.expose == "agent"}
 
 
 _UNION_TAGS = {"str", "ImageConfig"}
@@ -331,6 +379,11 @@ small_model = "claude-haiku-4-5-20251001"   # used by Claude Code for side reque
 claude_code = "{claude_code}"               # pinned Claude Code CLI version
 max_turns = 60
 timeout_seconds = 1800                      # wall-clock limit; the container is stopped after it
+# The model budget, enforced at the proxy; past it the run fails with "budget exhausted: ...".
+max_model_requests = 400
+max_tokens = 20000000                       # input plus output tokens
+max_cost_usd = 50.0                         # estimated from usage at list prices
+max_concurrent_requests = 8
 
 [sandbox]
 image = "corral/agent:default"    # your team's image, built FROM corral/agent:default
@@ -349,8 +402,13 @@ pids = 512
 command = "pytest -q"             # run in a fresh sandbox on the agent's result
 timeout_seconds = 600
 
-[secrets]                         # NAME = "env:VAR" or "file:/path"; values are never stored
-# DATABASE_URL = "env:SHOP_DATABASE_URL"
+[secrets]                         # values are resolved when needed and never stored
+# SHOP_TOKEN = "env:SHOP_TOKEN"   # or file:/path, cmd:COMMAND, vault:MOUNT/PATH#KEY, vercel:PROJECT/KEY;
+#                                 # this short form goes to gateway upstreams only
+# [secrets.DATABASE_URL]
+# ref = "vault:secret/shop/db#url"
+# to = ["checks"]                 # "gateway" (upstream env or header) and/or "checks" (checks sandbox env)
+# expose = "agent"                # only if the agent itself must have it: reported loudly, audited
 
 [gateway]
 grants = ["forge.open_pull_request", "forge.comment", "forge.list_checks", "deploy.stage"]

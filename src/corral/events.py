@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
 
 Actor = str
 """`agent`, `system`, or `human:<name>`."""
@@ -238,7 +238,10 @@ class SecretRequested(Event):
     kind: Literal["secret.requested"] = "secret.requested"
     name: str
     provider: str
-    consumer: str = ""
+    requester: str = Field(default="", validation_alias=AliasChoices("requester", "consumer"))
+    """Who takes the value: `gateway`, `checks` or `agent` (`consumer` in logs written before it)."""
+    purpose: str = ""
+    """What for: the upstream it authenticates, or the sandbox env var it becomes."""
 
 
 # ---- delivery --------------------------------------------------------------------------------

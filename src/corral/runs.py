@@ -43,12 +43,14 @@ from corral.events import (
 from corral.identity import current_user
 from corral.incident.evidence import EvidenceCollector
 from corral.incident.source import IncidentSource, incident_grants
+from corral.model.budget import Budget
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.nodump import check_nodump
 from corral.sandbox.probe import start_host_probe
+from corral.secrets import sandbox_env
 from corral.services import PreferenceSelection, Services
 from corral.state.machine import AT_REST, TERMINAL, Phase
 from corral.workspace import (
@@ -143,6 +145,7 @@ class _Prepared:
     model_token: str
     gateway: RunGatewayHandle
     prefs: PreferenceSelection
+    budget: Budget
 
 
 class RunOrchestrator:
@@ -348,6 +351,12 @@ class _Run:
         if self.host_key:
             self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
         requester = self.state.get_run(self.run_id).requester
+        exposed = sorted(self.config.agent_secrets())
+        if exposed:
+            # The agent may print, commit or send such a value anywhere its tools reach: say so.
+            self.services.progress(
+                f'WARNING: secrets exposed to the agent\'s sandbox (expose = "agent"): {", ".join(exposed)}'
+            )
         self.sink.emit(
             RunCreated(
                 actor=f"human:{requester}" if requester else "system",
@@ -432,7 +441,7 @@ class _Run:
 
             recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
             serve_recorded(gateway.gateway, recorded)
-        return _Prepared(sandbox, model_token, gateway, prefs)
+        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget)
 
     def open_workspace(self) -> Workspace:
         """The run's worktree: a new branch `corral/<run-id>` at the base commit."""
@@ -458,6 +467,7 @@ class _Run:
             system_append=prepared.prefs.section,
             mcp_servers=prepared.gateway.mcp_config(f"http://127.0.0.1:{GATEWAY_PORT}/mcp")["mcpServers"],
             allowed_mcp_tools=tuple(prepared.gateway.allowed_tool_names()),
+            exposed_secrets=sandbox_env(self.config, "agent", self.sink),
         )
 
     def drive_agent(self, prepared: _Prepared) -> None:
@@ -490,6 +500,11 @@ class _Run:
             },
         )
         self.remove_sandboxes()
+        if prepared.budget.exhausted:
+            raise RunError(
+                f"budget exhausted: {prepared.budget.exhausted}",
+                hint="raise the limit under [agent] in corral.toml, or give the agent a smaller task",
+            )
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
 
@@ -523,9 +538,10 @@ class _Run:
     def run_checks(self) -> CheckResult:
         """`[checks].command` in a fresh sandbox (the agent never touched it) on the committed result."""
         command = self.config.checks.command
+        env = sandbox_env(self.config, "checks", self.sink)
         sandbox = self.create_sandbox("checks", None, {})
         started = time.monotonic()
-        result = sandbox.exec(["sh", "-c", command], timeout=self.config.checks.timeout_seconds)
+        result = sandbox.exec(["sh", "-c", command], env=env, timeout=self.config.checks.timeout_seconds)
         check = self.sink.emit(
             CheckResult(
                 command=command,

@@ -146,6 +146,7 @@ class Services:
     ) -> ModelProxy:
         """The run's proxy. Its upstream: a cassette (replay: never a model), the scripted model with
         a playbook or without a key, else the Anthropic API with the host's key."""
+        from corral.model.budget import Budget, BudgetLimits
         from corral.model.cassette import Cassette as CassetteModel
         from corral.model.playbook import Playbook as PlaybookModel
         from corral.model.proxy import ModelProxy, Upstream
@@ -173,6 +174,7 @@ class Services:
             pinned_models=frozenset({config.agent.model, config.agent.small_model}),
             upstream=upstream,
             sink=sink,
+            budget=Budget(BudgetLimits.from_config(config.agent)),
         )
         proxy.serve_unix(socket_path)
         return proxy

@@ -25,6 +25,8 @@ def encoded_forms(secret: str) -> dict[str, str]:
         "b64-url": base64.urlsafe_b64encode(raw).decode(),
         "url": quote(secret, safe=""),
         "url-plus": quote_plus(secret + " x"),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
     }
 
 
@@ -108,3 +110,33 @@ def test_secret_never_reaches_spool_or_store(settings: Settings) -> None:
     assert SECRET[1:-1].encode() not in stored
     assert not any(p.name.endswith(".jsonl") for p in settings.spool_dir.iterdir())  # shipped and removed
     assert os.path.getsize(settings.audit_db) > 0
+
+
+def test_the_trie_pattern_matches_what_a_longest_first_alternation_matches() -> None:
+    import random
+    import re
+
+    from corral.audit.redact import _trie_pattern
+
+    rng = random.Random(14)
+    for _ in range(300):
+        forms = {
+            "".join(rng.choice("ab%=") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 8))
+        }
+        text = "".join(rng.choice("ab%=xy") for _ in range(40))
+        flat = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+        trie = re.compile(_trie_pattern(forms))
+        assert [m.span() for m in trie.finditer(text)] == [m.span() for m in flat.finditer(text)], forms
+
+
+def test_many_secrets_and_a_long_one_still_redact() -> None:
+    r = Redactor()
+    values = [f"token-{i:03d}-{os.urandom(8).hex()}" for i in range(40)]
+    for i, value in enumerate(values):
+        r.register(f"S{i}", value)
+    pem = "-----BEGIN KEY-----" + base64.b64encode(os.urandom(3000)).decode() + "-----END KEY-----"
+    r.register("PEM", pem)
+    text = " ".join(
+        [values[17], base64.b64encode(values[3].encode()).decode(), values[39].encode().hex(), pem]
+    )
+    assert r.redact_text(text) == "[secret:S17] [secret:S3] [secret:S39] [secret:PEM]"

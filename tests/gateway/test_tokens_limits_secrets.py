@@ -63,10 +63,10 @@ def test_secrets_resolve_from_env_and_file_and_audit_the_name_only(tmp_path: Pat
     resolver = SecretResolver(
         {"A": "env:MY_A", "B": f"file:{tmp_path / 'tok'}"}, sink, {"MY_A": "env-secret-value"}
     )
-    assert resolver.get("A", consumer="gateway") == "env-secret-value"
+    assert resolver.get("A", requester="gateway") == "env-secret-value"
     assert resolver.get("B") == "file-secret-value"
     events = sink.of(SecretRequested)
-    assert [(e.name, e.provider, e.consumer) for e in events] == [("A", "env", "gateway"), ("B", "file", "")]
+    assert [(e.name, e.provider, e.requester) for e in events] == [("A", "env", "gateway"), ("B", "file", "")]
     assert "secret-value" not in sink.dump()
     assert sink.secrets == {"A": "env-secret-value", "B": "file-secret-value"}
     for bad, message in [("C", "is not declared"), ("D", "is not set"), ("E", "cannot read")]:

@@ -169,6 +169,7 @@ def test_body_over_the_cap_is_refused_unread(sink: RecordingSink, fake_upstream:
 PROXY_PROCESS = textwrap.dedent(
     """
     import sys
+    from corral.model.budget import Budget, BudgetLimits
     from corral.model.playbook import Playbook
     from corral.model.proxy import ModelProxy, Upstream
 
@@ -184,7 +185,9 @@ PROXY_PROCESS = textwrap.dedent(
         upstream = Upstream.anthropic("sk-ant-canary-x", sys.argv[3])
     else:
         upstream = Upstream.scripted(Playbook.from_text("turns: [{text: hi}]", "p.yaml"), "/w")
-    proxy = ModelProxy(sys.argv[1], {sys.argv[2]}, upstream, Sink())
+    # What is measured is memory under many requests at once, not the run's concurrency limit.
+    budget = Budget(BudgetLimits(max_concurrent=64))
+    proxy = ModelProxy(sys.argv[1], {sys.argv[2]}, upstream, Sink(), budget=budget)
     print(proxy.serve_tcp(), flush=True)
     sys.stdin.read()
     proxy.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ class AgentSettings:
     system_append: str = ""
     mcp_servers: dict[str, Any] = field(default_factory=dict)
     allowed_mcp_tools: tuple[str, ...] = ()
+    exposed_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    """ENV_NAME -> value of the secrets declared `expose = "agent"`: handed to `docker exec` through
+    its environment (`-e NAME`), never written into the wrapper script."""
 
     @classmethod
     def from_config(
@@ -82,6 +85,7 @@ class AgentSettings:
         system_append: str = "",
         mcp_servers: dict[str, Any] | None = None,
         allowed_mcp_tools: tuple[str, ...] = (),
+        exposed_secrets: dict[str, str] | None = None,
     ) -> AgentSettings:
         """The project's `[agent]` and `[sandbox].workdir`, plus what this run's wiring hands over."""
         return cls(
@@ -95,6 +99,7 @@ class AgentSettings:
             system_append=system_append,
             mcp_servers=mcp_servers or {},
             allowed_mcp_tools=allowed_mcp_tools,
+            exposed_secrets=exposed_secrets or {},
         )
 
 
@@ -136,9 +141,9 @@ def container_env(settings: AgentSettings) -> dict[str, str]:
     }
 
 
-def write_wrapper(sandbox: Sandbox, env: dict[str, str], path: Path) -> Path:
+def write_wrapper(sandbox: Sandbox, env: dict[str, str], path: Path, passthrough: Sequence[str] = ()) -> Path:
     """Write the `cli_path` script: `docker exec -i` of `claude` in the container, args passed through."""
-    argv = sandbox.exec_command(["claude"], env=env)
+    argv = sandbox.exec_command(["claude"], env=env, passthrough=passthrough)
     script = (
         "#!/bin/sh\n# corral: runs the pinned Claude Code inside the run's container\nexec "
         + " ".join(shlex.quote(arg) for arg in argv)
@@ -173,7 +178,9 @@ class ClaudeDriver:
         self._sandbox = sandbox
         self._sink = sink
         self._settings = settings
-        self._wrapper = write_wrapper(sandbox, container_env(settings), wrapper)
+        self._wrapper = write_wrapper(
+            sandbox, container_env(settings), wrapper, tuple(settings.exposed_secrets)
+        )
         self._stderr = Tail(STDERR_LIMIT)
         self._hooks = ToolHooks(sink, policy)
         self._requested: dict[str, str] = {}
@@ -234,7 +241,7 @@ class ClaudeDriver:
             permission_mode="default",
             # The host environment must not leak: the wrapper passes only its own -e list into the
             # container, and the SDK's version probe would run the host binary, so skip it.
-            env={"CLAUDE_AGENT_SDK_SKIP_VERSION_CHECK": "1"},
+            env={"CLAUDE_AGENT_SDK_SKIP_VERSION_CHECK": "1", **s.exposed_secrets},
             stderr=self._stderr.push_line,
             hooks={
                 "PreToolUse": [HookMatcher(matcher=None, hooks=[self._pre_tool_use], on_failure="block")],

@@ -2,9 +2,10 @@
 
 A registered value is replaced by `[secret:NAME]` in every string of an event payload (keys too), in
 its raw form, its base64 forms (standard and URL-safe, with and without padding), its URL-encoded
-forms, and as the stable middle of its base64 when it sits at any byte offset inside a larger encoded
-blob (a tool that prints `base64 .env` encodes the secret at an arbitrary 3-byte alignment, so the
-straight encoding alone would miss it).
+forms, its hex forms (lower and upper case, as `xxd -p` prints a short value unwrapped), and as the
+stable middle of its base64 when it sits at any byte offset inside a larger encoded blob (a tool that
+prints `base64 .env` encodes the secret at an arbitrary 3-byte alignment, so the straight encoding
+alone would miss it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -58,7 +60,39 @@ def secret_forms(value: str) -> set[str]:
     # Percent escapes are case-insensitive: %2f as well as %2F.
     forms |= {_PCT.sub(lambda m: m.group(0).lower(), f) for f in list(forms) if "%" in f}
     forms |= _b64_forms(raw) | _aligned_fragments(raw)
+    forms |= {raw.hex(), raw.hex().upper()}
     return {f for f in forms if f}
+
+
+def _trie_pattern(forms: Iterable[str]) -> str:
+    """One regex for all forms, as a trie: at each position only the forms that share the text's
+    next character are tried, so the cost stays near one pass however many secrets are registered
+    (a flat alternation tries every form at every position). Greedy, so at one position the longest
+    form wins: a whole base64 encoding over its own aligned fragment."""
+    trie: dict[str, Any] = {}
+    for form in forms:
+        node = trie
+        for char in form:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return _node_pattern(trie)
+
+
+def _node_pattern(node: dict[str, Any]) -> str:
+    ends = "" in node
+    branches = []
+    for char in sorted(k for k in node if k):
+        literal, child = char, node[char]
+        while len(child) == 1 and "" not in child:  # a chain with no branch is one literal
+            ((char, child),) = child.items()
+            literal += char
+        branches.append(re.escape(literal) + _node_pattern(child))
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    if ends:
+        return "(?:" + body + ")?"
+    return body
 
 
 class Redactor:
@@ -84,9 +118,7 @@ class Redactor:
         with self._lock:
             for form in secret_forms(value):
                 self._names.setdefault(form, name)
-            # Longest first, so a whole base64 encoding wins over its own aligned fragment.
-            forms = sorted(self._names, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(f) for f in forms))
+            self._pattern = re.compile(_trie_pattern(self._names))
 
     @property
     def active(self) -> bool:

@@ -114,7 +114,9 @@ def entry(event: AnyEvent) -> Entry:
             summary = f"gateway {event.tool_name}: {event.outcome}"
         case ev.SecretRequested():
             section = "did"
-            summary = f"secret {event.name} from {event.provider} for {event.consumer or '?'}"
+            summary = f"secret {event.name} from {event.provider} for {event.requester or '?'}" + (
+                f" ({event.purpose})" if event.purpose else ""
+            )
         case ev.CheckResult():
             section = "shipped"
             summary = f"check {'PASSED' if event.passed else 'FAILED'} ({event.exit_code}): {event.command}"

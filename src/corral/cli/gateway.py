@@ -54,7 +54,7 @@ def _gateway(
     )
     gateway = build_gateway(
         file_config,
-        secret_refs=config.secrets,
+        secret_refs=config.secret_refs("gateway"),
         sink=sink,
         forge=LocalForge(settings.home / "forge"),
         deploy=LocalDeploy(settings.home / "deploy"),

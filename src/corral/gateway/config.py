@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from corral.errors import ConfigError
 from corral.gateway.ratelimit import RateLimitConfig
+from corral.secrets.providers import split_reference
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 SECRET_REF = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -86,8 +87,10 @@ class GatewayFileConfig(BaseModel):
             if name in BUILTIN_UPSTREAMS:
                 raise ValueError(f"upstream name {name!r} is reserved for the built-in tools")
         for ref in self.secrets.values():
-            if not re.fullmatch(r"(env|file):.+", ref):
-                raise ValueError(f"secret reference {ref!r} is not 'env:VAR' or 'file:/path'")
+            try:
+                split_reference(ref)
+            except ConfigError as exc:
+                raise ValueError(f"{exc} ({exc.hint})") from None
         return self
 
 

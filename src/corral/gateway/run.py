@@ -54,7 +54,7 @@ def build_gateway(
     resolver = SecretResolver({**config.secrets, **secret_refs}, sink, environ)
 
     def secret(name: str) -> str:
-        value = resolver.get(name, consumer="gateway")
+        value = resolver.get(name, requester="gateway", purpose="upstream credential")
         redactor.register(name, value)
         return value
 
@@ -159,7 +159,7 @@ class RunGatewaySpec:
             grants=tuple(config.gateway.grants),
             socket_path=socket_path,
             config=gateway_file,
-            secret_refs=dict(config.secrets),
+            secret_refs=config.secret_refs("gateway"),
             base=config.project.base_branch,
             ttl_seconds=config.gateway.token_ttl_seconds,
             **wiring,

@@ -40,6 +40,7 @@ from corral.audit import EventSink
 from corral.errors import ModelError
 from corral.events import ModelRefused, ModelRequest, ModelResponse
 from corral.model import request_filter
+from corral.model.budget import Budget
 from corral.model.playbook import Playbook
 from corral.model.scripted import anthropic_http_error, error_body, scripted_app
 from corral.model.sse import Reassembled, Reassembler, SseParser
@@ -148,6 +149,7 @@ class ModelProxy:
         *,
         timeout: float = 600.0,
         max_body_bytes: int = MAX_BODY_BYTES,
+        budget: Budget | None = None,
     ) -> None:
         if not run_token:
             raise ModelError("the model proxy needs a run token", hint="generate one per run")
@@ -159,6 +161,7 @@ class ModelProxy:
         self._sink = sink
         self._timeout = timeout
         self.max_body_bytes = max_body_bytes
+        self.budget = budget or Budget()
         self._client: httpx.AsyncClient | None = None
         # One request body at a time is read, parsed and handed upstream: what the proxy holds from
         # the sandbox stays near one capped body, however many requests arrive at once.
@@ -340,14 +343,29 @@ class ModelProxy:
         if isinstance(outgoing, Response):
             return outgoing
         model = str(body["model"])
+        refusal, reason = self.budget.admit()
+        if refusal:
+            release()
+            # 400, not 429: Claude Code retries a 429, and no retry can succeed on a spent budget.
+            status, error_type = (
+                (400, "invalid_request_error") if refusal == "budget" else (429, "rate_limit_error")
+            )
+            word = "budget exhausted" if refusal == "budget" else "too many concurrent requests"
+            return self._refuse(status, error_type, f"corral: {word}: {reason}", model)
         exchange_id = uuid.uuid4().hex
         self._sink.emit(_request_event(body, exchange_id, dropped))
         del body  # the parsed body is not held while the upstream answers, which may take minutes
         self.exchanges += 1
         reassembler = Reassembler()
+        charged = False
 
         def record() -> None:
-            self._record(model, exchange_id, reassembler.finish(), started)
+            nonlocal charged
+            result = reassembler.finish()
+            if not charged:
+                charged = True
+                self.budget.finish(model, result.input_tokens, result.output_tokens)
+            self._record(model, exchange_id, result, started)
 
         def failed(exc: Exception) -> str:
             message = f"corral: model upstream {self.upstream.name} failed: {type(exc).__name__}: {exc}"

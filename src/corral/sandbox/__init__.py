@@ -8,6 +8,7 @@ Nothing from the host environment is passed through.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
@@ -154,10 +155,16 @@ class Sandbox(Protocol):
         ...
 
     def exec_command(
-        self, argv: list[str], *, env: dict[str, str] | None = None, tty: bool = False
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        tty: bool = False,
+        passthrough: Sequence[str] = (),
     ) -> list[str]:
         """The host argv (`docker exec -i ...`) that runs argv inside the container, stdio attached;
-        with `tty`, on a pseudo-terminal (`-it`), for the interactive CLI."""
+        with `tty`, on a pseudo-terminal (`-it`), for the interactive CLI. `passthrough` names
+        variables docker takes from its own environment, so their values are in no argv."""
         ...
 
     def self_test(self, host_probe_port: int) -> SelfTestReport:

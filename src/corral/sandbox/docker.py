@@ -23,6 +23,7 @@ import secrets
 import shlex
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,11 +244,20 @@ class DockerSandbox:
         return ExecResult(int(exit_code if exit_code is not None else -1), tail.text(), tail.dropped)
 
     def exec_command(
-        self, argv: list[str], *, env: dict[str, str] | None = None, tty: bool = False
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        tty: bool = False,
+        passthrough: Sequence[str] = (),
     ) -> list[str]:
+        """The `docker exec` argv; `passthrough` names variables docker takes from its own environment,
+        so their values never appear in the argv or in a script that holds it."""
         command = ["docker", "exec", "-it" if tty else "-i", "-u", AGENT_USER, "-w", self.spec.workdir]
         for key, value in (env or {}).items():
             command += ["-e", f"{key}={value}"]
+        for key in passthrough:
+            command += ["-e", key]
         return [*command, self.id, *argv]
 
     def self_test(self, host_probe_port: int) -> SelfTestReport:

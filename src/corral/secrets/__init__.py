@@ -1,54 +1,31 @@
-"""Secrets providers: resolve the `[secrets]` references of corral.toml (`env:VAR`, `file:/path`).
+"""Secrets: resolve the `[secrets]` references of corral.toml through the providers in `providers.py`.
 
-Values are never stored by corral. Resolving one emits `SecretRequested` (the name and the provider,
-never the value) to the run's sink and registers the value with the sink, so the audit log redacts it
-from then on.
+Values are never stored by corral: a resolver keeps what it resolved in memory for the run's life
+only. Resolving one emits `SecretRequested` (name, provider, requester, purpose, never the value) to
+the run's sink and registers the value with the sink, so the audit log redacts it from then on.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from corral.audit import EventSink
 from corral.errors import ConfigError
 from corral.events import SecretRequested
+from corral.secrets.providers import REFERENCE_HINT, open_provider, provider_of, split_reference
 
+if TYPE_CHECKING:
+    from corral.config import Config
 
-def provider_of(ref: str) -> str:
-    """`env` or `file`: the provider part of a reference like `env:SHOP_TOKEN`."""
-    provider, sep, _ = ref.partition(":")
-    if not sep or provider not in ("env", "file"):
-        raise ConfigError(
-            f"secret reference {ref!r} names no known provider",
-            hint="use 'env:VAR' (an environment variable) or 'file:/path' (a file's contents)",
-        )
-    return provider
+__all__ = ["SecretResolver", "provider_of", "resolve_reference", "sandbox_env", "split_reference"]
 
 
 def resolve_reference(name: str, ref: str, environ: Mapping[str, str] | None = None) -> str:
     """The value behind one reference. Errors name the secret and what to set."""
-    provider = provider_of(ref)
-    target = ref.split(":", 1)[1]
-    if provider == "env":
-        env = os.environ if environ is None else environ
-        value = env.get(target)
-        if value is None or value == "":
-            raise ConfigError(
-                f"secret {name!r}: environment variable {target!r} is not set",
-                hint=f"export {target}=... in the environment corral runs in",
-            )
-        return value
-    path = Path(target)
-    try:
-        # A trailing newline is an artefact of `echo > file`, never part of a credential.
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(
-            f"secret {name!r}: cannot read {path}: {exc.strerror}",
-            hint="create the file, readable by the user corral runs as",
-        ) from exc
+    provider, target = split_reference(ref)
+    return open_provider(provider, os.environ if environ is None else environ).fetch(name, target)
 
 
 class SecretResolver:
@@ -69,27 +46,58 @@ class SecretResolver:
     def names(self) -> list[str]:
         return sorted(self._refs)
 
-    def _resolve(self, name: str) -> tuple[str, str]:
+    def _ref(self, name: str) -> str:
         ref = self._refs.get(name)
         if ref is None:
             raise ConfigError(
-                f"secret {name!r} is not declared",
-                hint=f'add {name} = "env:VAR" or "file:/path" under [secrets]',
+                f"secret {name!r} is not declared for this use",
+                hint=f"declare it under [secrets] ({REFERENCE_HINT}) with the destination in its 'to' list",
             )
-        return ref, resolve_reference(name, ref, self._environ)
+        return ref
+
+    def _fetch(self, name: str) -> tuple[str, str]:
+        ref = self._ref(name)
+        value = self._values.get(name)
+        if value is None:
+            value = resolve_reference(name, ref, self._environ)
+            self._values[name] = value
+            if self._sink is not None:
+                self._sink.register_secret(name, value)
+        return ref, value
 
     def check(self, name: str) -> None:
-        """Raise ConfigError unless `name` resolves; nothing is emitted, nothing kept."""
-        self._resolve(name)
+        """Raise ConfigError unless `name` resolves. The value is kept (and redacted) for `get`, so a
+        vault is asked once; `secret.requested` is emitted only when a consumer takes it."""
+        self._fetch(name)
 
-    def get(self, name: str, consumer: str = "") -> str:
-        ref, value = self._resolve(name)
-        self._values[name] = value
+    def get(self, name: str, requester: str = "", purpose: str = "") -> str:
+        ref, value = self._fetch(name)
         if self._sink is not None:
-            self._sink.register_secret(name, value)
-            self._sink.emit(SecretRequested(name=name, provider=provider_of(ref), consumer=consumer))
+            self._sink.emit(
+                SecretRequested(name=name, provider=provider_of(ref), requester=requester, purpose=purpose)
+            )
         return value
 
     def resolved(self) -> dict[str, str]:
         """Every value resolved so far, by name: what a redactor must scrub."""
         return dict(self._values)
+
+
+def sandbox_env(
+    config: Config,
+    sandbox: Literal["checks", "agent"],
+    sink: EventSink | None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """ENV_NAME -> value of every secret declared for `sandbox`: `to = ["checks"]` for the checks
+    sandbox, `expose = "agent"` for the agent's. Each is resolved now, audited and redacted."""
+    declared = {
+        name: decl
+        for name, decl in config.secrets.items()
+        if (decl.expose == "agent" if sandbox == "agent" else "checks" in decl.to)
+    }
+    resolver = SecretResolver({name: decl.ref for name, decl in declared.items()}, sink, environ)
+    return {
+        (decl.env or name): resolver.get(name, requester=sandbox, purpose=f"env {decl.env or name}")
+        for name, decl in declared.items()
+    }
