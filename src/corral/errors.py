@@ -32,6 +32,9 @@ CorralError
 │   └── SpoolCorrupt     a spool line that is not JSON with whole lines after it (not a torn tail)
 ├── NotFound             a run, event or record that does not exist
 │   └── RunNotFound      no such run in the team searched; `team` names it
+├── FleetError           Temporal (scale-out) is configured but unreachable, or a worker cannot serve
+│   └── SignalRefused    an approve/reject/promote signal for a run with no workflow, or whose
+│                        workflow is not waiting for that decision: nothing was recorded
 ├── AuthError            corral server: no session or token, a wrong password, or a role too low
 └── NotAvailable         an action this installation does not have yet (the server answers 501)
 """
@@ -186,6 +189,14 @@ class RunNotFound(NotFound):
     def __init__(self, message: str, *, hint: str | None = None, team: str = "default") -> None:
         super().__init__(message, hint=hint)
         self.team = team
+
+
+class FleetError(CorralError):
+    pass
+
+
+class SignalRefused(FleetError):
+    pass
 
 
 class AuthError(CorralError):

@@ -62,6 +62,43 @@ class RunFinished(Event):
     duration_ms: int = 0
 
 
+class RunSubmitted(Event):
+    """The run is submitted as a Temporal workflow: the audit's link to Temporal's history (and back:
+    the workflow id is the run id, and the workflow's memo carries it). Each `run.attempt` names the
+    workflow execution (its run id) that took it."""
+
+    kind: Literal["run.submitted"] = "run.submitted"
+    workflow_id: str
+    namespace: str
+    address: str
+    task_queue: str
+
+
+class RunAttempt(Event):
+    """A fleet worker took the run: attempt 1, or a retry from a clean start after `reason`."""
+
+    kind: Literal["run.attempt"] = "run.attempt"
+    attempt: int
+    host_id: str
+    task_queue: str
+    workflow_id: str
+    workflow_run_id: str
+    previous_host: str = ""
+    reason: str = ""
+
+
+class FleetActivity(Event):
+    """A delivery activity (merge, stage, promote) of the run's workflow started; attempt > 1 is a
+    retry, which finds the work already done rather than doing it twice."""
+
+    kind: Literal["fleet.activity"] = "fleet.activity"
+    activity: str
+    attempt: int
+    host_id: str
+    workflow_id: str
+    workflow_run_id: str
+
+
 # ---- sandbox ---------------------------------------------------------------------------------
 
 
@@ -374,6 +411,9 @@ AnyEvent = Annotated[
     RunCreated
     | RunPhase
     | RunFinished
+    | RunSubmitted
+    | RunAttempt
+    | FleetActivity
     | SandboxCreated
     | SandboxSelfTest
     | SandboxRemoved

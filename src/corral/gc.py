@@ -5,8 +5,9 @@ gc judges a run by its phase. A run in a working phase (queued … checking) nee
 that drives it: when its recorded pid is gone, the run lost its driver mid-phase and is recorded as
 failed. A run at rest waits for a human (awaiting_approval, and the later review phases) and has no
 process by design: gc never fails it and never touches its branch; it only reaps what the run no
-longer needs, its containers, sockets and worktree. gc acts on the runs of one team; what belongs to
-runs it does not know (another team's) is left alone and counted.
+longer needs, its containers, sockets and worktree. A run on the fleet (a Temporal workflow) is never
+failed by gc: on a host that does not hold it now, what it left is reaped. gc acts on the runs of one
+team; what belongs to runs it does not know (another team's) is left alone and counted.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def _record_orphan_in_audit(audit: AuditLog, run_id: str, from_phase: str, reason: str) -> None:
+def record_failure_in_audit(audit: AuditLog, run_id: str, from_phase: str, reason: str) -> None:
     """Continue the dead run's chain (from its spooled head) so its audit ends as its state does."""
     recorder = audit.for_run(run_id)
     try:
@@ -79,12 +80,19 @@ def collect(
     fsynced before its tool ran reaches the store.
     """
     report = GcReport(team=state.team)
+    host = settings.fleet_host()
     if audit is not None and audit.online:
         report.events_shipped = audit.ship_pending()
     live: set[str] = set()
     repos: dict[str, str] = {}
     for run in state.list_runs(limit=100_000):
         repos[run.run_id] = run.repo
+        if run.meta.get("workflow_id"):
+            # The fleet drives it: Temporal starts it again on another host when its host dies, so gc
+            # never fails it. Here it is live only while this host's worker holds it.
+            if needs_driver(run.phase) and run.meta.get("host") == host and _driven_elsewhere(run.pid):
+                live.add(run.run_id)
+            continue
         if not needs_driver(run.phase):
             continue
         if _driven_elsewhere(run.pid):
@@ -94,7 +102,7 @@ def collect(
             state.transition(run.run_id, Phase.FAILED, ORPHAN_REASON, expect=run.phase)
             report.runs_failed.append(run.run_id)
             if audit is not None:
-                _record_orphan_in_audit(audit, run.run_id, str(run.phase), ORPHAN_REASON)
+                record_failure_in_audit(audit, run.run_id, str(run.phase), ORPHAN_REASON)
 
     def reapable(run_id: str) -> bool:
         if run_id in live:

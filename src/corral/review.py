@@ -50,6 +50,11 @@ def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rej
             f"run {run.run_id} is {run.phase}, not awaiting_approval",
             hint="only a finished run can be rejected",
         )
+    from corral.fleet.decisions import fleet_decisions
+
+    fleet = fleet_decisions(services, run, load_config(Path(run.repo)))
+    if fleet is not None:
+        fleet.require_waiting("approval")  # before anything is written
     state.transition(run.run_id, Phase.REJECTED, f"rejected by {reviewer}", expect=Phase.AWAITING_APPROVAL)
     approval = state.record_approval(run.run_id, reviewer, "rejected", "run", feedback)
     preference = None
@@ -68,6 +73,8 @@ def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rej
         )
     finally:
         recorder.close()
+    if fleet is not None:
+        fleet.send("reject", f"human:{reviewer}")
     return Rejection(run.run_id, approval, preference)
 
 

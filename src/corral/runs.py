@@ -8,24 +8,22 @@ its containers, sockets and worktree, whatever happened (an error, Ctrl-C, a wal
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import os
 import secrets as pysecrets
-import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
-from corral.errors import CorralError, EgressError, RunError, WorkspaceError
+from corral.errors import CorralError, RunError, WorkspaceError
 from corral.events import (
     AgentInit,
     CheckResult,
@@ -36,22 +34,21 @@ from corral.events import (
     RunCreated,
     RunFinished,
     RunPhase,
-    SandboxCreated,
-    SandboxRemoved,
-    SandboxSelfTest,
 )
 from corral.identity import current_user
 from corral.incident.evidence import EvidenceCollector
-from corral.incident.source import IncidentSource, incident_grants
-from corral.model.budget import Budget
+from corral.incident.source import incident_grants
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.paths import Protection
-from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
+from corral.run_holdings import RunHoldings
+from corral.run_request import Prepared as _Prepared
+from corral.run_request import Resources as _Resources
+from corral.run_request import RunMode, RunRequest, Script, config_hash, evaluation_grants
+from corral.sandbox import AGENT_UID, SandboxBackend
 from corral.sandbox.nodump import check_nodump
-from corral.sandbox.probe import start_host_probe
 from corral.secrets import sandbox_env
-from corral.services import PreferenceSelection, Services
+from corral.services import Services
 from corral.state.machine import AT_REST, TERMINAL, Phase
 from corral.workspace import (
     CommitInfo,
@@ -60,72 +57,31 @@ from corral.workspace import (
     commit_changes,
     commit_exists,
     create_worktree,
-    delete_branch,
     hand_over,
     inspect_repo,
     protected_in_commit,
-    remove_worktree,
 )
 
 if TYPE_CHECKING:
     from corral.agent.claude import AgentSettings
     from corral.audit.log import AuditLog
     from corral.audit.recorder import RunRecorder
-    from corral.gateway.run import RunGatewayHandle
     from corral.state.models import RunRecord
+
+__all__ = [
+    "GATEWAY_PORT",
+    "MODEL_PORT",
+    "RunMode",
+    "RunOrchestrator",
+    "RunRequest",
+    "Script",
+    "_Prepared",
+    "_Run",
+    "config_hash",
+]
 
 MODEL_PORT = 7301
 GATEWAY_PORT = 7302
-
-
-RunMode = Literal["run", "regress", "replay"]
-Script = Playbook | Cassette
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """`mode` "regress" re-runs a recorded task with `model` (a candidate); "replay" re-drives one
-    from its cassette. Both start from `base_commit`, end at `evaluated` after the checks, and are
-    never offered for approval; regression runs also lose every forge and deploy write grant."""
-
-    task: str
-    repo: Path
-    playbook: Path | None = None
-    """A playbook (YAML) or a cassette (JSON) for the scripted model to play."""
-    config_path: Path | None = None
-    requester: str | None = None
-    """Who asked (a `corral server` user); None: the person at this keyboard (`corral.identity`)."""
-    mode: RunMode = "run"
-    model: str | None = None
-    base_commit: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    cassette: Cassette | None = None
-    preference_ids: tuple[int, ...] | None = None
-    """Inject exactly these preferences (a replay: what the recording was told) instead of retrieving."""
-
-    incident: IncidentSource | None = None
-    """An incident run: the source's read class is granted, and glob grants reaching its writes dropped."""
-
-
-def _evaluation_grants(grants: list[str]) -> list[str]:
-    """What a regression run may call: no forge or deploy tool that acts (reads stay)."""
-    kept = []
-    for grant in grants:
-        tool = grant.split("(", 1)[0]
-        acts = tool.startswith(("forge.", "deploy.")) and not tool.endswith((":read", "list_checks"))
-        if not acts:
-            kept.append(grant)
-    return kept
-
-
-@dataclass
-class _Resources:
-    """What a run holds and must give back, in reverse order, whatever happens."""
-
-    containers: list[Sandbox] = field(default_factory=list)
-    socket_dir: Path | None = None
-    workspace: Workspace | None = None
-    stoppers: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _import_agent_and_gateway() -> None:
@@ -133,26 +89,12 @@ def _import_agent_and_gateway() -> None:
     importlib.import_module("corral.gateway.run")
 
 
-def config_hash(config: Config) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """What preparing hands to the agent phase."""
-
-    sandbox: Sandbox
-    model_token: str
-    gateway: RunGatewayHandle
-    prefs: PreferenceSelection
-    budget: Budget
-
-
 class RunOrchestrator:
     def __init__(self, services: Services, observers: list[Observer] | None = None) -> None:
         self._services = services
         self._observers = observers or []
         self._config: Config | None = None
+        self._submitted = False
 
     def prepare_inputs(self, request: RunRequest) -> tuple[Config, Script | None]:
         """Validate everything the user gave before anything is created."""
@@ -162,7 +104,7 @@ class RunOrchestrator:
                 update={"agent": config.agent.model_copy(update={"model": request.model})}
             )
         if request.mode == "regress":
-            grants = _evaluation_grants(list(config.gateway.grants))
+            grants = evaluation_grants(list(config.gateway.grants))
             config = config.model_copy(
                 update={"gateway": config.gateway.model_copy(update={"grants": grants})}
             )
@@ -180,9 +122,29 @@ class RunOrchestrator:
         return config, script
 
     def run(self, request: RunRequest) -> str:
-        """Run a task to awaiting_approval (or failed) and return the run id."""
+        """Run a task to awaiting_approval (or failed) and return the run id. With Temporal
+        configured the run is a workflow on the fleet, followed here until it rests."""
+        run_id = self.submit(request)
+        if self._submitted:
+            from corral.fleet.submit import wait_run
+
+            assert self._config is not None
+            wait_run(self._services, self._config, run_id)
+        return run_id
+
+    def submit(self, request: RunRequest) -> str:
+        """With Temporal configured: record the run and start its workflow, and return at once.
+        Without: the whole run, in this process."""
+        from corral.fleet import fleet_target
+
         config, playbook = self.prepare_inputs(request)
         self._config = config
+        target = fleet_target(self._services.settings, config)
+        if target is not None:
+            from corral.fleet.submit import submit_run
+
+            self._submitted = True
+            return submit_run(self._services, self._observers, target, request, config)
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
         if request.base_commit:
             if not commit_exists(repo_info.root, request.base_commit):
@@ -205,7 +167,69 @@ class RunOrchestrator:
         return self._services.state(self._config).get_run(run_id)
 
 
-class _Run:
+def open_record(
+    services: Services,
+    observers: list[Observer],
+    request: RunRequest,
+    config: Config,
+    repo_info: RepoInfo,
+) -> tuple[str, RunRecorder, ObservedSink, EvidenceCollector]:
+    """Record a new run (queued) and open its audit chain: (run id, recorder, sink, evidence)."""
+    from corral.sandbox.project_image import repository_name
+
+    state = services.state(config)
+    project = state.ensure_project(
+        name=config.project.name,
+        repo=str(repo_info.root),
+        team=config.project.team,
+        image=config.sandbox.image_name or repository_name("project", config.project.name),
+        config_snapshot=config.model_dump(mode="json"),
+    )
+    record = state.create_run(
+        project=project.name,
+        task=request.task,
+        repo=str(repo_info.root),
+        base_commit=repo_info.base_commit,
+        model=config.agent.model,
+        small_model=config.agent.small_model,
+        meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
+        requester=request.requester or current_user(),
+    )
+    state.update_run(record.run_id, pid=os.getpid())
+    audit = services.audit(config)
+    if not audit.online:
+        services.progress(
+            f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
+        )
+    recorder = audit.for_run(record.run_id)
+    evidence = EvidenceCollector()
+    return record.run_id, recorder, ObservedSink(recorder, [*observers, evidence]), evidence
+
+
+def creation_event(
+    services: Services, request: RunRequest, config: Config, repo_info: RepoInfo, run_id: str
+) -> RunCreated:
+    requester = services.state(config).get_run(run_id).requester
+    exposed = sorted(config.agent_secrets())
+    if exposed:
+        # The agent may print, commit or send such a value anywhere its tools reach: say so.
+        services.progress(
+            f'WARNING: secrets exposed to the agent\'s sandbox (expose = "agent"): {", ".join(exposed)}'
+        )
+    return RunCreated(
+        actor=f"human:{requester}" if requester else "system",
+        task=request.task,
+        repo=str(repo_info.root),
+        base_commit=repo_info.base_commit,
+        branch=f"corral/{run_id}",
+        config_hash=config_hash(config),
+        model=config.agent.model,
+        small_model=config.agent.small_model,
+        dirty_paths=list(repo_info.dirty_paths),
+    )
+
+
+class _Run(RunHoldings):
     """One run, from its recorded creation to its recorded end. Each phase is one method.
 
     `corral shell` (corral.shell.session) is a subclass: it replaces only how the agent is driven and
@@ -254,6 +278,8 @@ class _Run:
         # The agent driver pulls in claude-agent-sdk and the MCP SDK (most of a second to import):
         # warm them in the background while the worktree, proxy and container are being set up.
         self.warm = threading.Thread(target=_import_agent_and_gateway, daemon=True)
+        self.started = time.monotonic()
+        self.ended = False
 
     @classmethod
     def start(
@@ -267,38 +293,8 @@ class _Run:
         backend: SandboxBackend,
     ) -> Self:
         """Record the run (queued) and open its audit chain."""
-        from corral.sandbox.project_image import repository_name
-
-        state = services.state(config)
-        project = state.ensure_project(
-            name=config.project.name,
-            repo=str(repo_info.root),
-            team=config.project.team,
-            image=config.sandbox.image_name or repository_name("project", config.project.name),
-            config_snapshot=config.model_dump(mode="json"),
-        )
-        record = state.create_run(
-            project=project.name,
-            task=request.task,
-            repo=str(repo_info.root),
-            base_commit=repo_info.base_commit,
-            model=config.agent.model,
-            small_model=config.agent.small_model,
-            meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
-            requester=request.requester or current_user(),
-        )
-        state.update_run(record.run_id, pid=os.getpid())
-        audit = services.audit(config)
-        if not audit.online:
-            services.progress(
-                f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
-            )
-        recorder = audit.for_run(record.run_id)
-        evidence = EvidenceCollector()
-        sink = ObservedSink(recorder, [*observers, evidence])
-        return cls(
-            services, request, config, playbook, repo_info, backend, record.run_id, recorder, sink, evidence
-        )
+        run_id, recorder, sink, evidence = open_record(services, observers, request, config, repo_info)
+        return cls(services, request, config, playbook, repo_info, backend, run_id, recorder, sink, evidence)
 
     def move(self, to: Phase, why: str = "") -> None:
         self.state.transition(self.run_id, to, why)
@@ -306,70 +302,88 @@ class _Run:
         self.phase = to
 
     def execute(self) -> str:
-        started = time.monotonic()
-        reason = ""
-        try:
+        with self.ending():
+            prepared = self.begin()
+            self.agent_step(prepared)
+            if not self.ended_empty():
+                self.deliver_step(prepared, self.checks_step())
+        return self.run_id
+
+    # Each step below is one activity of the run's workflow on the fleet (corral.fleet.host).
+
+    def begin(self, *, created: bool = False) -> _Prepared:
+        """Record the run (unless its submitter did: `created`), check its pin, prepare it."""
+        self.register_secrets()
+        if not created:
             self.record_creation()
-            self.check_pin()
-            self.move(Phase.PREPARING)
-            prepared = self.prepare()
-            self.move(Phase.RUNNING)
-            self.drive_agent(prepared)
-            self.commit()
-            if self.empty_is_terminal and not self.branch_has_commits():
-                self.move(Phase.NO_CHANGES, "the session changed nothing")
-            else:
-                self.move(Phase.CHECKING)
-                check = self.run_checks()
-                outcome = "checks passed" if check.passed else "checks failed"
-                if self.request.mode == "run":  # a regression or replay run never deploys nor opens a PR
-                    self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
-                    self.open_pull_request()
-                self.move(Phase.AWAITING_APPROVAL if self.request.mode == "run" else Phase.EVALUATED, outcome)
+        self.check_pin()
+        self.move(Phase.PREPARING)
+        prepared = self.prepare()
+        self.move(Phase.RUNNING)
+        return prepared
+
+    def agent_step(self, prepared: _Prepared) -> None:
+        self.drive_agent(prepared)
+        self.commit()
+
+    def ended_empty(self) -> bool:
+        if self.empty_is_terminal and not self.branch_has_commits():
+            self.move(Phase.NO_CHANGES, "the session changed nothing")
+            return True
+        return False
+
+    def checks_step(self) -> CheckResult:
+        self.move(Phase.CHECKING)
+        return self.run_checks()
+
+    def deliver_step(self, prepared: _Prepared, check: CheckResult) -> None:
+        outcome = "checks passed" if check.passed else "checks failed"
+        if self.request.mode == "run":  # a regression or replay run never deploys nor opens a PR
+            self.stage_requested(tuple(prepared.gateway.binding.stage_requests), check)
+            self.open_pull_request()
+        self.move(Phase.AWAITING_APPROVAL if self.request.mode == "run" else Phase.EVALUATED, outcome)
+
+    @contextlib.contextmanager
+    def ending(self, *, on_success: bool = True) -> Iterator[None]:
+        """Around the steps: whatever ends them, the run ends recorded (`end`); without
+        `on_success`, only an error ends it. A CorralError is the run's failure reason and is not
+        raised further; anything else is."""
+        reason, ok = "", False
+        try:
+            yield
+            ok = True
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
             raise
         except CorralError as exc:
             reason = exc.message
-        except Exception as exc:
+        except BaseException as exc:
             reason = f"internal error: {type(exc).__name__}: {exc}"
             raise
         finally:
-            self.release()
-            if self.phase not in AT_REST | TERMINAL:
-                with contextlib.suppress(CorralError):
-                    self.move(Phase.FAILED, reason or "run ended early")
-            duration = int((time.monotonic() - started) * 1000)
-            self.state.update_run(self.run_id, finished_at=datetime.now(UTC))
-            self.sink.emit(RunFinished(phase=self.phase.value, reason=reason, duration_ms=duration))
-            self.recorder.close()
-        return self.run_id
+            if on_success or not ok:
+                self.end(reason)
+
+    def end(self, reason: str) -> None:
+        """Give everything back, fail the run unless it reached rest, and close its chain."""
+        self.ended = True
+        self.release()
+        if self.phase not in AT_REST | TERMINAL:
+            with contextlib.suppress(CorralError):
+                self.move(Phase.FAILED, reason or "run ended early")
+        duration = int((time.monotonic() - self.started) * 1000)
+        self.state.update_run(self.run_id, finished_at=datetime.now(UTC))
+        self.sink.emit(RunFinished(phase=self.phase.value, reason=reason, duration_ms=duration))
+        self.recorder.close()
 
     # ---- phases --------------------------------------------------------------------------------
 
-    def record_creation(self) -> None:
+    def register_secrets(self) -> None:
         if self.host_key:
             self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
-        requester = self.state.get_run(self.run_id).requester
-        exposed = sorted(self.config.agent_secrets())
-        if exposed:
-            # The agent may print, commit or send such a value anywhere its tools reach: say so.
-            self.services.progress(
-                f'WARNING: secrets exposed to the agent\'s sandbox (expose = "agent"): {", ".join(exposed)}'
-            )
-        self.sink.emit(
-            RunCreated(
-                actor=f"human:{requester}" if requester else "system",
-                task=self.request.task,
-                repo=str(self.repo_info.root),
-                base_commit=self.repo_info.base_commit,
-                branch=f"corral/{self.run_id}",
-                config_hash=config_hash(self.config),
-                model=self.config.agent.model,
-                small_model=self.config.agent.small_model,
-                dirty_paths=list(self.repo_info.dirty_paths),
-            )
-        )
+
+    def record_creation(self) -> None:
+        self.sink.emit(creation_event(self.services, self.request, self.config, self.repo_info, self.run_id))
 
     def check_pin(self) -> None:
         """A run uses the project's pinned models; only a candidate's regression run may differ."""
@@ -569,9 +583,15 @@ class _Run:
             self.services.progress(f"not staging on {', '.join(targets)}: {why}")
             return
         deploy = self.services.deploy_target()
+        done = set(self.state.get_run(self.run_id).meta.get("staged_targets", []))
         for target in targets:
+            if target in done:  # an earlier attempt of this run (on the fleet) staged it: never twice
+                continue
             dep = deploy.stage(run_id=self.run_id, ref=self.head_commit, target=target)
             self.sink.emit(DeployStaged(deployment_id=dep.id, url=dep.url, ref=dep.ref))
+            done.add(target)
+            meta = {**self.state.get_run(self.run_id).meta, "staged_targets": sorted(done)}
+            self.state.update_run(self.run_id, meta=meta)
 
     def open_pull_request(self) -> None:
         """The run's pull request with the checks on it; corral opens it when the agent did not."""
@@ -587,94 +607,3 @@ class _Run:
         )
         if opened:
             self.sink.emit(PrOpened(number=pr.number, url=pr.url, branch=pr.head))
-
-    # ---- sandboxes and resources ---------------------------------------------------------------
-
-    def create_sandbox(
-        self,
-        purpose: str,
-        socket_dir: Path | None,
-        bridges: dict[int, str],
-        files: dict[str, Path] | None = None,
-    ) -> Sandbox:
-        workspace = self.resources.workspace
-        assert workspace is not None
-        spec = SandboxSpec.from_config(
-            self.config.sandbox,
-            run_id=self.run_id,
-            workspace=workspace.path,
-            purpose=purpose,
-            protection=self.protection,
-            required_paths=self.base_protected,
-            socket_dir=socket_dir,
-            bridges=bridges,
-            readonly_files=files,
-            image=self.image,
-        )
-        sandbox = self.backend.create(spec)
-        self.resources.containers.append(sandbox)
-        self.sink.emit(
-            SandboxCreated(
-                container_id=sandbox.id,
-                image=spec.image,
-                purpose=purpose,
-                readonly_paths=list(spec.readonly_paths),
-                hidden_paths=list(spec.hidden_paths),
-            )
-        )
-        return sandbox
-
-    def self_test(self, sandbox: Sandbox) -> None:
-        probe = start_host_probe()
-        try:
-            report = sandbox.self_test(probe.port)
-        finally:
-            seen = probe.stop()
-        passed = report.passed and seen == 0
-        detail = report.detail if seen == 0 else f"the host probe saw {seen} connection(s); {report.detail}"
-        self.sink.emit(
-            SandboxSelfTest(
-                passed=passed, interfaces=list(report.interfaces), host_probe=report.host_probe, detail=detail
-            )
-        )
-        if not passed:
-            raise EgressError(
-                f"egress self-test failed in container {sandbox.id[:12]}, "
-                f"refusing to start the agent: {detail}",
-                hint="the container must have only loopback and no route to the host; check the Docker setup",
-            )
-
-    def remove_sandboxes(self, *, strict: bool = True) -> None:
-        """Remove the run's containers. With `strict`, one that cannot be removed fails the run: its
-        processes may still be writing to the workspace, so nothing may be committed or checked."""
-        failed: list[tuple[Sandbox, CorralError]] = []
-        while self.resources.containers:
-            sandbox = self.resources.containers.pop()
-            try:
-                sandbox.remove()
-            except CorralError as exc:
-                failed.append((sandbox, exc))
-                continue
-            with contextlib.suppress(CorralError):
-                self.sink.emit(SandboxRemoved(container_id=sandbox.id))
-        self.resources.containers.extend(sandbox for sandbox, _ in failed)  # release() tries again
-        if failed and strict:
-            stuck, error = failed[0]
-            raise RunError(
-                f"could not remove sandbox {stuck.id[:12]}, so the run stops before anything else "
-                f"touches its workspace: {error.message}",
-                hint="check `docker ps -a` and the Docker Engine's log; `corral gc` removes what is left",
-            )
-
-    def release(self) -> None:
-        """Give back everything the run holds, in reverse order, whatever happened."""
-        self.remove_sandboxes(strict=False)
-        for stop in reversed(self.resources.stoppers):
-            with contextlib.suppress(Exception):
-                stop()
-        if self.resources.socket_dir is not None:
-            shutil.rmtree(self.resources.socket_dir, ignore_errors=True)
-        if self.resources.workspace is not None:
-            remove_worktree(self.resources.workspace.repo, self.resources.workspace.path)
-            if self.phase is Phase.NO_CHANGES:  # nothing to review: no branch is left behind
-                delete_branch(self.resources.workspace.repo, self.resources.workspace.branch)

@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     """`CORRAL_TEAM`: the team every command acts in, unless `--team` says otherwise."""
     sandbox_runtime: str | None = None
     """`CORRAL_SANDBOX_RUNTIME`: `runc` or `runsc` for every sandbox on this host, over the config."""
+    temporal_address: str | None = None
+    """`CORRAL_TEMPORAL_ADDRESS` (host:port): runs become Temporal workflows (`corral.fleet`)."""
+    temporal_namespace: str = "default"
+    host_id: str | None = None
+    """`CORRAL_HOST_ID`: this sandbox host's name in the fleet (`corral worker --host-id`)."""
+    fleet_heartbeat_seconds: float = 30.0
+    """`CORRAL_FLEET_HEARTBEAT_SECONDS`: a host activity not heard from for this long is retried
+    elsewhere (its worker is taken for dead)."""
 
     @property
     def state_db(self) -> Path:
@@ -40,6 +48,17 @@ class Settings(BaseSettings):
     def sockets_dir(self) -> Path:
         # Kept short: a unix socket path must fit in 108 bytes.
         return self.home / "s"
+
+    @property
+    def host_id_file(self) -> Path:
+        """Written by `corral worker`: which fleet host this home belongs to (read by `corral gc`)."""
+        return self.home / "host-id"
+
+    def fleet_host(self) -> str | None:
+        if self.host_id:
+            return self.host_id
+        path = self.host_id_file
+        return path.read_text().strip() or None if path.is_file() else None
 
     def run_socket_dir(self, run_id: str) -> Path:
         return self.sockets_dir / run_id

@@ -73,7 +73,7 @@ def sigterm_as_interrupt() -> None:
 
 
 def _register_subcommands() -> None:
-    from corral.cli import commands, delivery, regress, runs, server, shell
+    from corral.cli import commands, delivery, fleet, regress, runs, server, shell
 
     runs.register(app)
     server.register(app)
@@ -82,6 +82,7 @@ def _register_subcommands() -> None:
     commands.register(app)
     shell.register(app)
     regress.register(app)
+    fleet.register(app)
     for module_name, name, help_text in (
         ("corral.cli.image", "image", "Build and list the sandbox images."),
         ("corral.cli.audit", "audit", "Read, verify and export the audit log."),

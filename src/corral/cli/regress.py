@@ -64,9 +64,8 @@ def register(app: typer.Typer) -> None:
 
         from corral.config import _require_dated, duration_seconds
         from corral.errors import ConfigError
-        from corral.regress.gate import record_suite
-        from corral.regress.report import report_json, write_report
-        from corral.regress.suite import Suite, SuiteOptions
+        from corral.regress.report import report_json
+        from corral.regress.suite import SuiteOptions, run_and_report
         from corral.review import default_reviewer
 
         try:
@@ -87,11 +86,7 @@ def register(app: typer.Typer) -> None:
                 baseline_playbooks=baseline_playbooks,
                 created_by=default_reviewer(),
             )
-            suite = Suite(services, options, services.progress).run()
-            if suite.analysis is not None or suite.window.skipped:
-                directory = output or services.settings.home / "regress"
-                suite.report_paths = write_report(suite, directory)
-                record_suite(services.state(), suite)
+            suite = run_and_report(services, options, output or services.settings.home / "regress")
         finally:
             services.close()
         data = report_json(suite)

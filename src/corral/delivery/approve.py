@@ -10,6 +10,7 @@ again (the base branch contains its head), it is only staged.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from corral.events import (
     RunPhase,
 )
 from corral.events import MergeRefused as MergeRefusedEvent
+from corral.fleet.decisions import FleetDecisions, fleet_decisions
 from corral.paths import Protection
 from corral.services import Services
 from corral.state.machine import Phase
@@ -142,25 +144,99 @@ def approve(
     run = services.find_run(run_id)
     config = _config(run)
     actor = f"human:{approver}"
+    fleet = fleet_decisions(services, run, config)
+    if fleet is not None:
+        return _approve_on_fleet(services, fleet, config, run, approver, comment, override)
     with _Chain(services, run.run_id) as sink:
         unfinished = run.phase is Phase.APPROVED or (run.phase is Phase.MERGED and _deploys(config))
         if unfinished and _approved_head(services, run):
             return _finish(services, config, sink, run, _approved_head(services, run), actor, resumed=True)
-        if run.phase in (Phase.APPROVED, Phase.MERGED, Phase.STAGED, Phase.PROMOTED):
-            raise ApprovalRefused(
-                f"run {run.run_id} was already approved (it is {run.phase.value})",
-                hint="an approval is given once; promote with `corral deploy promote RUN`",
-            )
+        _refuse_approved_twice(run)
         head = _refuse_merge_approval(config, run, approver, override)
-        run = _move(services, sink, run, Phase.APPROVED, actor, f"approved by {approver} at {head[:12]}")
-        services.state().record_approval(
-            run.run_id, approver, "approved", "run", comment, head_sha=head, override=override
-        )
-        sink.emit(
-            ApprovalGranted(actor=actor, subject="run", comment=comment, head_sha=head, override=override),
-            durable=True,
-        )
+        run = _record_approval(services, sink, run, approver, head, comment, override)
         return _finish(services, config, sink, run, head, actor, resumed=False)
+
+
+def _refuse_approved_twice(run: RunRecord) -> None:
+    if run.phase in (Phase.APPROVED, Phase.MERGED, Phase.STAGED, Phase.PROMOTED):
+        raise ApprovalRefused(
+            f"run {run.run_id} was already approved (it is {run.phase.value})",
+            hint="an approval is given once; promote with `corral deploy promote RUN`",
+        )
+
+
+def _record_approval(
+    services: Services,
+    sink: EventSink,
+    run: RunRecord,
+    approver: str,
+    head: str,
+    comment: str,
+    override: bool,
+) -> RunRecord:
+    actor = f"human:{approver}"
+    run = _move(services, sink, run, Phase.APPROVED, actor, f"approved by {approver} at {head[:12]}")
+    services.state().record_approval(
+        run.run_id, approver, "approved", "run", comment, head_sha=head, override=override
+    )
+    sink.emit(
+        ApprovalGranted(actor=actor, subject="run", comment=comment, head_sha=head, override=override),
+        durable=True,
+    )
+    return run
+
+
+def _approve_on_fleet(
+    services: Services,
+    fleet: FleetDecisions,
+    config: Config,
+    run: RunRecord,
+    approver: str,
+    comment: str,
+    override: bool,
+) -> Delivered:
+    """The same rules, then a signal: the run's workflow merges (and stages) on some host."""
+    resumed = run.phase is Phase.APPROVED and bool(_approved_head(services, run))
+    if not resumed:
+        _refuse_approved_twice(run)
+        head = _refuse_merge_approval(config, run, approver, override)
+        fleet.require_waiting("approval")  # before anything is written
+        with _Chain(services, run.run_id) as sink:
+            run = _record_approval(services, sink, run, approver, head, comment, override)
+    fleet.send("approve", f"human:{approver}")
+    done = fleet.wait_past(Phase.APPROVED, Phase.MERGED if _deploys(config) else None)
+    if done.phase is Phase.AWAITING_APPROVAL and done.meta.get("merge_refused"):
+        raise MergeRefused(str(done.meta["merge_refused"]), conflicts=list(done.meta.get("conflicts", [])))
+    if done.phase is Phase.FAILED:
+        raise DeployError(done.failure_reason or f"run {run.run_id} failed after its approval")
+    head = _approved_head(services, done)
+    dep = None
+    if done.meta.get("deployment_id"):
+        dep = services.deployer(config, done.run_id, Path(done.repo)).get(str(done.meta["deployment_id"]))
+    return Delivered(done.run_id, done.phase, head, str(done.meta.get("merge_commit", "")), dep, resumed)
+
+
+def merge_approved(services: Services, run_id: str, actor: str) -> Phase:
+    """The fleet's `merge` step: merge a run whose approval is recorded. Idempotent: a run past
+    approved is left as it is, and a merge an earlier attempt made is found, never made again."""
+    run = services.find_run(run_id)
+    if run.phase is not Phase.APPROVED:
+        return run.phase
+    with _Chain(services, run.run_id) as sink, contextlib.suppress(MergeRefused):
+        _merge(services, _config(run), sink, run, _approved_head(services, run), actor)
+    return services.find_run(run_id).phase
+
+
+def stage_merged(services: Services, run_id: str, actor: str) -> Phase:
+    """The fleet's `stage` step: stage a merged run of a project that deploys; idempotent."""
+    run = services.find_run(run_id)
+    config = _config(run)
+    if run.phase is not Phase.MERGED or not _deploys(config):
+        return run.phase
+    commit = str(run.meta.get("merge_commit", "")) or _approved_head(services, run)
+    with _Chain(services, run.run_id) as sink, contextlib.suppress(DeployError):
+        _stage(services, config, sink, run, commit, actor)
+    return services.find_run(run_id).phase
 
 
 def _finish(
@@ -272,6 +348,9 @@ def promote(services: Services, run_id: str, *, approver: str, comment: str = ""
     deployer = services.deployer(config, run.run_id, Path(run.repo))
     dep = deployer.get(dep_id)
     actor = f"human:{approver}"
+    fleet = fleet_decisions(services, run, config)
+    if fleet is not None:
+        fleet.require_waiting("promotion")
     with _Chain(services, run.run_id) as sink:
         services.state().record_approval(
             run.run_id, approver, "approved", "deploy_promotion", comment, head_sha=dep.ref
@@ -279,11 +358,36 @@ def promote(services: Services, run_id: str, *, approver: str, comment: str = ""
         sink.emit(
             ApprovalGranted(actor=actor, subject="promote", comment=comment, head_sha=dep.ref), durable=True
         )
-        promoted = deployer.promote(dep.id, approver=actor)
-        sink.emit(DeployPromoted(actor=actor, deployment_id=promoted.id, url=promoted.url), durable=True)
-        moved = _move(services, sink, run, Phase.PROMOTED, actor, f"promoted {promoted.id} to {promoted.url}")
+        if fleet is None:
+            promoted = _promote(services, config, sink, run, actor)
+    if fleet is not None:
+        fleet.send("promote", actor)
+        run = fleet.wait_past(Phase.STAGED)
+        promoted = deployer.get(dep_id)
     head = str(run.meta.get("head_commit", ""))
-    return Delivered(run.run_id, moved.phase, head, str(run.meta.get("merge_commit", "")), promoted)
+    phase = services.find_run(run_id).phase
+    return Delivered(run.run_id, phase, head, str(run.meta.get("merge_commit", "")), promoted)
+
+
+def _promote(services: Services, config: Config, sink: EventSink, run: RunRecord, actor: str) -> Deployment:
+    deployer = services.deployer(config, run.run_id, Path(run.repo))
+    dep_id = str(run.meta.get("deployment_id", ""))
+    promoted = deployer.get(dep_id)
+    if promoted.state != "promoted":  # a retried fleet step finds it promoted: never promote twice
+        promoted = deployer.promote(dep_id, approver=actor)
+    sink.emit(DeployPromoted(actor=actor, deployment_id=promoted.id, url=promoted.url), durable=True)
+    _move(services, sink, run, Phase.PROMOTED, actor, f"promoted {promoted.id} to {promoted.url}")
+    return promoted
+
+
+def promote_staged(services: Services, run_id: str, actor: str) -> Phase:
+    """The fleet's `promote` step, after `promote` recorded the approval; idempotent."""
+    run = services.find_run(run_id)
+    if run.phase is not Phase.STAGED:
+        return run.phase
+    with _Chain(services, run.run_id) as sink:
+        _promote(services, _config(run), sink, run, actor)
+    return services.find_run(run_id).phase
 
 
 def rollback(services: Services, project: str, *, approver: str) -> Deployment:

@@ -280,3 +280,18 @@ class Suite:
             if future in finished and not future.cancelled():
                 (result.candidate if side == "candidate" else result.baseline).append(future.result())
         return interrupted
+
+
+def run_and_report(
+    services: Services, options: SuiteOptions, directory: Path, progress: Callable[[str], None] | None = None
+) -> SuiteResult:
+    """`corral regress` (by hand, or fired by a schedule on a fleet host): run the suite, then write
+    its report under `directory` and record it for the promotion gate when it compared anything."""
+    from corral.regress.gate import record_suite
+    from corral.regress.report import write_report
+
+    suite = Suite(services, options, progress or services.progress).run()
+    if suite.analysis is not None or suite.window.skipped:
+        suite.report_paths = write_report(suite, directory)
+        record_suite(services.state(), suite)
+    return suite

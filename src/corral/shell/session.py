@@ -133,8 +133,6 @@ class _ShellRun(_Run):
     def record_creation(self) -> None:
         if not self.resumed:
             super().record_creation()
-        elif self.host_key:
-            self.sink.register_secret("ANTHROPIC_API_KEY", self.host_key)
 
     def open_workspace(self) -> Workspace:
         return create_worktree(

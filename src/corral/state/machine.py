@@ -6,7 +6,8 @@ An approved run whose merge is refused (a conflict, a moved head) goes back to a
 An interactive session (`corral shell`) that changed nothing ends running → no_changes, and one
 awaiting approval may be reopened (`corral shell --resume`): awaiting_approval → preparing.
 A regression or replay run ends at `evaluated` after its checks: it is scored, never offered for
-approval.
+approval. A run on the fleet whose worker died mid-phase is retried from a clean start: any working
+phase → preparing.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ WORKING: frozenset[Phase] = frozenset(Phase) - TERMINAL - AT_REST
 
 _FORWARD: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.PREPARING}),
-    Phase.PREPARING: frozenset({Phase.RUNNING}),
-    Phase.RUNNING: frozenset({Phase.CHECKING, Phase.NO_CHANGES}),
-    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL, Phase.EVALUATED}),
+    Phase.PREPARING: frozenset({Phase.RUNNING, Phase.PREPARING}),
+    Phase.RUNNING: frozenset({Phase.CHECKING, Phase.NO_CHANGES, Phase.PREPARING}),
+    Phase.CHECKING: frozenset({Phase.AWAITING_APPROVAL, Phase.EVALUATED, Phase.PREPARING}),
     Phase.AWAITING_APPROVAL: frozenset({Phase.APPROVED, Phase.REJECTED, Phase.PREPARING}),
     Phase.APPROVED: frozenset({Phase.MERGED, Phase.AWAITING_APPROVAL}),
     Phase.MERGED: frozenset({Phase.STAGED}),
