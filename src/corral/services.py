@@ -201,7 +201,7 @@ class Services:
             # The agent's forge tools act on the local forge even for a GitHub project: while the agent
             # runs, nothing is committed, so there is no branch to push; corral opens the GitHub pull
             # request itself at awaiting_approval, from the committed result.
-            forge=LocalForge(self.settings.home / "forge"),
+            forge=LocalForge(self.settings.local_forge_dir),
             deploy=self.deploy_target(),
             repo=repo,
             head=branch,
@@ -222,7 +222,7 @@ class Services:
 
         cls = forge_class(config.forge.backend)
         if config.forge.backend == "local":
-            return cls(self.settings.home / "forge")
+            return cls(self.settings.local_forge_dir)
         return cls(config.forge, self.host_secret(config.forge.token))
 
     def deployer(self, config: Config, run_id: str, repo: Path) -> Deployer:

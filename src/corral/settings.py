@@ -19,9 +19,15 @@ class Settings(BaseSettings):
     """`CORRAL_TEAM`: the team every command acts in, unless `--team` says otherwise."""
     sandbox_runtime: str | None = None
     """`CORRAL_SANDBOX_RUNTIME`: `runc` or `runsc` for every sandbox on this host, over the config."""
+    forge_dir: Path | None = None
+    """`CORRAL_FORGE_DIR`: where the local forge keeps its pull requests (default: under the home).
+    The hosts of a fleet that uses the local forge share one."""
     temporal_address: str | None = None
     """`CORRAL_TEMPORAL_ADDRESS` (host:port): runs become Temporal workflows (`corral.fleet`)."""
     temporal_namespace: str = "default"
+    temporal_queue: str = "corral"
+    """`CORRAL_TEMPORAL_QUEUE`: the fleet's shared task queue; hosts' queues and registry entries are
+    named after it, so several fleets can share one namespace."""
     host_id: str | None = None
     """`CORRAL_HOST_ID`: this sandbox host's name in the fleet (`corral worker --host-id`)."""
     fleet_heartbeat_seconds: float = 30.0
@@ -48,6 +54,10 @@ class Settings(BaseSettings):
     def sockets_dir(self) -> Path:
         # Kept short: a unix socket path must fit in 108 bytes.
         return self.home / "s"
+
+    @property
+    def local_forge_dir(self) -> Path:
+        return self.forge_dir or self.home / "forge"
 
     @property
     def host_id_file(self) -> Path:

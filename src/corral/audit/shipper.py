@@ -211,6 +211,19 @@ class Shipper:
         assert self.store is not None
         recover(path)
         offset = min(read_marker(path), path.stat().st_size)
+        if self._continued_elsewhere(path, offset):
+            # A fleet run whose host died here was started again on another host, which continued
+            # its chain from what the store held. Shipping this tail would fork the chain: it is kept
+            # on this host instead, under the same name as a corrupt spool.
+            moved = quarantine(path)
+            log.error(
+                "%s: the store's chain of run %s went on from another host after this one stopped; "
+                "the events it never shipped are kept as %s",
+                path,
+                run_of(path),
+                moved,
+            )
+            return 0
         try:
             _, shipped, closed_cleanly = self._ship_file(path, offset)
         except SpoolCorrupt as exc:
@@ -228,6 +241,16 @@ class Shipper:
             )
         remove_spool(path)
         return shipped
+
+    def _continued_elsewhere(self, path: Path, offset: int) -> bool:
+        """Whether the store holds other events at seqs this spool has not shipped yet."""
+        assert self.store is not None
+        rows = read_chunk(path, offset, limit=1 << 16).events
+        if not rows:
+            return False
+        stored = self.store.read(run_of(path), after_seq=rows[0].seq - 1, limit=len(rows))
+        held = {row.seq: row.hash for row in stored}
+        return any(row.seq in held and held[row.seq] != row.hash for row in rows)
 
     def backlog(self) -> int:
         """Events spooled on this host that the store does not have yet (for `corral doctor`)."""

@@ -170,6 +170,17 @@ def entry(event: AnyEvent) -> Entry:
             summary = f"sandbox {event.container_id[:12]} removed {event.exit_reason}"
         case ev.AgentStopped():
             summary = f"agent stopped after {event.turns} turns: {event.reason}"
+        case ev.RunSubmitted():
+            summary = (
+                f"workflow {event.workflow_id} on {event.address} ({event.namespace}/{event.task_queue})"
+            )
+        case ev.RunAttempt():
+            retry = f", after: {_short(event.reason)}" if event.attempt > 1 else ""
+            summary = (
+                f"attempt {event.attempt} on host {event.host_id} (execution {event.workflow_run_id}){retry}"
+            )
+        case ev.FleetActivity():
+            summary = f"{event.activity} on host {event.host_id}, attempt {event.attempt}"
         case _:
             summary = event.kind
     return Entry(

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         _settings, target = _target(repo)
 
         async def listing() -> list[Any]:
-            return await hosts(await connect(target))
+            return await hosts(await connect(target), target.queue)
 
         found = blocking(listing())
         now = time.time()

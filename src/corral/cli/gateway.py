@@ -56,7 +56,7 @@ def _gateway(
         file_config,
         secret_refs=config.secret_refs("gateway"),
         sink=sink,
-        forge=LocalForge(settings.home / "forge"),
+        forge=LocalForge(settings.local_forge_dir),
         deploy=LocalDeploy(settings.home / "deploy"),
         audience="corral-gateway:serve",
         log_dir=settings.home / "gateway",

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from corral.config import Config
 from corral.settings import Settings
 
-DISPATCH_QUEUE = "corral"
-"""The shared task queue: run workflows, `claim`, the delivery steps, the host registry, schedules."""
 
-
-def host_queue(host_id: str) -> str:
-    """The task queue only `host_id`'s worker polls: its sandbox steps."""
-    return f"corral-host-{host_id}"
+def host_queue(queue: str, host_id: str) -> str:
+    """The task queue only `host_id`'s worker polls (its sandbox steps), and its registry entry's id."""
+    return f"{queue}-host-{host_id}"
 
 
 @dataclass(frozen=True)
@@ -34,12 +31,21 @@ class FleetTarget:
     namespace: str
     source: str
     """Where the address came from (`CORRAL_TEMPORAL_ADDRESS` or a corral.toml), for error messages."""
+    queue: str = "corral"
+    """The shared task queue: run workflows, `claim`, the delivery steps, the host registry, schedules."""
 
 
 def fleet_target(settings: Settings, config: Config | None = None) -> FleetTarget | None:
     """The Temporal server runs go to, or None: in-process. The environment wins over corral.toml."""
     if settings.temporal_address:
-        return FleetTarget(settings.temporal_address, settings.temporal_namespace, "CORRAL_TEMPORAL_ADDRESS")
+        return FleetTarget(
+            settings.temporal_address,
+            settings.temporal_namespace,
+            "CORRAL_TEMPORAL_ADDRESS",
+            settings.temporal_queue,
+        )
     if config is not None and config.stores.temporal:
-        return FleetTarget(config.stores.temporal, settings.temporal_namespace, "[stores] temporal")
+        return FleetTarget(
+            config.stores.temporal, settings.temporal_namespace, "[stores] temporal", settings.temporal_queue
+        )
     return None

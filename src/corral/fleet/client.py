@@ -16,13 +16,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from corral.errors import FleetError, SignalRefused
-from corral.fleet import DISPATCH_QUEUE, FleetTarget
+from corral.fleet import FleetTarget
 from corral.fleet.types import Decision, HostStatus, RunJob
 
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
-HOST_PREFIX = "corral-host-"
 
 
 def blocking(coro: Coroutine[Any, Any, T]) -> T:
@@ -55,7 +54,7 @@ async def start_run(client: Client, job: RunJob) -> WorkflowHandle[Any, Any]:
         "CorralRun",
         job,
         id=job.run_id,
-        task_queue=DISPATCH_QUEUE,
+        task_queue=job.queue,
         memo={"corral_run_id": job.run_id, "task": job.task[:200]},
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
@@ -104,12 +103,13 @@ async def decide(client: Client, run_id: str, decision: Decision) -> None:
     await handle.signal("decide", decision)
 
 
-async def hosts(client: Client) -> list[HostStatus]:
-    """Every host that registered and has not stopped, from the memo of its registry workflow."""
+async def hosts(client: Client, queue: str) -> list[HostStatus]:
+    """Every host of the fleet on `queue` that registered and has not stopped, from the memo of its
+    registry workflow (readable while no worker runs)."""
     found: list[HostStatus] = []
     query = 'WorkflowType = "CorralHost" AND ExecutionStatus = "Running"'
     async for execution in client.list_workflows(query):
         memo = await execution.memo_value("status", None, type_hint=HostStatus)
-        if isinstance(memo, HostStatus):
+        if isinstance(memo, HostStatus) and memo.fleet == queue:
             found.append(memo)
     return sorted(found, key=lambda h: h.host_id)

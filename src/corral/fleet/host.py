@@ -51,11 +51,12 @@ class _Held:
 
 
 class HostActivities:
-    def __init__(self, settings: Settings, host_id: str, max_runs: int) -> None:
+    def __init__(self, settings: Settings, queue: str, host_id: str, max_runs: int) -> None:
         self.settings = settings
         self.host_id = host_id
         self.max_runs = max_runs
-        self.task_queue = host_queue(host_id)
+        self.fleet = queue
+        self.task_queue = host_queue(queue, host_id)
         self.claims: dict[str, float] = {}
         """Runs this host said yes to (run id -> when), until they rest or end here."""
         self.held: dict[str, _Held] = {}
@@ -77,6 +78,7 @@ class HostActivities:
             host_id=self.host_id,
             task_queue=self.task_queue,
             max_runs=self.max_runs,
+            fleet=self.fleet,
             load=len(runs),
             runs=runs,
             docker=not self.docker_error,

@@ -24,10 +24,7 @@ from temporalio.client import (
 )
 
 from corral.errors import FleetError, NotFound
-from corral.fleet import DISPATCH_QUEUE
 from corral.fleet.types import RegressJob
-
-PREFIX = "corral-regress-"
 
 
 @dataclass(frozen=True)
@@ -41,13 +38,13 @@ class ScheduledRegression:
     paused: bool
 
 
-def schedule_id(team: str, candidate: str) -> str:
-    return PREFIX + re.sub(r"[^A-Za-z0-9._-]", "-", f"{team}-{candidate}")
+def schedule_id(queue: str, team: str, candidate: str) -> str:
+    return f"{queue}-regress-" + re.sub(r"[^A-Za-z0-9._-]", "-", f"{team}-{candidate}")
 
 
 async def create(client: Client, job: RegressJob, cron: str) -> str:
-    sid = schedule_id(job.team, job.candidate)
-    action = ScheduleActionStartWorkflow("CorralRegress", job, id=sid + "-run", task_queue=DISPATCH_QUEUE)
+    sid = schedule_id(job.queue, job.team, job.candidate)
+    action = ScheduleActionStartWorkflow("CorralRegress", job, id=sid + "-run", task_queue=job.queue)
     schedule = Schedule(
         action=action,
         spec=ScheduleSpec(cron_expressions=[cron]),
@@ -65,10 +62,10 @@ async def create(client: Client, job: RegressJob, cron: str) -> str:
     return sid
 
 
-async def listing(client: Client) -> list[ScheduledRegression]:
+async def listing(client: Client, queue: str) -> list[ScheduledRegression]:
     found = []
     async for entry in await client.list_schedules():
-        if not entry.id.startswith(PREFIX):
+        if not entry.id.startswith(f"{queue}-regress-"):
             continue
         described = await client.get_schedule_handle(entry.id).describe()
         action = described.schedule.action
@@ -89,8 +86,8 @@ async def listing(client: Client) -> list[ScheduledRegression]:
     return sorted(found, key=lambda s: s.schedule_id)
 
 
-async def remove(client: Client, sid: str) -> None:
-    known = {s.schedule_id for s in await listing(client)}
+async def remove(client: Client, queue: str, sid: str) -> None:
+    known = {s.schedule_id for s in await listing(client, queue)}
     if sid not in known:
         raise NotFound(f"no scheduled regression {sid}", hint="`corral regress schedules` lists them")
     await client.get_schedule_handle(sid).delete()

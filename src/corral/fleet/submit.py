@@ -12,7 +12,7 @@ from corral.audit.observed import Observer
 from corral.config import Config
 from corral.errors import FleetError, WorkspaceError
 from corral.events import RunSubmitted
-from corral.fleet import DISPATCH_QUEUE, FleetTarget
+from corral.fleet import FleetTarget
 from corral.fleet.client import blocking, connect, start_run
 from corral.fleet.types import RunJob
 from corral.run_request import RunRequest
@@ -58,6 +58,7 @@ def submit_run(
         requester=state.get_run(run_id).requester,
         meta=meta,
         heartbeat_seconds=services.settings.fleet_heartbeat_seconds,
+        queue=target.queue,
     )
     try:
         sink.emit(creation_event(services, request, config, repo_info, run_id))
@@ -66,7 +67,7 @@ def submit_run(
                 workflow_id=run_id,
                 namespace=target.namespace,
                 address=target.address,
-                task_queue=DISPATCH_QUEUE,
+                task_queue=target.queue,
             ),
             durable=True,
         )

@@ -22,6 +22,8 @@ class RunJob:
     meta: dict[str, Any] = field(default_factory=dict)
     heartbeat_seconds: float = 30.0
     max_attempts: int = 3
+    queue: str = "corral"
+    """The fleet's shared task queue, where `claim` and the delivery steps go."""
 
 
 @dataclass
@@ -65,6 +67,8 @@ class HostStatus:
     host_id: str
     task_queue: str
     max_runs: int
+    fleet: str = "corral"
+    """The shared queue of the fleet this host serves."""
     load: int = 0
     runs: list[str] = field(default_factory=list)
     docker: bool = True
@@ -85,4 +89,5 @@ class RegressJob:
     repo: str
     candidate: str
     team: str
+    queue: str = "corral"
     options: dict[str, Any] = field(default_factory=dict)

@@ -21,8 +21,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from corral.errors import CorralError
-from corral.fleet import DISPATCH_QUEUE, FleetTarget
-from corral.fleet.client import HOST_PREFIX, connect
+from corral.fleet import FleetTarget, host_queue
+from corral.fleet.client import connect
 from corral.fleet.delivery import DeliveryActivities
 from corral.fleet.host import HostActivities
 from corral.fleet.types import HostStatus
@@ -76,7 +76,7 @@ class FleetWorker:
         self.target = target
         self.options = options
         self.progress = progress
-        self.host = HostActivities(settings, options.host_id, options.max_runs)
+        self.host = HostActivities(settings, target.queue, options.host_id, options.max_runs)
         self.host.warm = options.warm
         self.delivery = DeliveryActivities(settings, options.host_id)
         self._stop = asyncio.Event()
@@ -95,7 +95,7 @@ class FleetWorker:
 
         dispatch = Worker(
             client,
-            task_queue=DISPATCH_QUEUE,
+            task_queue=self.target.queue,
             workflows=[RunWorkflow, HostWorkflow, RegressWorkflow],
             activities=[self.host.claim, *self.delivery.activities(), regress_activity],
             max_concurrent_activities=8,
@@ -157,8 +157,8 @@ class FleetWorker:
         await client.start_workflow(
             "CorralHost",
             status,
-            id=HOST_PREFIX + self.options.host_id,
-            task_queue=DISPATCH_QUEUE,
+            id=host_queue(self.target.queue, self.options.host_id),
+            task_queue=self.target.queue,
             start_signal="status",
             start_signal_args=[status],
         )

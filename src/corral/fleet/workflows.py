@@ -13,7 +13,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from corral.fleet import DISPATCH_QUEUE
     from corral.fleet.types import Claim, Decision, DeliveryArgs, HostStatus, RegressJob, RunJob, StepArgs
 
 HOST_LOST = ("HostLost", "HandedBack")
@@ -101,7 +100,7 @@ class RunWorkflow:
         result: str = await workflow.execute_activity(
             step,
             args,
-            task_queue=DISPATCH_QUEUE,
+            task_queue=job.queue,
             start_to_close_timeout=_DELIVERY_TIMEOUT,
             retry_policy=_DELIVERY_RETRY,
         )
@@ -120,7 +119,7 @@ class RunWorkflow:
                     await workflow.execute_activity(
                         "fail_run",
                         args,
-                        task_queue=DISPATCH_QUEUE,
+                        task_queue=job.queue,
                         start_to_close_timeout=_DELIVERY_TIMEOUT,
                         retry_policy=_DELIVERY_RETRY,
                     )
@@ -132,7 +131,7 @@ class RunWorkflow:
             "claim",
             step,
             result_type=Claim,
-            task_queue=DISPATCH_QUEUE,
+            task_queue=job.queue,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=_CLAIM_RETRY,
         )
@@ -200,7 +199,7 @@ class RegressWorkflow:
             "regress",
             job,
             result_type=str,
-            task_queue=DISPATCH_QUEUE,
+            task_queue=job.queue,
             start_to_close_timeout=timedelta(hours=12),
             heartbeat_timeout=timedelta(minutes=5),
             retry_policy=RetryPolicy(maximum_attempts=2),
