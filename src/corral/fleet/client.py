@@ -88,8 +88,17 @@ async def waiting_for(client: Client, run_id: str) -> str:
     return waiting
 
 
+CATCH_UP_SECONDS = 30.0
+"""How long a workflow still reporting its last step may take to start waiting (the step's result
+reaches Temporal a moment after the run's phase is recorded, or after a server restart)."""
+
+
 async def require_waiting(client: Client, run_id: str, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + CATCH_UP_SECONDS
     waiting = await waiting_for(client, run_id)
+    while not waiting and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.25)
+        waiting = await waiting_for(client, run_id)
     if waiting != what:
         now = f"waits for {waiting}" if waiting else "is not waiting for a decision (it is still working)"
         raise SignalRefused(

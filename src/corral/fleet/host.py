@@ -150,6 +150,11 @@ class HostActivities:
 
     def _prepare(self, step: StepArgs, workflow_id: str, workflow_run_id: str) -> str:
         job = step.job
+        if step.attempt > 1 and (done := self._finished_before(step)):
+            # The earlier attempt got the run to rest or to its end, and only its report to Temporal
+            # was lost (a server restart, a host dying after the last step): never run it again.
+            self._drop(job.run_id)
+            return done
         held = self._open(step)
         run = held.run
         run.sink.emit(
@@ -245,6 +250,17 @@ class HostActivities:
         with self._lock:
             self.held[job.run_id] = held
         return held
+
+    def _finished_before(self, step: StepArgs) -> str:
+        from corral.state.machine import AT_REST, TERMINAL
+
+        scope = resolve_scope(self.settings, str(step.job.meta.get("team", "default")), Path(step.job.repo))
+        services = Services(self.settings, None, scope)
+        try:
+            phase = services.find_run(step.job.run_id).phase
+        finally:
+            services.close()
+        return phase.value if phase in AT_REST | TERMINAL else ""
 
     def _holding(self, step: StepArgs) -> _Held:
         with self._lock:
