@@ -188,9 +188,15 @@ def make_fleet(address: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def fleet(postgres_url: str, monkeypatch: pytest.MonkeyPatch, agent_image: str) -> Iterator[Fleet]:
+def bare_fleet(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
+    """A fleet on the shared dev server, for tests whose hosts never start a sandbox."""
     address = require_env("CORRAL_TEST_TEMPORAL_ADDRESS")
     yield from make_fleet(address, postgres_url, monkeypatch)
+
+
+@pytest.fixture
+def fleet(bare_fleet: Fleet, agent_image: str) -> Fleet:
+    return bare_fleet
 
 
 @dataclass

@@ -17,7 +17,7 @@ from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
 from tests.delivery.runs import awaiting_run
-from tests.fleet.conftest import CONFIG, Fleet, make_fleet, make_repo
+from tests.fleet.conftest import CONFIG, Fleet, make_repo
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 
@@ -40,16 +40,8 @@ def test_an_unreachable_temporal_fails_corral_run_at_once(tmp_path: Path) -> Non
 
 @pytest.mark.temporal
 @pytest.mark.postgres
-def test_a_host_without_docker_refuses_work_and_says_so(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.conftest import require_env
-
-    for fleet in make_fleet(require_env("CORRAL_TEST_TEMPORAL_ADDRESS"), postgres_url, monkeypatch):
-        _no_docker(fleet)
-
-
-def _no_docker(fleet: Fleet) -> None:
+def test_a_host_without_docker_refuses_work_and_says_so(bare_fleet: Fleet) -> None:
+    fleet = bare_fleet
     fleet.start_worker("nodocker", 2, {"DOCKER_HOST": f"unix://{fleet.root}/no-such-docker.sock"})
     fleet.wait_ready("nodocker")
     listed = fleet.corral("workers", "--json")
@@ -63,21 +55,17 @@ def _no_docker(fleet: Fleet) -> None:
 
 @pytest.mark.temporal
 @pytest.mark.postgres
-def test_a_decision_for_a_run_without_a_workflow_is_refused(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from tests.conftest import require_env
-
-    for _fleet in make_fleet(require_env("CORRAL_TEST_TEMPORAL_ADDRESS"), postgres_url, monkeypatch):
-        repo = make_repo(tmp_path / "repo", {"README.md": "# x\n"}, CONFIG)
-        services = Services(Settings())
-        try:
-            run = awaiting_run(services, repo, "fleet", "ghost")
-            services.state().update_run(run.run_id, meta={**run.meta, "workflow_id": run.run_id})
-            with pytest.raises(SignalRefused, match=f"run {run.run_id} has no workflow on Temporal"):
-                approve(services, run.run_id, approver="bob")
-            record = services.find_run(run.run_id)
-            assert record.phase == Phase.AWAITING_APPROVAL
-            assert services.state().list_approvals(run.run_id) == []
-        finally:
-            services.close()
+def test_a_decision_for_a_run_without_a_workflow_is_refused(bare_fleet: Fleet, tmp_path: Path) -> None:
+    """The fleet is configured (`bare_fleet`), but this run's workflow never existed."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "# x\n"}, CONFIG)
+    services = Services(Settings())
+    try:
+        run = awaiting_run(services, repo, "fleet", "ghost")
+        services.state().update_run(run.run_id, meta={**run.meta, "workflow_id": run.run_id})
+        with pytest.raises(SignalRefused, match=f"run {run.run_id} has no workflow on Temporal"):
+            approve(services, run.run_id, approver="bob")
+        record = services.find_run(run.run_id)
+        assert record.phase == Phase.AWAITING_APPROVAL
+        assert services.state().list_approvals(run.run_id) == []
+    finally:
+        services.close()

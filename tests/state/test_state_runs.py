@@ -28,6 +28,10 @@ LEGAL = {
     (Phase.APPROVED, Phase.AWAITING_APPROVAL),
     (Phase.MERGED, Phase.STAGED),
     (Phase.STAGED, Phase.PROMOTED),
+    # a fleet run whose host died mid-phase starts again cleanly on another host
+    (Phase.PREPARING, Phase.PREPARING),
+    (Phase.RUNNING, Phase.PREPARING),
+    (Phase.CHECKING, Phase.PREPARING),
 } | {(p, Phase.FAILED) for p in Phase if p not in TERMINAL}
 
 

@@ -25,7 +25,18 @@ EXIT = {"pass": 0, "empty": 0, "fail": 1, "inconclusive": 3}
 def register(app: typer.Typer) -> None:
     @app.command()
     def regress(
-        candidate: Annotated[str, typer.Option("--candidate", help="The candidate's dated model id.")],
+        action: Annotated[
+            str | None,
+            typer.Argument(
+                help="schedule (with --cron), schedules (list them) or unschedule; none: run it now."
+            ),
+        ] = None,
+        candidate: Annotated[
+            str | None, typer.Option("--candidate", help="The candidate's dated model id.")
+        ] = None,
+        cron: Annotated[
+            str | None, typer.Option("--cron", help='With schedule: when, e.g. "0 2 * * *".')
+        ] = None,
         since: Annotated[
             str, typer.Option("--since", help="The window of recorded runs, e.g. 7d, 12h.")
         ] = "7d",
@@ -59,7 +70,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-run the window's human-decided tasks with CANDIDATE and gate on paired statistics.
 
-        Exit 0: pass (or nothing to compare), 1: a regression, 3: inconclusive (too few tasks)."""
+        Exit 0: pass (or nothing to compare), 1: a regression, 3: inconclusive (too few tasks).
+        `corral regress schedule --candidate M --cron "0 2 * * *"` makes it a Temporal Schedule."""
+        if action is not None:
+            from corral.cli.regress_schedule import scheduled
+
+            given = {"since": since, "project": project, "epochs": epochs, "playbooks": playbooks}
+            scheduled(action, candidate, cron, given, output, team, repo, as_json)
+            return
+        if candidate is None:
+            raise typer.BadParameter("--candidate is required", param_hint="--candidate")
         from datetime import timedelta
 
         from corral.config import _require_dated, duration_seconds

@@ -51,7 +51,9 @@ async def create(client: Client, job: RegressJob, cron: str) -> str:
         state=ScheduleState(note=f"corral regress --candidate {job.candidate} (team {job.team})"),
     )
     try:
-        await client.create_schedule(sid, schedule, memo={"cron": cron, "candidate": job.candidate})
+        # The memo keeps what was asked as it was written (the server turns a cron into calendars).
+        memo = {"cron": cron, "candidate": job.candidate, "team": job.team, "repo": job.repo}
+        await client.create_schedule(sid, schedule, memo=memo)
     except ScheduleAlreadyRunningError as exc:
         raise FleetError(
             f"a regression of {job.candidate} is already scheduled for team {job.team} ({sid})",
@@ -68,17 +70,13 @@ async def listing(client: Client, queue: str) -> list[ScheduledRegression]:
         if not entry.id.startswith(f"{queue}-regress-"):
             continue
         described = await client.get_schedule_handle(entry.id).describe()
-        action = described.schedule.action
-        args = action.args if isinstance(action, ScheduleActionStartWorkflow) else []
-        job = args[0] if args else {}
-        data = job if isinstance(job, dict) else {}
         found.append(
             ScheduledRegression(
                 schedule_id=entry.id,
-                candidate=str(data.get("candidate", "")),
-                team=str(data.get("team", "")),
-                cron=", ".join(described.schedule.spec.cron_expressions),
-                repo=str(data.get("repo", "")),
+                candidate=str(await described.memo_value("candidate", "")),
+                team=str(await described.memo_value("team", "")),
+                cron=str(await described.memo_value("cron", "")),
+                repo=str(await described.memo_value("repo", "")),
                 next_runs=[t.isoformat() for t in described.info.next_action_times[:3]],
                 paused=described.schedule.state.paused,
             )
