@@ -182,6 +182,9 @@ class RunOrchestrator:
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
+        from corral.outputs import redact_logging
+
+        redact_logging()  # what this run resolves is redacted from every log record of the process
         config, playbook = self.prepare_inputs(request)
         self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
