@@ -105,11 +105,13 @@ class Redactor:
 
     `forward_to` is told every registration too (a run's redactor forwards to the process's)."""
 
+    _longest: int
+    """The longest registered form's length; set with the first pattern, read only once there is one."""
+
     def __init__(self, forward_to: Redactor | None = None) -> None:
         self._lock = threading.Lock()
         self._names: dict[str, str] = {}  # form -> name
         self._pattern: re.Pattern[str] | None = None
-        self._longest = 0
         self._forward = forward_to
 
     def register(self, name: str, value: str) -> None:

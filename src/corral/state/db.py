@@ -180,7 +180,7 @@ class StateStore(GovernanceStore, RegressionStore):
                 run_id=rid,
                 team=self.team,
                 project=project,
-                task=task,
+                task=process_redactor().redact_text(task),
                 repo=repo,
                 base_commit=base_commit,
                 branch=branch or f"corral/{rid}",
@@ -191,7 +191,7 @@ class StateStore(GovernanceStore, RegressionStore):
                 created_at=now,
                 updated_at=now,
                 preference_ids=[],
-                meta=dict(meta or {}),
+                meta=process_redactor().redact(dict(meta or {})),
                 requester=requester,
             )
             try:
