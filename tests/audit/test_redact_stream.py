@@ -118,3 +118,26 @@ def test_a_registration_is_forwarded_to_the_redactor_it_feeds() -> None:
 
 def test_the_process_redactor_is_one_object() -> None:
     assert process_redactor() is process_redactor()
+
+
+def test_every_value_in_one_piece_is_shown_redacted_at_once() -> None:
+    r = redactor()
+    s = StreamRedactor(r)
+    tail = "t" * max(len(f) for f in secret_forms(SECRET))
+    shown = s.feed(f"a {SECRET} b {B64} c {FORMS['hex']} d{tail}")
+    assert shown.startswith("a [secret:TOKEN] b [secret:TOKEN] c [secret:TOKEN] d")
+    assert SECRET not in shown + s.flush()
+
+
+def test_a_longer_value_that_extends_a_shorter_one_is_not_cut_short_at_a_piece_boundary() -> None:
+    # Y's hex is the longest form, and X's hex is its prefix: the piece ends one character before Y's
+    # hex does, exactly where X's hex already matches. Only the next piece tells them apart.
+    r = Redactor()
+    short, long = "abcdefgh12", "abcdefgh12z"
+    r.register("SHORT", short)
+    r.register("LONG", long)
+    form = long.encode().hex()
+    assert max(len(f) for f in secret_forms(long)) == len(form)
+    assert stream(["ppppp" + form[:-1], form[-1:] + " end"], r) == "ppppp[secret:LONG] end"
+    assert stream(["ppppp" + form[:-2], form[-2:] + " end"], r) == "ppppp[secret:LONG] end"
+    assert stream(["ppppp" + short.encode().hex(), "q end"], r) == "ppppp[secret:SHORT]q end"
