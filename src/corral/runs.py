@@ -502,6 +502,7 @@ class _Run:
                 # Redacted before it is cut: a cut through a value would leave a piece no form matches.
                 "text": process_redactor().redact_text(outcome.result)[:4000],
                 **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
+                **({"incident": self.request.incident.as_result()} if self.request.incident else {}),
             },
         )
         self.remove_sandboxes()
