@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
+from corral.audit.redact import process_redactor
 from corral.config import Config, load_config
 from corral.errors import CorralError, EgressError, RunError, WorkspaceError
 from corral.events import (
@@ -181,6 +182,9 @@ class RunOrchestrator:
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
+        from corral.outputs import redact_logging
+
+        redact_logging()  # what this run resolves is redacted from every log record of the process
         config, playbook = self.prepare_inputs(request)
         self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
@@ -495,7 +499,8 @@ class _Run:
             result={
                 "turns": outcome.turns,
                 "stop_reason": outcome.stop_reason,
-                "text": outcome.result[:4000],
+                # Redacted before it is cut: a cut through a value would leave a piece no form matches.
+                "text": process_redactor().redact_text(outcome.result)[:4000],
                 **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
                 **({"incident": self.request.incident.as_result()} if self.request.incident else {}),
             },
@@ -548,7 +553,7 @@ class _Run:
                 command=command,
                 exit_code=result.exit_code,
                 passed=result.exit_code == 0,
-                output=result.output[-20000:],
+                output=process_redactor().redact_text(result.output)[-20000:],
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         )

@@ -35,6 +35,7 @@ from claude_agent_sdk import (
 from corral.agent.policy import PathPolicy
 from corral.agent.tool_hooks import ToolHooks, deny_output
 from corral.audit import EventSink
+from corral.audit.redact import process_redactor
 from corral.config import Config
 from corral.events import AgentStopped, ToolDenied
 from corral.sandbox import NODUMP_LIBRARY, Sandbox
@@ -269,7 +270,7 @@ class ClaudeDriver:
                     tool_name=self._requested.get(block.tool_use_id, ""),
                     tool_call_id=block.tool_use_id,
                     rule="not-offered",
-                    reason=text[:500],
+                    reason=process_redactor().redact_text(text)[:500],
                 ),
                 durable=True,
             )
@@ -324,7 +325,10 @@ class ClaudeDriver:
                 0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True
             )
         if result is None:
-            tail = " | ".join(line.strip()[-500:] for line in self._stderr.lines()[-5:] if line.strip())
+            lines = self._stderr.lines()[-5:]
+            tail = " | ".join(
+                process_redactor().redact_text(line).strip()[-500:] for line in lines if line.strip()
+            )
             return AgentOutcome(
                 0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False
             )

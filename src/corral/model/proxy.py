@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from corral.audit import EventSink
+from corral.audit.redact import process_redactor
 from corral.errors import ModelError
 from corral.events import ModelRefused, ModelRequest, ModelResponse
 from corral.model import request_filter
@@ -107,7 +108,7 @@ def _summarise_user_turn(messages: Any) -> str:
             continue
         content = message.get("content")
         if isinstance(content, str):
-            return _SYSTEM_REMINDER.sub("", content).strip()[:_SUMMARY_CHARS]
+            return _clip(_SYSTEM_REMINDER.sub("", content).strip())
         parts: list[str] = []
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
@@ -120,8 +121,13 @@ def _summarise_user_turn(messages: Any) -> str:
                     inner = " ".join(str(b.get("text", "")) for b in inner if isinstance(b, dict))
                 flag = " error" if block.get("is_error") else ""
                 parts.append(f"[tool_result{flag} {block.get('tool_use_id', '')}] {inner or ''}")
-        return " | ".join(p.strip() for p in parts if p.strip())[:_SUMMARY_CHARS]
+        return _clip(" | ".join(p.strip() for p in parts if p.strip()))
     return ""
+
+
+def _clip(text: str) -> str:
+    """Redacted before it is cut: a cut through a secret would leave a piece that no form matches."""
+    return process_redactor().redact_text(text)[:_SUMMARY_CHARS]
 
 
 def _token_of(request: Request) -> str | None:
