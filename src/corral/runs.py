@@ -25,7 +25,7 @@ from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
-from corral.errors import CorralError, EgressError, RunError, WorkspaceError
+from corral.errors import CorralError, EgressError, ModelError, RunError, WorkspaceError
 from corral.events import (
     AgentInit,
     CheckResult,
@@ -46,6 +46,7 @@ from corral.incident.source import IncidentSource, incident_grants
 from corral.model.budget import Budget
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
+from corral.model.upstream_failures import UpstreamFailures
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.nodump import check_nodump
@@ -146,6 +147,7 @@ class _Prepared:
     gateway: RunGatewayHandle
     prefs: PreferenceSelection
     budget: Budget
+    failures: UpstreamFailures
 
 
 class RunOrchestrator:
@@ -441,7 +443,7 @@ class _Run:
 
             recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
             serve_recorded(gateway.gateway, recorded)
-        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget)
+        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget, proxy.failures)
 
     def open_workspace(self) -> Workspace:
         """The run's worktree: a new branch `corral/<run-id>` at the base commit."""
@@ -504,6 +506,13 @@ class _Run:
             raise RunError(
                 f"budget exhausted: {prepared.budget.exhausted}",
                 hint="raise the limit under [agent] in corral.toml, or give the agent a smaller task",
+            )
+        upstream_failed = prepared.failures.failure()
+        if outcome.is_error and upstream_failed:
+            raise ModelError(
+                upstream_failed,
+                hint="the model upstream is failing, not the task: run it again later; "
+                "[agent] model_retries sets how often each request is retried",
             )
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
