@@ -509,6 +509,8 @@ class _Run:
             )
         upstream_failed = prepared.failures.failure()
         if outcome.is_error and upstream_failed:
+            if outcome.timed_out:
+                upstream_failed += f"; then the {outcome.stop_reason} was reached"
             raise ModelError(
                 upstream_failed,
                 hint="the model upstream is failing, not the task: run it again later; "

@@ -39,6 +39,8 @@ class FaultyUpstream:
     retry_after: str | None = None
     stall_after: int | None = None
     """Every main request's stream stops after this many SSE events and sends nothing more."""
+    hang_unstreamed: bool = False
+    """A main request that does not stream (Claude Code's fallback after a stalled stream) gets no answer."""
     hits: list[float] = field(default_factory=list)
     """When each main request arrived (monotonic)."""
     url: str = ""
@@ -49,6 +51,11 @@ class FaultyUpstream:
         if self.always is not None:
             return self.always
         return self.errors[index] if index < len(self.errors) else None
+
+    async def _silence(self) -> None:
+        """Nothing more, with the connection open: what a hung upstream does (until the test ends)."""
+        while not self.released.is_set():
+            await anyio.sleep(0.1)
 
     def app(self) -> Any:
         inner = scripted_app(self.playbook, "/workspace")
@@ -64,7 +71,8 @@ class FaultyUpstream:
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
-            main = bool(json.loads(body).get("tools"))
+            parsed = json.loads(body)
+            main = bool(parsed.get("tools"))
             if main:
                 self.hits.append(time.monotonic())
             failure = self._failure() if main else None
@@ -86,6 +94,9 @@ class FaultyUpstream:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
 
+            if main and self.hang_unstreamed and not parsed.get("stream"):
+                await self._silence()
+                return
             if not main or self.stall_after is None:
                 await inner(scope, replay, send)
                 return
@@ -96,9 +107,7 @@ class FaultyUpstream:
                 if message["type"] == "http.response.body" and message.get("body"):
                     events += 1
                     if events > self.stall_after:  # type: ignore[operator]
-                        # Silence, with the connection open: what a hung upstream does.
-                        while not self.released.is_set():
-                            await anyio.sleep(0.1)
+                        await self._silence()
                         return
                 await send(message)
 

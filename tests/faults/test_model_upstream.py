@@ -91,21 +91,44 @@ def test_a_persistent_failure_fails_the_run_naming_the_upstream_and_status(
 
 STALL = """\
 turns:
+  - tool_use: [{name: Bash, input: {command: "echo fixed > {workspace}/out.txt"}}]
   - text: "a long answer that never arrives whole"
 """
+STALLED = "corral: model upstream anthropic stream stalled (no data for 2s)"
 
 
-def test_a_stalled_stream_is_cut_and_the_run_fails_in_bounded_time(
+def test_a_stalled_stream_is_cut_and_claude_code_falls_back_to_an_unstreamed_request(
     agent_image: str, docker_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # message_start, ping and content_block_start arrive; then silence with the connection open.
     upstream = FaultyUpstream(Playbook.from_text(STALL, "p.yaml"), stall_after=3)
-    result = _run(tmp_path, upstream, "model_retries = 1\nmodel_stream_idle_seconds = 2", monkeypatch)
-    assert result.record.phase == "failed"
-    reason = result.record.failure_reason
-    stalled = "model upstream anthropic failed: stream stalled (no data for 2s) after "
-    assert reason.startswith(stalled), reason
+    result = _run(tmp_path, upstream, "model_stream_idle_seconds = 2", monkeypatch)
+    assert result.record.phase == "awaiting_approval", result.record.failure_reason
+    requests = [r for r in result.of("model.request") if r.tools]
     attempts = _attempts(result)
-    assert attempts and len(attempts) == len(upstream.hits) <= 2
-    assert all(a.stop_reason == "error" and "stream stalled" in a.text for a in attempts)
+    assert len(attempts) == len(requests) == len(upstream.hits) == 4
+    # Each turn: the stream cut by the proxy, then Claude Code's own fallback without streaming.
+    assert [r.stream for r in requests] == [True, False, True, False]
+    assert [a.stop_reason for a in attempts] == ["error", "tool_use", "error", "end_turn"]
+    assert all(STALLED in a.text for a in attempts[::2])
+    assert_recorded(result, docker_client)
+
+
+def test_an_upstream_that_hangs_for_good_ends_the_run_in_bounded_time(
+    agent_image: str, docker_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream = FaultyUpstream(Playbook.from_text(STALL, "p.yaml"), stall_after=3, hang_unstreamed=True)
+    agent = "model_stream_idle_seconds = 2\ntimeout_seconds = 60"
+    result = _run(tmp_path, upstream, agent, monkeypatch)
+    assert result.record.phase == "failed"
+    assert result.record.failure_reason == (
+        "model upstream anthropic failed: stream stalled (no data for 2s) after 1 attempt; "
+        "then the wall-clock limit of 60s was reached"
+    )
+    requests = [r for r in result.of("model.request") if r.tools]
+    attempts = _attempts(result)
+    # The hung unstreamed request is on record too, answered by nobody when the run was stopped.
+    assert [r.stream for r in requests] == [True, False]
+    assert [a.stop_reason for a in attempts] == ["error", "error"]
+    assert STALLED in attempts[0].text
     assert_recorded(result, docker_client)

@@ -415,6 +415,12 @@ class ModelProxy:
             message = failed(exc)
             record()
             return _error(502, "api_error", message)
+        except anyio.get_cancelled_exc_class():
+            # The proxy is stopping (the run ended) while the upstream still owes the answer: the
+            # request is on record, so its outcome must be too.
+            failed(TimeoutError("no answer before the run stopped"))
+            record()
+            raise
         finally:
             release()
         status = upstream.status_code
