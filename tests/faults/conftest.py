@@ -21,9 +21,16 @@ from corral.model.playbook import Playbook
 from corral.model.scripted import error_body, scripted_app
 from corral.services import Services
 from corral.state.machine import AT_REST, TERMINAL
-from tests.e2e.conftest import RunResult, agent_image, docker_client, leftovers
+from tests.e2e.conftest import RunResult, agent_image, docker_client, leftovers, write_playbook
 
-__all__ = ["FaultyUpstream", "agent_image", "assert_recorded", "docker_client", "faulty_upstream"]
+__all__ = [
+    "FaultyUpstream",
+    "agent_image",
+    "assert_recorded",
+    "docker_client",
+    "faulty_upstream",
+    "write_playbook",
+]
 
 
 @dataclass
