@@ -25,6 +25,7 @@ from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
 from corral.config import Config, load_config
+from corral.diskspace import check_disk, low_space, with_disk
 from corral.errors import CorralError, EgressError, ModelError, RunError, WorkspaceError
 from corral.events import (
     AgentInit,
@@ -317,6 +318,7 @@ class _Run:
             prepared = self.prepare()
             self.move(Phase.RUNNING)
             self.drive_agent(prepared)
+            check_disk(self.services.settings.home)
             self.commit()
             if self.empty_is_terminal and not self.branch_has_commits():
                 self.move(Phase.NO_CHANGES, "the session changed nothing")
@@ -332,10 +334,11 @@ class _Run:
             reason = "interrupted (Ctrl-C)"
             raise
         except CorralError as exc:
-            reason = exc.message
+            reason = with_disk(self.services.settings.home, exc.message)
         except Exception as exc:
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            raise
+            reason = with_disk(self.services.settings.home, f"internal error: {type(exc).__name__}: {exc}")
+            if not low_space(self.services.settings.home):
+                raise  # a full disk explains the error: recorded as the run's failure, not a crash
         finally:
             self.release()
             if self.phase not in AT_REST | TERMINAL:
