@@ -3,8 +3,8 @@
     CORRAL_TEST_DOCKERD_RESTART=1 .venv/bin/pytest -m dockerd_restart tests/faults/test_dockerd_restart.py
 
 It never touches the host's own Docker Engine, which other tests (and other people) are using: it
-starts a private dockerd of its own (its own socket, data root and exec root, no bridge, no
-iptables), loads the agent image into it from the host's engine, and restarts that one. The run must
+starts a private dockerd of its own (its own socket, data root, exec root and bridge, no iptables),
+loads the agent image into it from the host's engine, and restarts that one. The run must
 end recorded as failed, its chain must verify, and `corral gc` must find and remove what is left."""
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ pytestmark = [
 ]
 
 ROOT = Path("/tmp/cfdk")  # short: the daemon's socket path
+BRIDGE = "cfdk0"
+"""The private daemon's own bridge. Never `--bridge=none`: a dockerd started so deletes the host's
+docker0, which the host's own Engine needs for every container with a network."""
 DATA = Path("/var/tmp/corral-faults-docker")  # kept between runs: the image is loaded once
 SLOW = (
     "turns:\n"
@@ -57,9 +60,13 @@ class PrivateDockerd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", "10.251.0.1/24", "dev", BRIDGE], check=True)
+            subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
         argv = [
             "dockerd", "--host", self.url, "--data-root", str(DATA), "--exec-root", str(ROOT / "exec"),
-            "--pidfile", str(ROOT / "docker.pid"), "--bridge=none", "--iptables=false",
+            "--pidfile", str(ROOT / "docker.pid"), f"--bridge={BRIDGE}", "--iptables=false",
             "--ip6tables=false", "--ip-masq=false",
         ]  # fmt: skip
         log = open(ROOT / "dockerd.log", "ab")  # noqa: SIM115
@@ -102,6 +109,7 @@ def dockerd(agent_image: str, docker_client: Any) -> Iterator[PrivateDockerd]:
         yield daemon
     finally:
         daemon.stop()
+        subprocess.run(["ip", "link", "delete", BRIDGE], check=False)
 
 
 def _wait_for_tool_call(settings: Settings, needle: str, proc: subprocess.Popen[str]) -> str:
@@ -139,6 +147,9 @@ def test_a_dockerd_restart_mid_run_ends_it_recorded_and_gc_removes_the_rest(
     result = stored_run(settings, run_id)
     assert result.record.phase == "failed", result.record.phase
     print("failure_reason:", result.record.failure_reason)
+    # A clear, recorded failure: not an internal error from an Engine call that was cut off.
+    assert "internal error" not in result.record.failure_reason and "Traceback" not in err
+    assert proc.returncode == 1
     assert result.events[-1].kind == "run.finished" and result.events[-1].phase == "failed"
     assert [e.seq for e in result.events] == list(range(1, len(result.events) + 1))
     sleeping = [c for c in result.of("tool.call") if "time.sleep(120)" in c.input.get("command", "")]
