@@ -12,7 +12,7 @@ import pytest
 from corral.model.proxy import ModelProxy, Upstream
 from corral.model.upstream_failures import MAX_RETRY_AFTER_SECONDS
 
-from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink
+from .conftest import PINNED, RUN_TOKEN, SMALL, FakeUpstream, RecordingSink, sse_bytes
 from .test_proxy import auth, body
 
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
@@ -92,3 +92,16 @@ def test_a_client_error_is_neither_a_failure_nor_a_success(
     post(url)
     assert served.failures.consecutive == 1
     assert served.failures.failure().endswith("529 overloaded_error after 1 attempt")
+
+
+def test_an_error_event_in_a_stream_is_a_failed_attempt(
+    proxy: tuple[ModelProxy, str], fake_upstream: FakeUpstream
+) -> None:
+    served, url = proxy
+    start = {"type": "message_start", "message": {"id": "msg_e", "model": PINNED, "usage": {}}}
+    fake_upstream.chunks = sse_bytes([start, OVERLOADED])
+    response = httpx.post(f"{url}/v1/messages", json=body(), headers=auth())
+    assert response.status_code == 200 and b"overloaded_error" in response.content
+    assert served.failures.failure() == (
+        "model upstream anthropic failed: overloaded_error mid-stream after 1 attempt"
+    )

@@ -466,8 +466,10 @@ class ModelProxy:
     def _count_attempt(self, status: int, failure: Failure | None, result: Reassembled) -> None:
         """One attempt, for the bound on consecutive failures: a transport failure or a stall, a
         retryable status, or an `error` event in a stream count as failed; a whole answer resets."""
-        if failure is None and (status in RETRYABLE_STATUSES or (status < 400 and result.error)):
+        if failure is None and status in RETRYABLE_STATUSES:
             failure = Failure(status, _error_type(result.error) or f"HTTP {status}")
+        elif failure is None and status < 400 and result.error:  # an `error` event after a 200
+            failure = Failure(0, f"{_error_type(result.error) or 'error'} mid-stream")
         if failure is not None:
             self.failures.failed(failure)
         elif status < 400:
