@@ -176,6 +176,8 @@ class Services:
             upstream=upstream,
             sink=sink,
             budget=Budget(BudgetLimits.from_config(config.agent)),
+            retries=config.agent.model_retries,
+            stream_idle_seconds=config.agent.model_stream_idle_seconds,
         )
         proxy.serve_unix(socket_path)
         return proxy

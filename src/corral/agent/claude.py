@@ -38,6 +38,7 @@ from corral.audit import EventSink
 from corral.audit.redact import process_redactor
 from corral.config import Config
 from corral.events import AgentStopped, ToolDenied
+from corral.model.upstream_failures import DEFAULT_MODEL_RETRIES
 from corral.sandbox import NODUMP_LIBRARY, Sandbox
 from corral.tail import Tail
 
@@ -72,6 +73,9 @@ class AgentSettings:
     system_append: str = ""
     mcp_servers: dict[str, Any] = field(default_factory=dict)
     allowed_mcp_tools: tuple[str, ...] = ()
+    model_retries: int = DEFAULT_MODEL_RETRIES
+    """Claude Code's own retries of a failed model request (`CLAUDE_CODE_MAX_RETRIES`): without it,
+    2.1.332 retries a 529 ten times over three minutes."""
     exposed_secrets: dict[str, str] = field(default_factory=dict, repr=False)
     """ENV_NAME -> value of the secrets declared `expose = "agent"`: handed to `docker exec` through
     its environment (`-e NAME`), never written into the wrapper script."""
@@ -100,6 +104,7 @@ class AgentSettings:
             system_append=system_append,
             mcp_servers=mcp_servers or {},
             allowed_mcp_tools=allowed_mcp_tools,
+            model_retries=config.agent.model_retries,
             exposed_secrets=exposed_secrets or {},
         )
 
@@ -135,6 +140,7 @@ def container_env(settings: AgentSettings) -> dict[str, str]:
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_ENTRYPOINT": "sdk-py",
+        "CLAUDE_CODE_MAX_RETRIES": str(settings.model_retries),
         # Makes the CLI non-dumpable before its main() runs (and is then removed from its
         # environment): its tools share its uid, and must not reach its stdout or memory. The run
         # checks that the image's library works (corral.sandbox.nodump) before the agent starts.
