@@ -22,6 +22,7 @@ from corral.workspace import Workspace
 if TYPE_CHECKING:
     from corral.gateway.run import RunGatewayHandle
     from corral.model.budget import Budget
+    from corral.model.upstream_failures import UpstreamFailures
     from corral.sandbox import Sandbox
 
 RunMode = Literal["run", "regress", "replay"]
@@ -87,3 +88,4 @@ class Prepared:
     gateway: RunGatewayHandle
     prefs: PreferenceSelection
     budget: Budget
+    failures: UpstreamFailures

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import secrets as pysecrets
 import threading
 import time
@@ -21,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
-from corral.audit.observed import ObservedSink, Observer
+from corral.audit.observed import Observer
+from corral.audit.redact import process_redactor
 from corral.config import Config, load_config
-from corral.errors import CorralError, RunError, WorkspaceError
+from corral.diskspace import check_disk, low_space, with_disk
+from corral.errors import CorralError, ModelError, RunError, WorkspaceError
 from corral.events import (
     AgentInit,
     CheckResult,
@@ -31,17 +32,16 @@ from corral.events import (
     DeployStaged,
     PrefsInjected,
     PrOpened,
-    RunCreated,
     RunFinished,
     RunPhase,
 )
-from corral.identity import current_user
 from corral.incident.evidence import EvidenceCollector
 from corral.incident.source import incident_grants
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
 from corral.paths import Protection
 from corral.run_holdings import RunHoldings
+from corral.run_record import creation_event, open_record
 from corral.run_request import Prepared as _Prepared
 from corral.run_request import Resources as _Resources
 from corral.run_request import RunMode, RunRequest, Script, config_hash, evaluation_grants
@@ -136,7 +136,9 @@ class RunOrchestrator:
         """With Temporal configured: record the run and start its workflow, and return at once.
         Without: the whole run, in this process."""
         from corral.fleet import fleet_target
+        from corral.outputs import redact_logging
 
+        redact_logging()  # what this run resolves is redacted from every log record of the process
         config, playbook = self.prepare_inputs(request)
         self._config = config
         target = fleet_target(self._services.settings, config)
@@ -165,68 +167,6 @@ class RunOrchestrator:
     def record(self, run_id: str) -> RunRecord:
         """The run's record, from the store of the project it ran in (its team, its stores)."""
         return self._services.state(self._config).get_run(run_id)
-
-
-def open_record(
-    services: Services,
-    observers: list[Observer],
-    request: RunRequest,
-    config: Config,
-    repo_info: RepoInfo,
-) -> tuple[str, RunRecorder, ObservedSink, EvidenceCollector]:
-    """Record a new run (queued) and open its audit chain: (run id, recorder, sink, evidence)."""
-    from corral.sandbox.project_image import repository_name
-
-    state = services.state(config)
-    project = state.ensure_project(
-        name=config.project.name,
-        repo=str(repo_info.root),
-        team=config.project.team,
-        image=config.sandbox.image_name or repository_name("project", config.project.name),
-        config_snapshot=config.model_dump(mode="json"),
-    )
-    record = state.create_run(
-        project=project.name,
-        task=request.task,
-        repo=str(repo_info.root),
-        base_commit=repo_info.base_commit,
-        model=config.agent.model,
-        small_model=config.agent.small_model,
-        meta={**request.meta, "mode": request.mode} if request.mode != "run" else request.meta,
-        requester=request.requester or current_user(),
-    )
-    state.update_run(record.run_id, pid=os.getpid())
-    audit = services.audit(config)
-    if not audit.online:
-        services.progress(
-            f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
-        )
-    recorder = audit.for_run(record.run_id)
-    evidence = EvidenceCollector()
-    return record.run_id, recorder, ObservedSink(recorder, [*observers, evidence]), evidence
-
-
-def creation_event(
-    services: Services, request: RunRequest, config: Config, repo_info: RepoInfo, run_id: str
-) -> RunCreated:
-    requester = services.state(config).get_run(run_id).requester
-    exposed = sorted(config.agent_secrets())
-    if exposed:
-        # The agent may print, commit or send such a value anywhere its tools reach: say so.
-        services.progress(
-            f'WARNING: secrets exposed to the agent\'s sandbox (expose = "agent"): {", ".join(exposed)}'
-        )
-    return RunCreated(
-        actor=f"human:{requester}" if requester else "system",
-        task=request.task,
-        repo=str(repo_info.root),
-        base_commit=repo_info.base_commit,
-        branch=f"corral/{run_id}",
-        config_hash=config_hash(config),
-        model=config.agent.model,
-        small_model=config.agent.small_model,
-        dirty_paths=list(repo_info.dirty_paths),
-    )
 
 
 class _Run(RunHoldings):
@@ -324,6 +264,7 @@ class _Run(RunHoldings):
 
     def agent_step(self, prepared: _Prepared) -> None:
         self.drive_agent(prepared)
+        check_disk(self.services.settings.home)
         self.commit()
 
     def ended_empty(self) -> bool:
@@ -356,10 +297,11 @@ class _Run(RunHoldings):
             reason = "interrupted (Ctrl-C)"
             raise
         except CorralError as exc:
-            reason = exc.message
-        except BaseException as exc:
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            raise
+            reason = with_disk(self.services.settings.home, exc.message)
+        except Exception as exc:
+            reason = with_disk(self.services.settings.home, f"internal error: {type(exc).__name__}: {exc}")
+            if not low_space(self.services.settings.home):
+                raise  # a full disk explains the error: recorded as the run's failure, not a crash
         finally:
             if on_success or not ok:
                 self.end(reason)
@@ -455,7 +397,7 @@ class _Run(RunHoldings):
 
             recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
             serve_recorded(gateway.gateway, recorded)
-        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget)
+        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget, proxy.failures)
 
     def open_workspace(self) -> Workspace:
         """The run's worktree: a new branch `corral/<run-id>` at the base commit."""
@@ -509,8 +451,10 @@ class _Run(RunHoldings):
             result={
                 "turns": outcome.turns,
                 "stop_reason": outcome.stop_reason,
-                "text": outcome.result[:4000],
+                # Redacted before it is cut: a cut through a value would leave a piece no form matches.
+                "text": process_redactor().redact_text(outcome.result)[:4000],
                 **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
+                **({"incident": self.request.incident.as_result()} if self.request.incident else {}),
             },
         )
         self.remove_sandboxes()
@@ -518,6 +462,15 @@ class _Run(RunHoldings):
             raise RunError(
                 f"budget exhausted: {prepared.budget.exhausted}",
                 hint="raise the limit under [agent] in corral.toml, or give the agent a smaller task",
+            )
+        upstream_failed = prepared.failures.failure()
+        if outcome.is_error and upstream_failed:
+            if outcome.timed_out:
+                upstream_failed += f"; then the {outcome.stop_reason} was reached"
+            raise ModelError(
+                upstream_failed,
+                hint="the model upstream is failing, not the task: run it again later; "
+                "[agent] model_retries sets how often each request is retried",
             )
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
@@ -561,7 +514,7 @@ class _Run(RunHoldings):
                 command=command,
                 exit_code=result.exit_code,
                 passed=result.exit_code == 0,
-                output=result.output[-20000:],
+                output=process_redactor().redact_text(result.output)[-20000:],
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         )

@@ -25,6 +25,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from corral import events as ev
+from corral.audit.redact import process_redactor
 from corral.display import visible
 from corral.events import AnyEvent
 from corral.incident.evidence import is_incident_read
@@ -55,7 +56,8 @@ class Entry(BaseModel):
 
 
 def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
+    # Redacted before it is cut (and before whitespace is folded): a cut value matches no form.
+    text = " ".join(process_redactor().redact_text(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -15,6 +15,7 @@ from corral.events import RunSubmitted
 from corral.fleet import FleetTarget
 from corral.fleet.client import blocking, connect, start_run
 from corral.fleet.types import RunJob
+from corral.run_record import creation_event, open_record
 from corral.run_request import RunRequest
 from corral.services import Services
 from corral.state.machine import AT_REST, TERMINAL, Phase
@@ -27,8 +28,6 @@ def submit_run(
     services: Services, observers: list[Observer], target: FleetTarget, request: RunRequest, config: Config
 ) -> str:
     """Record the run (queued), start its workflow (id = run id), and return the run id."""
-    from corral.runs import creation_event, open_record
-
     if request.incident is not None or request.cassette is not None or request.mode != "run":
         raise FleetError(
             "only plain `corral run` tasks run on the fleet yet (not incident, replay or regression runs)",

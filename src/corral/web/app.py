@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from corral.display import visible
 from corral.errors import AuthError, CorralError, NotAvailable, NotFound, RunError
 from corral.state.ids import RUN_ID
-from corral.web import actions, views
+from corral.web import actions, redacting, views
 from corral.web.auth import COOKIE, SESSION_MAX_AGE, Caller, Sessions, identify
 from corral.web.verified import VerifiedCache
 
@@ -69,10 +69,14 @@ def _status(exc: CorralError) -> int:
 
 def create_app(services: Services, runner: Runner | None = None, secret: str | None = None) -> FastAPI:
     app = FastAPI(title="corral", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(redacting.RedactingMiddleware)
     app.state.streams = 0
     """Open SSE streams: a browser that disconnects must end its stream (and the poll behind it)."""
     # Autoescape on for every template: agent text is only ever inserted escaped.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    # Each value is redacted before it is escaped (corral.web.redacting); every response is again.
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, finalize=redacting.finalize
+    )
     env.filters["visible"] = visible  # terminal escapes in agent text shown as `\x1b`, never raw
     templates = Jinja2Templates(env=env)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral import events as ev
+from corral.audit.redact import process_redactor
 from corral.audit.timeline import Entry, timeline
 from corral.display import visible
 
@@ -71,7 +72,9 @@ def highlight_diff(diff: str) -> str:
     from pygments.formatters import HtmlFormatter
     from pygments.lexers import DiffLexer
 
-    return str(highlight(visible(diff), DiffLexer(), HtmlFormatter(nowrap=True)))
+    # Redacted before it is highlighted: in the escaped HTML a value may no longer read as itself.
+    text = visible(process_redactor().redact_text(diff))
+    return str(highlight(text, DiffLexer(), HtmlFormatter(nowrap=True)))
 
 
 def shown(entries: list[Entry]) -> list[Entry]:
