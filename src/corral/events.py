@@ -72,6 +72,8 @@ class SandboxCreated(Event):
     purpose: str = "agent"
     readonly_paths: list[str] = []
     hidden_paths: list[str] = []
+    warm: bool = False
+    """Claimed from a warm pool (created earlier, its mounts attached for this run) rather than created."""
 
 
 class SandboxSelfTest(Event):

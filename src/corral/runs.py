@@ -620,6 +620,7 @@ class _Run:
                 purpose=purpose,
                 readonly_paths=list(spec.readonly_paths),
                 hidden_paths=list(spec.hidden_paths),
+                warm=bool(getattr(sandbox, "warm", False)),
             )
         )
         return sandbox

@@ -25,6 +25,9 @@ PURPOSE_LABEL = "io.corral.purpose"
 CLAUDE_CODE_LABEL = "io.corral.claude-code"
 OWNER_LABEL = "io.corral.owner"
 """Which corral home created a container: `corral gc` only ever judges its own home's containers."""
+POOL_LABEL = "io.corral.pool"
+"""On a warm container (corral.sandbox.warm): the pool key it was made for. Labels are fixed at
+creation, so a warm container never carries a run label; gc judges it by its host process."""
 SOCKETS_IN_CONTAINER = "/run/corral"
 AGENT_UID = 1000
 """The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""
@@ -190,6 +193,10 @@ class SandboxBackend(Protocol):
         ...
 
     def remove_container(self, container_id: str) -> None: ...
+
+    def reap_warm(self) -> list[str]:
+        """Remove warm-pool containers whose creating process is gone; return their ids."""
+        ...
 
     def sweep_masks(self, min_age_seconds: float = 60.0) -> list[Path]:
         """Remove host-side mask files whose container is gone; return what was removed."""
