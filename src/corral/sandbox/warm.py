@@ -202,6 +202,16 @@ class WarmPool:
                 and not self._closed
             )
 
+    def wait_full(self, timeout: float) -> bool:
+        """Block until every key wanted so far has `size` containers ready (a worker's startup)."""
+        with self._cond:
+            return (
+                self._cond.wait_for(
+                    lambda: self._closed or all(len(s) >= self.size for s in self._ready.values()), timeout
+                )
+                and not self._closed
+            )
+
     def close(self) -> None:
         """Stop filling and remove every container still in the pool (claimed ones go with their run)."""
         with self._cond:
@@ -221,11 +231,12 @@ class WarmPool:
 
     # ---- claim ---------------------------------------------------------------------------------
 
-    def claim(self, spec: SandboxSpec) -> WarmSandbox | None:
+    def claim(self, spec: SandboxSpec, client: docker.DockerClient | None = None) -> WarmSandbox | None:
         """A ready container with `spec`'s mounts attached, or None (the caller then starts cold).
 
         The mount plan is made first, exactly as a cold create makes it, so a protected path that is
-        gone or a link fails the run the same way.
+        gone or a link fails the run the same way. The sandbox talks to Docker through `client` (the
+        run's own), never through the pool's, which the filling thread is using at the same time.
         """
         key = self.want(spec)
         if key is None:
@@ -244,11 +255,18 @@ class WarmPool:
                 self._discard(slot)
                 return None
             self._attach(slot, spec, plan)
+            if client is not None:
+                slot.container = client.containers.get(str(slot.container.id))
+        except docker.errors.DockerException as exc:
+            self._discard(slot)
+            raise SandboxError(
+                f"claim the warm container {slot.name}: {exc}", hint="check `docker info`"
+            ) from exc
         except BaseException:
             self._discard(slot)
             raise
         self.claimed += 1
-        return WarmSandbox(self._client, slot, spec)
+        return WarmSandbox(client or self._client, slot, spec)
 
     def _key(self, spec: SandboxSpec) -> PoolKey | None:
         if spec.gvisor or spec.readonly_files:
@@ -418,7 +436,7 @@ class WarmBackend(DockerBackend):
         self.pool = pool
 
     def create(self, spec: SandboxSpec) -> DockerSandbox:
-        claimed = self.pool.claim(spec)
+        claimed = self.pool.claim(spec, self._client)
         return claimed if claimed is not None else super().create(spec)
 
 
@@ -445,6 +463,11 @@ def reap_pools(
         if slot.parent == root:  # the label is only trusted to name a slot under this home's pool
             release_slot(slot)
         removed.append(str(container.id))
+    if len(removed) == len(containers):  # no live pool is left in this home: its mount points go too
+        with contextlib.suppress(OSError, CorralError):
+            if root.is_dir() and not any(root.iterdir()):
+                hostmount.detach(root)
+                hostmount.detach((home / "warm-stage").resolve())
     return removed
 
 
