@@ -20,7 +20,7 @@ from corral.sandbox import POOL_LABEL, RUN_LABEL, SandboxSpec
 from corral.sandbox.docker import DockerBackend, DockerSandbox, run_self_test
 from corral.sandbox.hostmount import is_mount, mount_points
 from corral.sandbox.nodump import check_nodump
-from corral.sandbox.warm import SLOT_LABEL, WarmBackend, WarmPool, reap_pools
+from corral.sandbox.warm import SLOT_LABEL, WarmBackend, WarmPool, reap_pools, status
 
 from .conftest import READONLY_CANARY, SECRET_CANARY, spec_for
 from .test_hardening import (
@@ -106,6 +106,9 @@ def test_a_claimed_container_is_never_handed_out_again_and_the_pool_refills(
     second = make_sandbox(workspace)
     assert second.id != first_id and second.slot.directory != slot  # type: ignore[attr-defined]
     assert pool.claimed >= 2 and pool.created >= pool.claimed
+    report = status(pool)
+    assert report.size == 1 and report.claimed == pool.claimed
+    assert set(report.ready) == {f"agent@{key.image_id[7:19]}"}
 
 
 def test_a_container_that_changed_since_its_fill_is_not_claimed(

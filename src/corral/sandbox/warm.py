@@ -345,10 +345,11 @@ class WarmPool:
                 self._filling[key] = self._filling.get(key, 0) + 1
             try:
                 slot = self._fill(key)
-            except CorralError as exc:
+            except Exception as exc:  # the pool keeps trying; runs meanwhile start cold
                 slot = None
-                self.errors.append(exc.message)
-                self._progress(f"warm pool: {exc.message}")
+                message = exc.message if isinstance(exc, CorralError) else f"{type(exc).__name__}: {exc}"
+                self.errors.append(message)
+                self._progress(f"warm pool: {message}")
             finally:
                 with self._cond:
                     self._filling[key] -= 1
