@@ -6,9 +6,9 @@ Both sides play the same 50-Bash-call playbook with the scripted model, in the s
   (b) baseline: `docker run` of the same image with the scripted model on a bind-mounted unix socket
       bridged by socat, and `claude -p` with the same tools allowed.
 Prints the wall-time ratio a/b, corral's time to its first model request, the added latency per tool
-call (a−b)/50, and the orchestrator's peak memory, for each runtime in `--runtimes` (default runc: a
-corral run under Debian's runsc fails closed at the non-dumpable check, docs/security.md); both sides
-of a pair use the same runtime.
+call (a−b)/50, and the orchestrator's peak memory, for each `[sandbox].runtime` in `--runtimes`
+(default runc); both sides of a pair use the same Docker runtime (for runsc, the `runsc-corral` that
+`make gvisor` registers: a corral run under Debian's runsc fails closed, docs/security.md).
 Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc]`.
 """
 
@@ -31,6 +31,7 @@ import uvicorn
 from corral.config import DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE
 from corral.model.playbook import Playbook
 from corral.model.scripted import scripted_app
+from corral.sandbox import DOCKER_RUNTIMES
 from corral.sandbox.images import docker_client, ensure_images
 
 CALLS = 50
@@ -128,8 +129,8 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
         "--output-format json > /dev/null"
     )
     argv = [
-        "docker", "run", "--rm", f"--runtime={runtime}", "--network", "none", "--user", "1000:1000",
-        "--read-only",
+        "docker", "run", "--rm", f"--runtime={DOCKER_RUNTIMES[runtime]}", "--network", "none",
+        "--user", "1000:1000", "--read-only",
         "--tmpfs", "/tmp", "--tmpfs", "/home/agent:uid=1000,gid=1000",
         "-v", f"{sock_dir}:/run/corral", "-v", f"{workspace}:/workspace", "-w", "/workspace",
         "-e", "HOME=/home/agent", "-e", "ANTHROPIC_BASE_URL=http://127.0.0.1:7301",
@@ -165,7 +166,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runtimes", help="Docker runtimes, comma-separated (default: runc, runsc)")
+    parser.add_argument("--runtimes", help="sandbox runtimes, comma-separated: runc, runsc (default: runc)")
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
     runtimes = args.runtimes.split(",") if args.runtimes else ["runc"]
