@@ -234,6 +234,8 @@ def test_base64_source_with_extra_keys_refused() -> None:
     body = claude_code_body()
     body["messages"][0]["content"] = [{"type": "image", "source": {**PNG, "url": "https://attacker.example"}}]
     assert refusal(body) == "messages[0]: image source has key url, which is not allowed"
+    body["messages"][0]["content"] = [{"type": "document", "source": {**PDF, "url": "u", "file_id": "f"}}]
+    assert refusal(body) == "messages[0]: document source has key file_id, url, which is not allowed"
 
 
 @pytest.mark.parametrize(
@@ -274,6 +276,14 @@ def test_other_block_types_refused(block: dict[str, Any], nested: bool) -> None:
         (
             [{"role": "user", "content": "x", "mcp_servers": []}],
             "messages[0] has key mcp_servers, which is not allowed",
+        ),
+        (
+            # Claude Code's per-message keys, which it did not send in the recorded sessions.
+            [
+                {"role": "user", "content": "x"},
+                {"role": "system", "content": [], "output_config": {}, "clear_at": 1},
+            ],
+            "messages[1] has key clear_at, output_config, which is not allowed",
         ),
         (
             [{"role": "user", "content": {"type": "text"}}],
