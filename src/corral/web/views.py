@@ -113,12 +113,13 @@ class Bar:
     end: float
 
 
-def bars(events: list[AnyEvent]) -> list[Bar]:
-    """Each model request (request → response by exchange id) and tool call (call → result by id)."""
+def bars(events: list[AnyEvent], since: str = "") -> list[Bar]:
+    """Each model request (request → response by exchange id) and tool call (call → result by id),
+    in seconds from `since` (the run's first event's ISO time; default: the first of `events`)."""
     started: dict[tuple[str, str], tuple[datetime, str]] = {}
     found: list[Bar] = []
-    origin = min((e.ts for e in events), default=None)
-    if origin is None:
+    origin = datetime.fromisoformat(since) if since else min((e.ts for e in events), default=None)
+    if origin is None or not events:
         return []
     for e in sorted(events, key=lambda x: x.seq):
         if isinstance(e, ev.ModelRequest):
@@ -139,11 +140,13 @@ def bars(events: list[AnyEvent]) -> list[Bar]:
 
 
 def gantt_svg(items: list[Bar], width: int = 900) -> str:
-    """An SVG chart of `items` on one time axis; labels are escaped (they can be agent-chosen names)."""
+    """An SVG chart of `items` on one time axis, from the first bar's start to the last one's end
+    (seconds from the run's start); labels are escaped (they can be agent-chosen names)."""
     from html import escape
 
     row, left = 18, 140
-    span = max((b.end for b in items), default=0.0) or 1.0
+    low = min((b.start for b in items), default=0.0)
+    span = (max((b.end for b in items), default=0.0) - low) or 1.0
     scale = (width - left - 10) / span
     height = row * len(items) + 30
     parts = [
@@ -152,7 +155,7 @@ def gantt_svg(items: list[Bar], width: int = 900) -> str:
     ]
     for i, b in enumerate(items):
         y = i * row + 4
-        x = left + b.start * scale
+        x = left + (b.start - low) * scale
         w = max(1.0, (b.end - b.start) * scale)
         colour = "#5b8def" if b.lane == "model" else "#e0a030"
         name = escape(f"{b.lane}: {b.label}"[:22])
@@ -161,8 +164,11 @@ def gantt_svg(items: list[Bar], width: int = 900) -> str:
         rect = f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 4}" fill="{colour}">'
         parts.append(f"{rect}<title>{tip}</title></rect>")
     axis = row * len(items) + 20
-    parts.append(f'<text x="{left}" y="{axis}" font-size="11">0 s</text>')
-    end = f"{span:.2f} s" if span >= 1 else f"{span * 1000:.1f} ms"
-    parts.append(f'<text x="{width - 60}" y="{axis}" font-size="11">{end}</text>')
+    parts.append(f'<text x="{left}" y="{axis}" font-size="11">{_seconds(low) if low else "0 s"}</text>')
+    parts.append(f'<text x="{width - 60}" y="{axis}" font-size="11">{_seconds(low + span)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
