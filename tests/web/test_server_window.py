@@ -24,6 +24,8 @@ def _long_run(site: Site) -> None:
             recorder.emit(ev.ToolCall.model_validate({**call, "input": {"command": f"echo {i}"}}))
             recorder.emit(ev.ToolResult.model_validate({**call, "output": f"{i} {HOSTILE}"}))
         recorder.emit(ev.CheckResult(command="pytest", exit_code=0, passed=True, output=""))
+        edit = {"gen_ai.tool.call.id": f"c{ASKED}", "path": "calc.py", "diff": "+x\n"}
+        recorder.emit(ev.FileEdit.model_validate(edit))
     finally:
         recorder.close()
 
@@ -41,7 +43,7 @@ def _link(html: str, rel: str) -> str:
 
 def test_the_timeline_pages_by_a_seq_cursor_and_links_each_page(site: Site) -> None:
     _long_run(site)
-    total = 8 + 1 + 2 * CALLS + 1
+    total = 8 + 1 + 2 * CALLS + 2
     site.sign_in("vera")
     first = site.client.get(f"/runs/{site.run_id}").text
     assert _seqs(first) == list(range(1, PAGE + 1))
@@ -61,7 +63,7 @@ def test_a_group_filter_shows_only_that_group_and_counts_every_group(site: Site)
     shipped = site.client.get(f"/runs/{site.run_id}?group=shipped").text
     rows = re.findall(r'<tr class="(\w+)"><td>\d+</td>', shipped)
     assert rows and set(rows) == {"shipped"}
-    assert f"did ({2 * CALLS + 4})" in shipped and "shipped (2)" in shipped  # the fixture's and ours
+    assert f"did ({2 * CALLS + 5})" in shipped and "shipped (2)" in shipped  # the fixture's and ours
     did = site.client.get(f"/runs/{site.run_id}?group=did").text
     assert len(_seqs(did)) == PAGE and "group=did" in _link(did, "next")
     more = site.client.get(_link(did, "next")).text  # the next page keeps the filter
@@ -85,3 +87,12 @@ def test_tool_calls_are_matched_against_every_model_response_not_just_the_pages(
     assert asked in _seqs(html)  # its model response (seq 9) is on the first page, not this one
     assert "tool.call" in _row(html, asked) and "not asked by the model" not in _row(html, asked)
     assert "tool.call" in _row(html, asked + 2) and "not asked by the model" in _row(html, asked + 2)
+
+
+def test_each_edits_diff_names_the_model_turn_that_asked_for_it(site: Site) -> None:
+    _long_run(site)
+    site.sign_in("vera")
+    html = site.client.get(f"/runs/{site.run_id}").text
+    # The fixture's one response (turn 1) asked for no tool; ours (turn 2) asked for c{ASKED}.
+    assert "turn 2 · #" in html and "calc.py</h3>" in html
+    assert "no model turn asked for this edit</span> · #6 " in html  # the fixture's unasked edit

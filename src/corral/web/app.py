@@ -231,13 +231,14 @@ def create_app(
 
     def _run_data(run_id: str, after: int, group: str) -> dict[str, Any]:
         from corral.events import parse_event
-        from corral.web.window import window
+        from corral.web.window import tool_turns, window
 
         run = services.find_run(run_id)
         audit = services.audit()
         rows = audit.rows(run.run_id)
         report, verified_at = verified.report(audit, run.run_id, rows)
-        shown = window(rows, after, group)
+        turns = tool_turns(rows)
+        shown = window(rows, after, group, issued=turns)
         # Only the kinds these need are parsed, not the whole run (see corral.web.window).
         edits = [parse_event(r.data) for r in rows if r.kind == "file.edit"]
         deploys = [parse_event(r.data) for r in rows if r.kind in ("deploy.staged", "deploy.promoted")]
@@ -252,7 +253,7 @@ def create_app(
             "verified": report,
             "verified_at": time.strftime("%H:%M:%S", time.gmtime(verified_at)),
             "diff_html": views.highlight_diff(views.branch_diff(run)),
-            "turns": views.turn_diffs(edits),
+            "turns": views.turn_diffs(edits, turns),
             "commits": views.commits(run),
             "approvals": services.state().list_approvals(run_id=run.run_id),
             "deployment_url": views.deployment_url(deploys),

@@ -7,13 +7,14 @@ templates as plain strings under autoescape. Terminal escapes are made visible (
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral import events as ev
-from corral.audit.timeline import Entry, timeline
+from corral.audit.timeline import Entry
 from corral.display import visible
 
 if TYPE_CHECKING:
@@ -80,10 +81,6 @@ def shown(entries: list[Entry]) -> list[Entry]:
     ]
 
 
-def run_timeline(events: list[AnyEvent]) -> list[Entry]:
-    return shown(timeline(events))
-
-
 def deployment_url(events: list[AnyEvent]) -> str:
     """The URL of the run's newest staged or promoted deployment (a deploy target reported it)."""
     urls = [e.url for e in events if isinstance(e, ev.DeployStaged | ev.DeployPromoted) and e.url]
@@ -95,11 +92,14 @@ class TurnDiff:
     seq: int
     path: str
     html: str
+    turn: int | None = None
+    """The model turn that asked for the edit (None: no model response the proxy saw did)."""
 
 
-def turn_diffs(events: list[AnyEvent]) -> list[TurnDiff]:
+def turn_diffs(events: list[AnyEvent], turns: Mapping[str, int]) -> list[TurnDiff]:
+    """Each file edit's diff, with the turn (see `corral.web.window.tool_turns`) that made it."""
     return [
-        TurnDiff(e.seq, visible(e.path), highlight_diff(e.diff))
+        TurnDiff(e.seq, visible(e.path), highlight_diff(e.diff), turns.get(e.tool_call_id))
         for e in events
         if isinstance(e, ev.FileEdit) and e.diff
     ]

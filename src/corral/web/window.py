@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corral.audit.timeline import Entry, Section, entry, timeline
-from corral.events import parse_event
+from corral.events import ToolCall, parse_event
 
 if TYPE_CHECKING:
     from corral.audit.chain import EventRow
@@ -47,7 +47,6 @@ class Window:
     """The cursor of the last page (None when this is it)."""
     at_tail: bool = True
     """Whether the window ends at the run's newest event (live rows may be appended)."""
-    shown: list[int] = field(default_factory=list)
 
 
 def sections(rows: Sequence[EventRow]) -> list[str]:
@@ -64,17 +63,27 @@ def sections(rows: Sequence[EventRow]) -> list[str]:
     return found
 
 
-def issued_tool_ids(rows: Sequence[EventRow]) -> set[str]:
-    """The tool_use ids of every model response in the run (json only: no model validation)."""
-    ids: set[str] = set()
+def tool_turns(rows: Sequence[EventRow]) -> dict[str, int]:
+    """Each tool_use id of the run's model responses, to the turn (1-based: the how-manyth main
+    model response) that asked for it; json only, no model validation."""
+    turns: dict[str, int] = {}
+    turn = 0
     for row in rows:
         if row.kind == "model.response":
+            turn += 1
             uses = json.loads(row.data).get("tool_uses") or []
-            ids.update(str(u.get("id", "")) for u in uses if isinstance(u, dict))
-    return ids
+            turns.update((str(u.get("id", "")), turn) for u in uses if isinstance(u, dict))
+    return turns
 
 
-def window(rows: Sequence[EventRow], after: int, group: str, size: int = PAGE) -> Window:
+def window(
+    rows: Sequence[EventRow],
+    after: int,
+    group: str,
+    size: int = PAGE,
+    issued: Mapping[str, int] | None = None,
+) -> Window:
+    """The page after seq `after`; `issued` is `tool_turns(rows)` if the caller has it already."""
     groups = sections(rows)
     counts = Counter(groups)
     picked = [r for r, g in zip(rows, groups, strict=True) if not group or g == group]
@@ -82,11 +91,9 @@ def window(rows: Sequence[EventRow], after: int, group: str, size: int = PAGE) -
     page = picked[start : start + size]
     events = [parse_event(r.data) for r in page]
     entries = timeline(events, match_model=False)
-    issued = issued_tool_ids(rows)
+    issued = tool_turns(rows) if issued is None else issued
     entries = [
-        e.model_copy(update={"model_issued": ev.tool_call_id in issued})
-        if ev.kind == "tool.call" and hasattr(ev, "tool_call_id")
-        else e
+        e.model_copy(update={"model_issued": ev.tool_call_id in issued}) if isinstance(ev, ToolCall) else e
         for e, ev in zip(entries, events, strict=True)
     ]
     end = start + len(page)
@@ -102,5 +109,4 @@ def window(rows: Sequence[EventRow], after: int, group: str, size: int = PAGE) -
         after_next=page[-1].seq if end < len(picked) else None,
         after_last=None if end >= len(picked) else (picked[last_start - 1].seq if last_start else 0),
         at_tail=end >= len(picked),
-        shown=[r.seq for r in page],
     )
