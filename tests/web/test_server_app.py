@@ -45,6 +45,7 @@ def test_the_runs_list_filters_and_pages(site: Site) -> None:
     assert site.run_id not in site.client.get("/runs?requester=bob").text
     assert site.run_id not in site.client.get("/runs?since=2999-01-01").text
     assert site.client.get("/runs?phase=bogus").status_code == 400
+    assert "<option selected>failed</option>" in site.client.get("/runs?phase=failed").text
     listed = site.client.get("/api/runs?project=shop").json()
     assert [r["run_id"] for r in listed["runs"]] == [site.run_id] and listed["more"] is False
 

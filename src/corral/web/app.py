@@ -212,7 +212,10 @@ def create_app(
     def runs_page(request: Request, filters: Annotated[RunFilter, Query()]) -> Response:
         who = caller(request)
         rows, more = listed(filters)
+        from corral.state.machine import Phase
+
         context = {"user": who.user, "runs": rows, "more": more, "filters": filters, "csrf": _csrf(who)}
+        context["phases"] = [p.value for p in Phase]
         return page(request, "runs.html", context)
 
     def _csrf(who: Caller) -> str:
