@@ -58,6 +58,8 @@ class RunFilter(BaseModel):
 
 class ActionBody(BaseModel):
     text: str = ""
+    override: bool = False
+    """For approve: over failed checks, as `corral approve --override`."""
 
 
 def _status(exc: CorralError) -> int:
@@ -272,16 +274,19 @@ def create_app(
         csrf: Annotated[str, Form()] = "",
         text: Annotated[str, Form()] = "",
         confirm: Annotated[str, Form()] = "",
+        override: Annotated[str, Form()] = "",
     ) -> Response:
         who = caller(request)
         csrf_checked(request, who, csrf)
         if confirm != "yes":
             raise RunError(f"{action} needs the confirmation box ticked", hint="tick it and submit again")
-        _act(who, run_id, action, text)
+        _act(who, run_id, action, text, override == "yes")
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
-    def _act(who: Caller, run_id: str, action: str, text: str) -> dict[str, Any]:
+    def _act(who: Caller, run_id: str, action: str, text: str, override: bool = False) -> dict[str, Any]:
         who.need("viewer" if action == "comment" else "approver")
+        if action == "approve":
+            return actions.approve(services, run_id, who.user.name, text, override)
         return actions.ACTIONS[action](services, run_id, who.user.name, text)
 
     # ---- API -----------------------------------------------------------------------------------
@@ -318,7 +323,7 @@ def create_app(
         who = caller(request)
         if who.via == "session":
             csrf_checked(request, who, request.headers.get("x-csrf-token", ""))
-        return JSONResponse(_act(who, run_id, action, body.text))
+        return JSONResponse(_act(who, run_id, action, body.text, body.override))
 
     @app.get("/api/runs/{run_id}/events")
     async def api_events(
