@@ -44,6 +44,10 @@ def test_the_runs_list_filters_and_pages(site: Site) -> None:
     assert site.run_id not in site.client.get("/runs?phase=failed").text
     assert site.run_id not in site.client.get("/runs?requester=bob").text
     assert site.run_id not in site.client.get("/runs?since=2999-01-01").text
+    today = site.services.state().get_run(site.run_id).created_at.date().isoformat()
+    assert site.run_id in site.client.get(f"/runs?since={today}&until={today}").text  # the whole day
+    assert site.run_id not in site.client.get("/runs?until=2000-01-01").text
+    assert site.client.get("/runs?until=yesterday").status_code == 400
     assert site.client.get("/runs?phase=bogus").status_code == 400
     assert "<option selected>failed</option>" in site.client.get("/runs?phase=failed").text
     listed = site.client.get("/api/runs?project=shop").json()

@@ -53,6 +53,7 @@ class RunFilter(BaseModel):
     project: str = ""
     requester: str = ""
     since: str = ""
+    until: str = ""
     page: int = Field(default=1, ge=1)
 
 
@@ -208,7 +209,9 @@ def create_app(
     def listed(f: RunFilter) -> tuple[list[Any], bool]:
         from corral.web.listing import list_runs
 
-        return list_runs(services.state(), f.phase, f.project, f.requester, f.since, f.page, PAGE)
+        return list_runs(
+            services.state(), f.phase, f.project, f.requester, f.since, f.page, PAGE, until=f.until
+        )
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs_page(request: Request, filters: Annotated[RunFilter, Query()]) -> Response:
