@@ -4,8 +4,8 @@ Real SQLite state and audit stores under a temporary CORRAL_HOME. Page times are
 in-process request (FastAPI's TestClient: the app's whole work, no network); the SSE latency over
 real uvicorn and a real HTTP client, from `emit` returning to the frame's arrival.
 The baseline, in the same run, is the page of a run with no events (the same app, auth, state
-queries and template, nothing of the timeline): the run pages are also given as a ratio to it, which
-the machine's load moves far less than the milliseconds.
+queries and template, nothing of the timeline), requested in turn with the others: the run pages are
+also given as a ratio to it, which the machine's load moves less than the milliseconds.
 Run: `python bench/server.py [--repeat N]`.
 """
 
@@ -112,15 +112,17 @@ def main() -> None:
             ("run_page_5000_events_last_page_ms", f"/runs/{big}?after={EVENTS - 200}"),
             ("runs_list_10000_runs_ms", "/runs"),
         )
-        for name, path in pages:
+        samples: dict[str, list[float]] = {name: [] for name, _ in pages}
+        for _name, path in pages:
             assert client.get(path, headers=headers).status_code == 200
-            samples = []
-            for _ in range(args.repeat):
+        for _ in range(args.repeat):  # interleaved, so a change in the machine's load hits every page
+            for name, path in pages:
                 start = time.perf_counter()
                 reply = client.get(path, headers=headers)
-                samples.append(time.perf_counter() - start)
+                samples[name].append(time.perf_counter() - start)
                 assert reply.status_code == 200
-            results[name] = round(_p50(samples), 1)
+        for name, _ in pages:
+            results[name] = round(_p50(samples[name]), 1)
         for name in ("run_page_5000_events_ms", "run_page_5000_events_last_page_ms"):
             ratio = name.replace("_ms", "_over_baseline")
             results[ratio] = round(results[name] / results["run_page_no_events_ms"], 2)
