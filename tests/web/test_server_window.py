@@ -9,13 +9,15 @@ from corral import events as ev
 from corral.web.window import PAGE
 from tests.web.conftest import HOSTILE, Site
 
-CALLS = 230  # a model response and 460 call events after the fixture's 8: three pages
-ASKED = 140  # the one call a model response asked for; its call is event 9 + 2 * ASKED + 1
+CALLS = 230  # two model responses and 460 call events after the fixture's 8: three pages
+ASKED = 140  # the one call a model response asked for; its call is event 10 + 2 * ASKED + 1
 
 
 def _long_run(site: Site) -> None:
     recorder = site.services.audit().for_run(site.run_id)
     try:
+        counted = {"gen_ai.request.model": "m", "exchange_id": "x9", "gen_ai.operation.name": "count_tokens"}
+        recorder.emit(ev.ModelResponse.model_validate(counted))  # no turn of the agent's
         use = {"id": f"c{ASKED}", "name": "Bash", "input": {}}
         response = {"gen_ai.request.model": "m", "exchange_id": "x2", "tool_uses": [use]}
         recorder.emit(ev.ModelResponse.model_validate(response))
@@ -43,7 +45,7 @@ def _link(html: str, rel: str) -> str:
 
 def test_the_timeline_pages_by_a_seq_cursor_and_links_each_page(site: Site) -> None:
     _long_run(site)
-    total = 8 + 1 + 2 * CALLS + 2
+    total = 8 + 2 + 2 * CALLS + 2
     site.sign_in("vera")
     first = site.client.get(f"/runs/{site.run_id}").text
     assert _seqs(first) == list(range(1, PAGE + 1))
@@ -83,8 +85,8 @@ def test_tool_calls_are_matched_against_every_model_response_not_just_the_pages(
     _long_run(site)
     site.sign_in("vera")
     html = site.client.get(f"/runs/{site.run_id}?after={PAGE}").text
-    asked = 9 + 2 * ASKED + 1
-    assert asked in _seqs(html)  # its model response (seq 9) is on the first page, not this one
+    asked = 10 + 2 * ASKED + 1
+    assert asked in _seqs(html)  # its model response (seq 10) is on the first page, not this one
     assert "tool.call" in _row(html, asked) and "not asked by the model" not in _row(html, asked)
     assert "tool.call" in _row(html, asked + 2) and "not asked by the model" in _row(html, asked + 2)
 

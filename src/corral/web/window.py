@@ -64,14 +64,18 @@ def sections(rows: Sequence[EventRow]) -> list[str]:
 
 
 def tool_turns(rows: Sequence[EventRow]) -> dict[str, int]:
-    """Each tool_use id of the run's model responses, to the turn (1-based: the how-manyth main
-    model response) that asked for it; json only, no model validation."""
+    """Each tool_use id of the run's model responses, to the turn that asked for it: the how-manyth
+    model response of the run, 1-based (count_tokens answers aside; a small model's answers count
+    too). JSON only, no model validation."""
     turns: dict[str, int] = {}
     turn = 0
     for row in rows:
         if row.kind == "model.response":
+            data = json.loads(row.data)
+            if data.get("gen_ai.operation.name") == "count_tokens":
+                continue
             turn += 1
-            uses = json.loads(row.data).get("tool_uses") or []
+            uses = data.get("tool_uses") or []
             turns.update((str(u.get("id", "")), turn) for u in uses if isinstance(u, dict))
     return turns
 
