@@ -11,7 +11,7 @@ from corral.web.signin import Throttle
 from tests.web.conftest import PASSWORD, Site
 
 
-def _chain(site: Site, client: TestClient) -> list[ev.Event]:
+def _chain(site: Site, client: TestClient) -> list[ev.AnyEvent]:
     return list(site.services.audit().read(client.app.state.signins.chain))  # type: ignore[attr-defined]
 
 
@@ -84,3 +84,15 @@ def test_an_address_that_keeps_failing_is_locked_out_of_every_name_and_of_tokens
             assert _login(client, f"user{i}", "guess")[0] == 401
         assert _login(client, "vera", PASSWORD)[0] == 429
         assert client.get("/api/runs", headers=site.token("vera")).status_code == 429
+
+
+def test_corral_audit_show_summarises_the_auth_events(site: Site) -> None:
+    from corral.audit.timeline import timeline
+
+    _login(site.client, "mallory", "x")
+    site.sign_in("alice")
+    summaries = [e.summary for e in timeline(_chain(site, site.client))]
+    assert summaries == [
+        "refused password as 'mallory' from testclient: bad_credentials",
+        "human:alice (approver) signed in from testclient",
+    ]
