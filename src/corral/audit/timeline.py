@@ -172,6 +172,14 @@ def entry(event: AnyEvent) -> Entry:
             summary = f"sandbox {event.container_id[:12]} removed {event.exit_reason}"
         case ev.AgentStopped():
             summary = f"agent stopped after {event.turns} turns: {event.reason}"
+        case ev.AuthSignedIn() | ev.AuthTokenUsed():
+            how = "signed in" if event.kind == "auth.signed_in" else "first used an API token"
+            summary = f"{event.actor} ({event.role}) {how} from {event.client or '?'}"
+        case ev.AuthSignedOut():
+            summary = f"{event.actor} signed out from {event.client or '?'}"
+        case ev.AuthRefused():
+            who = f" as {event.name!r}" if event.name else ""
+            summary = f"refused {event.method}{who} from {event.client or '?'}: {event.reason}"
         case _:
             summary = event.kind
     return Entry(
