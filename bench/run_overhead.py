@@ -4,16 +4,19 @@ Both sides play the same 50-Bash-call playbook with the scripted model, in the s
   (a) corral: `corral run --playbook` (worktree, proxy, hardened sandbox, self-test, hooks, audit,
       commit, checks);
   (b) baseline: `docker run` of the same image with the scripted model on a bind-mounted unix socket
-      bridged by socat, and `claude -p` with the same tools allowed.
+      bridged by socat, and `claude -p` with the same tools allowed;
+  (c) warm server (unless `--no-server`): `corral run --server URL --playbook`, submitted to one
+      `corral server` started before the rounds and warmed by one unmeasured run, so the run
+      executes in a process whose imports, stores and Docker client are already loaded.
 Prints the wall-time ratio a/b, corral's time to its first model request, the added latency per tool
-call (a−b)/50, and the orchestrator's peak memory, for each runtime in `--runtimes` (default runc: a
-corral run under Debian's runsc fails closed at the non-dumpable check, docs/security.md); both sides
-of a pair use the same runtime.
-With `--warm N` a third arm (c) submits the same run to a long-lived `corral server --warm N` over its
-run API, in the same rounds: the server keeps its imports and stores and N pre-created, self-tested
-sandboxes per image (corral.sandbox.warm), waits for its pool to be full before each submission, and
-is timed from the submission to the run's `run.finished` event, with its first `model.request`.
-Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc] [--warm N]`.
+call (a−b)/50, and the orchestrator's peak memory, for each `[sandbox].runtime` in `--runtimes`
+(default runc); both sides of a pair use the same Docker runtime (for runsc, the `runsc-corral` that
+`make gvisor` registers: a corral run under Debian's runsc fails closed, docs/security.md).
+For (c) it also prints submission → first model request: from the client's start, and from the
+server's `run.created` (the run recorded, before the API answers).
+With `--warm N` the server is `corral server --warm N` (corral.sandbox.warm): N pre-created,
+self-tested sandboxes per image, and each measured submission waits until the pool is full again.
+Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc] [--no-server] [--warm N]`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,13 +34,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import uvicorn
 
 from corral.config import DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE
 from corral.model.playbook import Playbook
 from corral.model.scripted import scripted_app
-from corral.sandbox import POOL_LABEL
+from corral.sandbox import DOCKER_RUNTIMES, OWNER_LABEL, POOL_LABEL
 from corral.sandbox.images import docker_client, ensure_images
 
 CALLS = 50
@@ -111,6 +112,70 @@ def run_corral(playbook: Path, work: Path, index: int, runtime: str) -> tuple[fl
     return wall, first_request or float("nan"), usage.ru_maxrss
 
 
+def corral_cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "corral", *args], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def start_server(runtime: str, warm: int = 0) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """A `corral server` on a free loopback port, and the client's env (with its approver token)."""
+    env = clean_env(Path(tempfile.mkdtemp(prefix="cbsrv", dir="/tmp")), runtime)
+    corral_cli(env, "user", "add", "bench", "--role", "approver", "--password", "")
+    env["CORRAL_SERVER_TOKEN"] = corral_cli(env, "user", "token", "bench")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "corral", "server", "--listen", f"127.0.0.1:{port}"]
+    argv += ["--warm", str(warm)] if warm else []
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, url, env
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("corral server did not start") from None
+            time.sleep(0.1)
+
+
+def wait_pool(env: dict[str, str], warm: int, timeout: float = 300.0) -> None:
+    """Until the server's pool holds `warm` ready containers for the agent and for the checks (claimed
+    ones are gone by the time their run has finished)."""
+    labels = [POOL_LABEL, f"{OWNER_LABEL}={env['CORRAL_HOME']}"]
+    deadline = time.monotonic() + timeout
+    while len(docker_client().containers.list(filters={"label": labels, "status": "running"})) < 2 * warm:
+        if time.monotonic() > deadline:
+            raise SystemExit("the warm pool did not fill")
+        time.sleep(0.05)
+
+
+def run_on_server(
+    url: str, env: dict[str, str], playbook: Path, work: Path, index: int, runtime: str
+) -> tuple[float, float, float]:
+    """Wall seconds of `corral run --server`, and seconds to the first model request from the
+    client's start and from the server's `run.created`."""
+    repo = make_repo(work / f"repo-{index}-{runtime}-server")
+    argv = [sys.executable, "-m", "corral", "run", "bench", "--repo", str(repo)]
+    argv += ["--playbook", str(playbook), "--json", "--server", url]
+    started_wall = time.time()
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit("corral run --server failed:\n" + (done.stdout + done.stderr)[-3000:])
+    stamps: dict[str, float] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{") and '"kind"' in line:
+            event = json.loads(line)
+            stamps.setdefault(event.get("kind", ""), datetime.fromisoformat(event["ts"]).timestamp())
+    first = stamps.get("model.request", float("nan"))
+    return wall, first - started_wall, first - stamps.get("run.created", float("nan"))
+
+
 def serve_scripted(playbook: Playbook, sock_path: Path) -> uvicorn.Server:
     server = uvicorn.Server(
         uvicorn.Config(scripted_app(playbook, "/workspace"), uds=str(sock_path), log_level="warning")
@@ -136,8 +201,8 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
         "--output-format json > /dev/null"
     )
     argv = [
-        "docker", "run", "--rm", f"--runtime={runtime}", "--network", "none", "--user", "1000:1000",
-        "--read-only",
+        "docker", "run", "--rm", f"--runtime={DOCKER_RUNTIMES[runtime]}", "--network", "none",
+        "--user", "1000:1000", "--read-only",
         "--tmpfs", "/tmp", "--tmpfs", "/home/agent:uid=1000,gid=1000",
         "-v", f"{sock_dir}:/run/corral", "-v", f"{workspace}:/workspace", "-w", "/workspace",
         "-e", "HOME=/home/agent", "-e", "ANTHROPIC_BASE_URL=http://127.0.0.1:7301",
@@ -152,72 +217,26 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
     return wall
 
 
-class WarmServer:
-    """`corral server --warm N` in its own corral home, with an approver's API token."""
-
-    def __init__(self, size: int, runtime: str) -> None:
-        self.size = size
-        self.home = Path(tempfile.mkdtemp(prefix="cw", dir="/tmp"))
-        self.env = clean_env(self.home, runtime)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        corral = [sys.executable, "-m", "corral"]
-        subprocess.run([*corral, "user", "add", "bench", "--role", "approver", "--password", ""],
-                       env=self.env, check=True, capture_output=True)  # fmt: skip
-        token = subprocess.run([*corral, "user", "token", "bench"], env=self.env, check=True,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
-        self.headers = {"Authorization": f"Bearer {token}"}
-        listen = self.url.removeprefix("http://")
-        self.claimed: set[str] = set()
-        argv = [*corral, "server", "--listen", listen, "--warm", str(size)]
-        self.log = (self.home / "server.log").open("w")
-        self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_full(self, timeout: float = 300.0) -> None:
-        """Until the pool holds `size` ready containers for the agent and for the checks."""
-        client = docker_client()
-        deadline = time.monotonic() + timeout
-        labels = [POOL_LABEL, f"io.corral.owner={self.home}"]
-        while time.monotonic() < deadline:
-            pooled = client.containers.list(filters={"label": labels, "status": "running"})
-            if len([c for c in pooled if c.id not in self.claimed]) >= 2 * self.size:
-                return
-            time.sleep(0.05)
-        raise SystemExit("the warm pool did not fill")
-
-    def run(self, playbook: Path, work: Path, index: int) -> tuple[float, float]:
-        """Seconds from submission to `run.finished`, and to the first `model.request`."""
-        repo = make_repo(work / f"repo-warm-{index}")
-        self.wait_full()
-        body = {"repo": str(repo), "task": "bench", "playbook": str(playbook)}
-        started = time.time()
-        accepted = httpx.post(f"{self.url}/api/runs", json=body, headers=self.headers, timeout=300)
-        accepted.raise_for_status()
-        run_id = accepted.json()["run_id"]
-        first: float | None = None
-        url = f"{self.url}/api/runs/{run_id}/events?raw=true"
-        with httpx.stream("GET", url, headers=self.headers, timeout=300) as events:
-            for line in events.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                event = json.loads(line[6:])
-                ts = datetime.fromisoformat(event["ts"]).timestamp() - started
-                if event["kind"] == "sandbox.created":
-                    self.claimed.add(event["container_id"])
-                if event["kind"] == "model.request" and first is None:
-                    first = ts
-                if event["kind"] == "run.finished":
-                    if event["phase"] != "awaiting_approval":
-                        raise SystemExit(f"warm run {run_id} ended {event['phase']}: {event['reason']}")
-                    # The refill happens between runs, never during another arm's timing.
-                    self.wait_full()
-                    return ts, first or float("nan")
-        raise SystemExit(f"warm run {run_id}: the event stream ended before run.finished")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(120)
+def server_summary(
+    runtime: str, runs: list[tuple[float, float, int, float]], served: list[tuple[float, float, float]]
+) -> list[tuple[str, str, str]]:
+    c = statistics.median(s[0] for s in served)
+    b = statistics.median(run[3] for run in runs)
+    return [
+        (runtime, "wall time, corral run --server, warm (c), p50", f"{c:.2f} s"),
+        (runtime, "ratio c/b", f"{c / b:.2f}"),
+        (
+            runtime,
+            "client start → first model request (c), p50",
+            f"{statistics.median(s[1] for s in served):.2f} s",
+        ),
+        (
+            runtime,
+            "run.created → first model request (c), p50",
+            f"{statistics.median(s[2] for s in served):.2f} s",
+        ),
+        (runtime, "added latency per tool call (c−b)/50", f"{(c - b) / CALLS * 1000:.1f} ms"),
+    ]
 
 
 def summary(runtime: str, runs: list[tuple[float, float, int, float]]) -> list[tuple[str, str, str]]:
@@ -236,30 +255,14 @@ def summary(runtime: str, runs: list[tuple[float, float, int, float]]) -> list[t
     ]
 
 
-def warm_summary(
-    runtime: str, warm: list[tuple[float, float]], base: list[float]
-) -> list[tuple[str, str, str]]:
-    c = statistics.median(run[0] for run in warm)
-    b = statistics.median(base)
-    return [
-        (runtime, "wall time, warm server submission → run.finished (c), p50", f"{c:.2f} s"),
-        (runtime, "ratio c/b (warm)", f"{c / b:.2f}"),
-        (
-            runtime,
-            "warm submission → first model request, p50",
-            f"{statistics.median(r[1] for r in warm):.2f} s",
-        ),
-        (runtime, "added latency per tool call, warm (c−b)/50", f"{(c - b) / CALLS * 1000:.1f} ms"),
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runtimes", help="Docker runtimes, comma-separated (default: runc, runsc)")
-    parser.add_argument("--warm", type=int, default=0, help="also time runs through `corral server --warm N`")
+    parser.add_argument("--runtimes", help="sandbox runtimes, comma-separated: runc, runsc (default: runc)")
+    parser.add_argument("--no-server", action="store_true", help="Skip arm (c), the warm corral server.")
+    parser.add_argument("--warm", type=int, default=0, help="Serve arm (c) with `corral server --warm N`.")
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
     runtimes = args.runtimes.split(",") if args.runtimes else ["runc"]
@@ -268,11 +271,11 @@ def main() -> None:
     playbook_path.write_text(playbook_text())
     playbook = Playbook.from_path(playbook_path)
     runs: dict[str, list[tuple[float, float, int, float]]] = {runtime: [] for runtime in runtimes}
-    warm: dict[str, list[tuple[float, float]]] = {runtime: [] for runtime in runtimes}
-    servers = {runtime: WarmServer(args.warm, runtime) for runtime in runtimes} if args.warm else {}
+    served: dict[str, list[tuple[float, float, float]]] = {runtime: [] for runtime in runtimes}
+    servers = {} if args.no_server else {runtime: start_server(runtime, args.warm) for runtime in runtimes}
     try:
-        for server in servers.values():
-            server.wait_full()
+        for runtime, (_, url, env) in servers.items():
+            run_on_server(url, env, playbook_path, work, -1, runtime)  # warm-up, not measured
         for i in range(args.repeat):  # interleaved, so drift in machine load hits every side alike
             for runtime in runtimes:
                 wall, first, peak = run_corral(playbook_path, work, i, runtime)
@@ -280,15 +283,18 @@ def main() -> None:
                 runs[runtime].append((wall, first, peak, base))
                 line = f"  round {i + 1} {runtime}: corral {wall:.2f}s (first request {first:.2f}s)  "
                 if runtime in servers:
-                    warm[runtime].append(servers[runtime].run(playbook_path, work, i))
-                    line += f"warm {warm[runtime][-1][0]:.2f}s (first request {warm[runtime][-1][1]:.2f}s)  "
+                    _, url, env = servers[runtime]
+                    if args.warm:
+                        wait_pool(env, args.warm)
+                    served[runtime].append(run_on_server(url, env, playbook_path, work, i, runtime))
+                    line += f"server {served[runtime][-1][0]:.2f}s ({served[runtime][-1][1]:.2f}s)  "
                 print(f"{line}baseline {base:.2f}s  load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
-        for server in servers.values():
-            server.stop()
+        for proc, _, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
     rows = [row for runtime in runtimes for row in summary(runtime, runs[runtime])]
-    for runtime in servers:
-        rows += warm_summary(runtime, warm[runtime], [run[3] for run in runs[runtime]])
+    rows += [row for runtime in servers for row in server_summary(runtime, runs[runtime], served[runtime])]
     print(f"\n### Run overhead ({CALLS} Bash calls, {args.repeat} rounds per runtime)\n")
     print("| runtime | measure | value |\n|---|---|---|")
     for runtime, name, value in rows:
