@@ -126,7 +126,7 @@ def _wait_pooled(client: Any, home: Path, count: int) -> list[Any]:
     return running
 
 
-def test_a_warm_server_runs_warm_refills_and_removes_its_pool_on_ctrl_c_and_gc_after_a_kill(
+def test_a_warm_server_runs_warm_refills_and_removes_its_pool_on_stop_and_gc_after_a_kill(
     agent_image: str, docker_client: Any, tmp_path: Path
 ) -> None:
     home = Path(os.environ["CORRAL_HOME"])
@@ -157,6 +157,12 @@ def test_a_warm_server_runs_warm_refills_and_removes_its_pool_on_ctrl_c_and_gc_a
         assert proc.wait(60) == 0
         assert _pooled(docker_client, home) == []
         assert not [p for p in mount_points() if p.startswith(str(home))]
+        # A service manager's stop (SIGTERM) removes the pool as Ctrl-C does.
+        proc = _start_server(port, home)
+        _wait_pooled(docker_client, home, 2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        assert _pooled(docker_client, home) == []
         # A server killed outright leaves its pool behind; gc finds it, since its process is gone.
         proc = _start_server(port, home)
         _wait_pooled(docker_client, home, 2)

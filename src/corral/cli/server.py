@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -11,6 +13,10 @@ from corral.cli import ScopeRepoOption, TeamOption, _services, err, out
 from corral.errors import StoreError
 
 app = typer.Typer(no_args_is_help=True, help="Users of corral server: add them, give them API tokens.")
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def register(root: typer.Typer) -> None:
@@ -31,6 +37,8 @@ def register(root: typer.Typer) -> None:
         if failed:
             err.print(f"marked failed after a restart: {', '.join(failed)}", highlight=False)
         if warm:
+            # SIGTERM (a service manager's stop) must remove the pool as Ctrl-C does, not skip the finally.
+            signal.signal(signal.SIGTERM, _interrupt)
             services.warm_pool = start_pool(services, warm)
         try:
             handle = start(services, listen)
