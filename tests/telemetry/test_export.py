@@ -83,8 +83,8 @@ def _record_run(audit: AuditLog, run_id: str) -> None:
         )
     )
     rec.emit(ToolCall(tool_name="Bash", tool_call_id="tu1", input={"command": f"echo {SECRET} {HOSTILE}"}))
-    rec.emit(ShellCommand(tool_call_id="tu1", command=f"echo {SECRET}", exit_code=0, output=SECRET))
     rec.emit(ToolResult(tool_name="Bash", tool_call_id="tu1", output=f"{SECRET}\n{HOSTILE}"))
+    rec.emit(ShellCommand(tool_call_id="tu1", command=f"echo {SECRET}", exit_code=0, output=SECRET))
     rec.emit(ToolCall(tool_name="mcp__corral__forge_comment", tool_call_id="tu2", input={"body": HOSTILE}))
     rec.emit(
         GatewayDecision(

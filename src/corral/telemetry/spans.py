@@ -161,6 +161,9 @@ class RunTrace:
     tools: dict[str, _Open] = field(default_factory=dict)
     gateway: dict[tuple[str, str, str], list[Span]] = field(default_factory=dict)
     sandboxes: dict[str, Span] = field(default_factory=dict)
+    ending: dict[str, tuple[Span, int]] = field(default_factory=dict)
+    """Tool calls whose result came, held until the shell or edit event that follows it (or any other
+    event) so that event's attributes still land on the span."""
     asked_by: dict[str, SpanContext] = field(default_factory=dict)
     """tool_use id → the chat span whose response asked for it (linked from the tool's span)."""
     now: Callable[[], int] = time.time_ns
@@ -223,6 +226,8 @@ class RunTrace:
     def apply(self, event: AnyEvent) -> None:
         """Events not named here (comments, prompts, ...) leave no trace: they carry only text."""
         ts = _ns(event.ts)
+        if not isinstance(event, ShellCommand | FileEdit):
+            self._end_results()
         match event:
             case RunCreated():
                 self.run_created(event, ts)
@@ -341,6 +346,7 @@ class RunTrace:
     def finish(self, ts: int | None = None) -> None:
         """End every span still open (the recorder closed, or the run finished)."""
         end = self.now() if ts is None else ts
+        self._end_results()
         unfinished = Status(StatusCode.ERROR, "unfinished when the run's recording ended")
         for span in [*self.models.values(), *(o.span for o in self.tools.values())]:
             span.set_status(unfinished)
@@ -443,17 +449,27 @@ class RunTrace:
             return
         if event.is_error:
             opened.span.set_status(Status(StatusCode.ERROR, "the tool reported an error"))
-        opened.span.end(end_time=ts)
+        self.ending[event.tool_call_id] = (opened.span, ts)
+
+    def _end_results(self) -> None:
+        for span, ts in self.ending.values():
+            span.end(end_time=ts)
+        self.ending = {}
+
+    def _tool_of(self, call_id: str) -> Span | None:
+        ended = self.ending.get(call_id)
+        opened = self.tools.get(call_id)
+        return ended[0] if ended is not None else opened.span if opened is not None else None
 
     def shell_command(self, event: ShellCommand, ts: int) -> None:
-        opened = self.tools.get(event.tool_call_id)
-        if opened is not None and event.exit_code is not None:
-            opened.span.set_attribute("corral.shell.exit_code", event.exit_code)
+        span = self._tool_of(event.tool_call_id)
+        if span is not None and event.exit_code is not None:
+            span.set_attribute("corral.shell.exit_code", event.exit_code)
 
     def file_edit(self, event: FileEdit, ts: int) -> None:
-        opened = self.tools.get(event.tool_call_id)
-        if opened is not None:
-            opened.span.set_attribute("corral.file.edited", True)
+        span = self._tool_of(event.tool_call_id)
+        if span is not None:
+            span.set_attribute("corral.file.edited", True)
 
     # gateway calls, as the host's gateway saw them
 
