@@ -266,3 +266,21 @@ def test_the_probe_sees_opentelemetry_when_an_endpoint_is_set(tmp_path: Path) ->
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
     }
     assert "opentelemetry.sdk.trace" in _opentelemetry_modules_after_a_recorded_event(env, tmp_path / "home")
+
+
+def test_a_full_queue_drops_events_and_never_waits(caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from corral.telemetry.export import GuardedExporter, TraceExport, WarnOnce
+
+    caplog.set_level(logging.WARNING, logger="corral.telemetry")
+    once = WarnOnce()
+    export = TraceExport(GuardedExporter(InMemorySpanExporter(), "memory", once), once, queue_events=2)
+    export.close()  # its worker is gone: nothing drains the queue from here on
+    tap = export.tap("r1")
+    payload = RunPhase(from_phase="queued", to_phase="preparing").model_dump(mode="json", by_alias=True)
+    for _ in range(5):
+        tap.event(payload)  # returns at once, full queue or not
+    assert export.dropped == 3
+    warnings = [r.getMessage() for r in caplog.records if r.name == "corral.telemetry"]
+    assert warnings == ["corral: the OpenTelemetry queue is full; events are dropped from traces"]

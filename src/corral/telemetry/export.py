@@ -47,7 +47,7 @@ def _where(environ: Mapping[str, str]) -> str:
     return "(no endpoint)"
 
 
-class _Once:
+class WarnOnce:
     """A warning said once per process pipeline: a dead collector must not flood the terminal."""
 
     def __init__(self) -> None:
@@ -65,7 +65,7 @@ class _Once:
 class GuardedExporter(SpanExporter):
     """The OTLP exporter, counting what it shipped and reporting its first failure once."""
 
-    def __init__(self, inner: SpanExporter, where: str, once: _Once) -> None:
+    def __init__(self, inner: SpanExporter, where: str, once: WarnOnce) -> None:
         self.inner = inner
         self.where = where
         self.once = once
@@ -164,7 +164,9 @@ class RunTap:
 
 
 class TraceExport:
-    def __init__(self, exporter: GuardedExporter, once: _Once, *, queue_events: int = QUEUE_EVENTS) -> None:
+    def __init__(
+        self, exporter: GuardedExporter, once: WarnOnce, *, queue_events: int = QUEUE_EVENTS
+    ) -> None:
         self.exporter = exporter
         self.ids = RunIds()
         self.provider = TracerProvider(resource=_resource(), id_generator=self.ids, shutdown_on_exit=False)
@@ -179,7 +181,7 @@ class TraceExport:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TraceExport | None:
-        once = _Once()
+        once = WarnOnce()
         # corral says itself, once, that an export failed; the SDK would log every failed batch.
         logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
         logging.getLogger("opentelemetry.sdk").setLevel(logging.CRITICAL)
