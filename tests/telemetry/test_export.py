@@ -34,7 +34,7 @@ from corral.events import (
     ToolUseBlock,
 )
 from corral.settings import Settings
-from corral.telemetry.spans import run_root_span_id, run_trace_id
+from corral.telemetry.ids import run_root_span_id, run_trace_id
 from tests.telemetry.receiver import Receiver, Span, otlp_receiver
 
 SRC = Path(__file__).resolve().parents[2] / "src"

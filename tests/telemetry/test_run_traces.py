@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from corral.settings import Settings
-from corral.telemetry.spans import run_root_span_id, run_trace_id
+from corral.telemetry.ids import run_root_span_id, run_trace_id
 from tests.conftest import CANARY_KEY
 from tests.e2e.conftest import make_repo, stored_run
 from tests.telemetry.receiver import Span, otlp_receiver

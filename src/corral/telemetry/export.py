@@ -25,7 +25,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from corral.events import parse_event
 from corral.telemetry import ENDPOINT_VARS
-from corral.telemetry.spans import RunIds, RunTrace
+from corral.telemetry.ids import RunIds
+from corral.telemetry.spans import RunTrace
 
 log = logging.getLogger("corral.telemetry")
 

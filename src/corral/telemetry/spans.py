@@ -19,7 +19,6 @@ string is cut short and stripped of control characters, because the agent chose 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
 from corral.events import (
@@ -64,6 +62,7 @@ from corral.events import (
     ToolDenied,
     ToolResult,
 )
+from corral.telemetry.ids import RunIds, run_root_span_id, run_trace_id
 
 AttrValue = str | bool | int | float | Sequence[str]
 Attrs = dict[str, AttrValue]
@@ -103,37 +102,6 @@ def _clean_attrs(attrs: Mapping[str, AttrValue | None]) -> Attrs:
         else:
             out[key] = [clean(v) for v in value]
     return out
-
-
-def run_trace_id(run_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"corral-trace:{run_id}".encode()).digest()[:16], "big") or 1
-
-
-def run_root_span_id(run_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"corral-run-span:{run_id}".encode()).digest()[:8], "big") or 1
-
-
-class RunIds(RandomIdGenerator):
-    """Random ids, except for the one span told to `pin` next: a run's root gets its derived ids.
-
-    Only the exporter's worker thread starts spans, so a plain attribute is enough."""
-
-    def __init__(self) -> None:
-        self._pinned: tuple[int, int] | None = None
-
-    def pin(self, trace_id: int, span_id: int) -> None:
-        self._pinned = (trace_id, span_id)
-
-    def generate_trace_id(self) -> int:
-        if self._pinned is not None:
-            return self._pinned[0]
-        return super().generate_trace_id()
-
-    def generate_span_id(self) -> int:
-        if self._pinned is not None:
-            span_id, self._pinned = self._pinned[1], None
-            return span_id
-        return super().generate_span_id()
 
 
 def _ns(ts: datetime) -> int:
@@ -216,10 +184,8 @@ class RunTrace:
             )
         return self.command
 
-    def _event(
-        self, name: str, ts: int, attrs: Mapping[str, AttrValue | None], span: Span | None = None
-    ) -> None:
-        (span or self._container()).add_event(name, _clean_attrs(attrs), timestamp=ts)
+    def _event(self, name: str, ts: int, attrs: Mapping[str, AttrValue | None]) -> None:
+        self._container().add_event(name, _clean_attrs(attrs), timestamp=ts)
 
     # ---- events --------------------------------------------------------------------------------
 
