@@ -69,11 +69,19 @@ def test_a_corral_run_is_one_trace_of_phases_model_requests_and_tool_calls(
     playbook = tmp_path / "play.yaml"
     playbook.write_text(PLAYBOOK)
     with otlp_receiver() as rx:
-        run_id, _proc = corral_run(repo, playbook, {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.url})
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.url}
+        run_id, _proc = corral_run(repo, playbook, otel)
         spans = rx.wait_for("corral.run")
+        # The approval, another process later, joins the same trace.
+        approve = [sys.executable, "-m", "corral", "approve", run_id, "--team", "payments"]
+        env = {**os.environ, **otel, "CORRAL_USER": "reviewer@example.com"}
+        done = subprocess.run(approve, capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        seen = {s.span_id for s in spans}
+        later = [s for s in rx.wait_for("corral.command") if s.span_id not in seen]
         raw = b"".join(rx.bodies)
     record = stored_run(Settings(team="payments"), run_id)
-    assert record.record.phase == "awaiting_approval", record.record.failure_reason
+    assert record.record.phase == "merged", record.record.failure_reason  # the run, then the approval
 
     [root] = _named(spans, "corral.run")
     assert (
@@ -132,6 +140,14 @@ def test_a_corral_run_is_one_trace_of_phases_model_requests_and_tool_calls(
     [gateway] = [s for s in spans if s.attrs.get("corral.reported_by") == "gateway"]
     assert gateway.name == "execute_tool forge.open_pull_request" and gateway.parent_id == mcp.span_id
     assert gateway.attrs["corral.gateway.allowed"] is True and gateway.attrs["corral.gateway.outcome"] == "ok"
+
+    [command] = _named(later, "corral.command")
+    assert command.trace_id == root.trace_id and command.parent_id == root.span_id
+    [merge] = _named(later, "corral.merge")
+    assert merge.parent_id == command.span_id and "merge.made" in [name for name, _ in merge.events]
+    assert ("approval.granted", "human:reviewer@example.com") in [
+        (name, attrs.get("corral.actor")) for s in later for name, attrs in s.events
+    ]
 
     # Nothing the agent wrote, and no secret, is in what left for the collector.
     assert CANARY_KEY.encode() not in raw
