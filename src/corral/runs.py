@@ -497,6 +497,7 @@ class _Run:
                 "stop_reason": outcome.stop_reason,
                 "text": outcome.result[:4000],
                 **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
+                **({"incident": self.request.incident.as_result()} if self.request.incident else {}),
             },
         )
         self.remove_sandboxes()

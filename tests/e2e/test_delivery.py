@@ -8,12 +8,15 @@ merge conflict, and a crash between merge and stage that a rerun of `corral appr
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from corral.cli import app
 from corral.delivery import approve as delivery
 from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from corral.deploy.local import LocalDeploy
@@ -215,6 +218,24 @@ def test_run_pr_approve_merge_stage_promote_rollback_with_every_refusal(
         # (the approval whose merge was refused, the one that merged, the promotion)
         for run_id in (fix.run_id, title.run_id, link.run_id):
             assert services.audit().verify(run_id).ok, run_id
+
+        # `corral show` tells the same story: the PR, who decided at which commit, the merge, the deploys.
+        shown = CliRunner().invoke(app, ["show", fix.run_id, "--repo", str(repo), "--json"])
+        assert shown.exit_code == 0, shown.output
+        delivered = json.loads(shown.output)["delivery"]
+        assert delivered["pull_request"] == pr.number and delivered["merge_commit"] == done.merge_commit
+        assert [(d["actor"], d["decision"], d["subject"], d["head_sha"]) for d in delivered["decisions"]] == [
+            ("bob", "approved", "run", head),
+            ("carol", "approved", "deploy_promotion", done.merge_commit),
+        ]
+        assert [(d["deployment_id"], d["state"]) for d in delivered["deployments"]] == [
+            (done.deployment.id, "staged"),
+            (first.deployment.id, "promoted"),
+            (first.deployment.id, "rolled_back"),
+        ]
+        text = CliRunner().invoke(app, ["show", fix.run_id, "--repo", str(repo)]).output
+        assert f"pr       #{pr.number}" in text and f"merged   {done.merge_commit[:12]}" in text
+        assert f"approved run by bob at {head[:10]}" in text
     finally:
         services.close()
 

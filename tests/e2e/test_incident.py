@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from corral.audit.timeline import timeline
+from corral.delivery.pr import find_pull_request
 from corral.demo import DEMO_CONFIG, DEMO_FILES
+from corral.forge.local import LocalForge
 from corral.gateway.config import load_gateway_file
 from corral.gateway.run import build_gateway
 from corral.incident.source import parse_source
@@ -91,6 +93,14 @@ def test_incident_run_reads_the_trace_fixes_the_file_and_waits_for_approval(
     saw = [e.summary for e in timeline(result.events) if e.section == "saw"]
     assert any("incident read sentry.get_sentry_resource" in s for s in saw)
     assert [r for r in fake.requests if not r.startswith("GET ")] == []
+    pr = find_pull_request(LocalForge(settings.home / "forge"), result.record)
+    assert pr is not None and pr.author == "corral"
+    body = pr.body.splitlines()
+    assert "**Incident:** `sentry:acme/4211`" in body and "**Evidence read (1):**" in body
+    assert any(
+        line.startswith("- `sentry.get_sentry_resource` ") and f"audit seq {calls[0].seq})" in line
+        for line in body
+    ), pr.body
 
 
 def _corral(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

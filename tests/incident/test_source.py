@@ -12,10 +12,15 @@ from corral.incident.source import IncidentSource, incident_grants, parse_source
     ("text", "expected"),
     [
         ("sentry:acme/4211", IncidentSource("sentry", "issue", "4211", "acme")),
-        ("https://acme.sentry.io/issues/4211/", IncidentSource("sentry", "issue", "4211", "acme")),
+        (
+            "https://acme.sentry.io/issues/4211/",
+            IncidentSource("sentry", "issue", "4211", "acme", url="https://acme.sentry.io/issues/4211/"),
+        ),
         (
             "https://sentry.internal:9443/organizations/acme/issues/77",
-            IncidentSource("sentry", "issue", "77", "acme"),
+            IncidentSource(
+                "sentry", "issue", "77", "acme", url="https://sentry.internal:9443/organizations/acme/issues/77"
+            ),
         ),
         ("datadog:monitor/1234", IncidentSource("datadog", "monitor", "1234")),
         ("datadog:incident/abc-12", IncidentSource("datadog", "incident", "abc-12")),

@@ -248,15 +248,25 @@ def register(app: typer.Typer) -> None:
         repo: ScopeRepoOption = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Show a run: summary, diff stat, checks, events count and cost."""
+        """Show a run: summary, diff stat, checks, events count and cost, and where it went after the
+        sandbox: its pull request, approvals and rejections, the merge and its deployments."""
+        from corral.delivery.status import delivery_lines, delivery_of
+
         services = _services(team=team, repo=repo)
         try:
             record = services.find_run(run_id)
             events = services.audit().read(record.run_id)
+            delivery = delivery_of(record, events, services.state().list_approvals(record.run_id))
         finally:
             services.close()
         if as_json:
-            emit_json({**record.model_dump(mode="json"), "events": len(events)})
+            emit_json(
+                {
+                    **record.model_dump(mode="json"),
+                    "events": len(events),
+                    "delivery": delivery.model_dump(mode="json"),
+                }
+            )
             return
         out.print(f"[bold]{record.run_id}[/bold]  {record.phase}", highlight=False)
         # The task, the repo path, the failure reason and the diff stat's file names can all carry
@@ -277,6 +287,7 @@ def register(app: typer.Typer) -> None:
         ]
         if record.failure_reason:
             rows.append(("failure", record.failure_reason))
+        rows.extend(delivery_lines(delivery))
         for key, value in rows:
             out.print(f"  {key:<8} {visible_line(value)}", highlight=False, markup=False)
         if record.diffstat:

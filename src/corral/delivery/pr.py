@@ -1,8 +1,11 @@
 """The pull request of a run: found when the agent opened one through the gateway, else opened by corral.
 
 Its body says what a reviewer needs: the task, the agent's summary, the diff stat, the check results,
-the preferences injected and the run id. Everything in it passes through the run's redactor first
-(the summary and the diff stat are the agent's words), and it is printed only through corral.display.
+the preferences injected and the run id; for an incident run, the incident's link and the evidence the
+agent read. When the agent opened the pull request itself, corral adds the incident's lines as a
+comment, since the agent's own body cannot be trusted to carry them. Everything in it passes through
+the run's redactor first (the summary and the diff stat are the agent's words), and it is printed only
+through corral.display.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 
 from corral.audit.redact import Redactor
 from corral.forge import Check, Forge, PullRequest
+from corral.incident.evidence import incident_section
 from corral.state.models import RunRecord
 
 
@@ -31,6 +35,7 @@ def pull_request_body(run: RunRecord, summary: str, redactor: Redactor | None = 
             "```",
             f"**Checks:** {verdict} (`{checks.get('command', '-')}`, exit {checks.get('exit_code', '-')})",
             f"**Preferences injected:** {prefs}",
+            *incident_section(run.result or {}, run.run_id),
             f"**Run:** {run.run_id} (`corral show {run.run_id}`, `corral audit show {run.run_id}`)",
         ]
     )
@@ -64,6 +69,8 @@ def ensure_pull_request(
             body=pull_request_body(run, summary, redactor),
             author="corral",
         )
+    else:
+        pr = _comment_incident(forge, pr, run, redactor)
     if run.checks_passed is not None:
         command = str((run.checks or {}).get("command", "checks"))
         pr = forge.record_check(
@@ -71,3 +78,17 @@ def ensure_pull_request(
             Check(name="corral/checks", status="passed" if run.checks_passed else "failed", summary=command),
         )
     return pr, opened
+
+
+def _comment_incident(
+    forge: Forge, pr: PullRequest, run: RunRecord, redactor: Redactor | None
+) -> PullRequest:
+    """Once per pull request the agent opened: the incident's link and evidence, as corral's comment."""
+    lines = incident_section(run.result or {}, run.run_id)
+    if not lines or any(c.author == "corral" and c.body.startswith(_INCIDENT_MARK) for c in pr.comments):
+        return pr
+    body = "\n".join([_INCIDENT_MARK, *lines])
+    return forge.comment(pr.number, body=redactor.redact_text(body) if redactor else body, author="corral")
+
+
+_INCIDENT_MARK = "**corral: the incident this run investigated**"

@@ -36,6 +36,8 @@ class IncidentSource:
     kind: Kind
     id: str
     org: str = ""
+    url: str = ""
+    """The address the user gave (a Sentry issue URL), kept as the incident's link; empty for short forms."""
 
     @property
     def ref(self) -> str:
@@ -43,6 +45,10 @@ class IncidentSource:
         if self.vendor == "sentry":
             return f"sentry:{self.org}/{self.id}"
         return f"datadog:{self.kind}/{self.id}"
+
+    def as_result(self) -> dict[str, str]:
+        """What a run's result keeps of it, so its pull request can link the incident."""
+        return {"ref": self.ref, "vendor": self.vendor, "kind": self.kind, "id": self.id, "url": self.url}
 
 
 def parse_source(text: str) -> IncidentSource:
@@ -70,7 +76,7 @@ def _sentry_url(value: str) -> IncidentSource:
             hint="use https://ORG.sentry.io/issues/ID/ or https://HOST/organizations/ORG/issues/ID/, "
             f"or pass {FORMS}",
         )
-    return IncidentSource("sentry", "issue", path["id"], org)
+    return IncidentSource("sentry", "issue", path["id"], org, url=value)
 
 
 def incident_grants(grants: list[str], source: IncidentSource) -> list[str]:
