@@ -284,3 +284,24 @@ def test_a_full_queue_drops_events_and_never_waits(caplog: pytest.LogCaptureFixt
     assert export.dropped == 3
     warnings = [r.getMessage() for r in caplog.records if r.name == "corral.telemetry"]
     assert warnings == ["corral: the OpenTelemetry queue is full; events are dropped from traces"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "why"),
+    [("http/json", "is not supported: use http/protobuf or grpc"), ("grpc", "pip install opentelemetry-")],
+)
+def test_a_protocol_it_cannot_speak_is_said_once_and_exports_nothing(
+    protocol: str, why: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from importlib.util import find_spec
+
+    from corral.telemetry import open_export
+
+    if protocol == "grpc" and find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
+        pytest.skip("the gRPC exporter is installed here: grpc is spoken")
+    caplog.set_level(logging.WARNING, logger="corral.telemetry")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    assert open_export() is None
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "corral.telemetry"]
+    assert warning.startswith("corral: no OpenTelemetry export: ") and why in warning
