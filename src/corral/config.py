@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corral.errors import ConfigError
-from corral.model import budget
+from corral.model import budget, upstream_failures
 from corral.paths import pattern_problem
 
 CONFIG_FILE = "corral.toml"
@@ -52,6 +52,10 @@ class AgentConfig(_Section):
     max_tokens: Annotated[int, Field(ge=1)] = budget.DEFAULT_MAX_TOKENS
     max_cost_usd: Annotated[float, Field(gt=0)] = budget.DEFAULT_MAX_COST_USD
     max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = budget.DEFAULT_MAX_CONCURRENT_REQUESTS
+    # A failing model upstream (corral/model/upstream_failures.py): Claude Code's retries per request
+    # (it clamps them to 15), and the longest silence of a streamed answer before the proxy cuts it.
+    model_retries: Annotated[int, Field(ge=0, le=15)] = upstream_failures.DEFAULT_MODEL_RETRIES
+    model_stream_idle_seconds: Annotated[float, Field(gt=0)] = upstream_failures.DEFAULT_STREAM_IDLE_SECONDS
 
     _dated = field_validator("model", "small_model")(_require_dated)
 
@@ -384,6 +388,10 @@ max_model_requests = 400
 max_tokens = 20000000                       # input plus output tokens
 max_cost_usd = 50.0                         # estimated from usage at list prices
 max_concurrent_requests = 8
+# A failing model upstream (429, 529, 5xx): Claude Code retries each request this many times, with
+# backoff; then the run fails with "model upstream failed: ...". A stream silent this long is cut.
+model_retries = 3
+model_stream_idle_seconds = 120
 
 [sandbox]
 image = "corral/agent:default"    # your team's image, built FROM corral/agent:default

@@ -6,6 +6,10 @@ have written (tool output, commands, file names, model text, commit messages, fa
 through `visible` before a CLI command prints it, so each control character shows as a visible
 escape such as `\\x1b` and does nothing. `json_text` does the same for JSON output, in JSON's own
 escape syntax, since `ensure_ascii=False` leaves C1 controls and bidirectional overrides raw.
+
+Each also redacts what this process has resolved (`corral.audit.redact.process_redactor`) before it
+escapes or lays out anything: a table cell that wraps or cuts a value would show a piece of it that
+no form matches any more. Cut text after it has been made visible, never before.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from corral.audit.redact import process_redactor
 
 _KEEP = "\n\t"
 
@@ -34,7 +40,7 @@ def visible(text: str) -> str:
     A literal backslash is left as it is: the point is that nothing acts on the terminal, and an
     agent that prints `\\x1b` as four characters shows exactly those four characters.
     """
-    return _UNSAFE.sub(_escape, text)
+    return _UNSAFE.sub(_escape, process_redactor().redact_text(text))
 
 
 def visible_line(text: str) -> str:
@@ -48,10 +54,10 @@ def _json_escape(match: re.Match[str]) -> str:
 
 def json_text(data: Any, *, indent: int | None = 2) -> str:
     """JSON for a terminal: valid JSON, with every unsafe character written as a `\\uXXXX` escape."""
-    text = json.dumps(data, indent=indent, default=str, ensure_ascii=False)
+    text = json.dumps(process_redactor().redact(data), indent=indent, default=str, ensure_ascii=False)
     return _UNSAFE.sub(_json_escape, text)
 
 
 def json_line(raw: str) -> str:
     """A stored JSON document (one line), re-escaped for a terminal without re-parsing it."""
-    return _UNSAFE.sub(_json_escape, raw)
+    return _UNSAFE.sub(_json_escape, process_redactor().redact_text(raw))

@@ -8,10 +8,11 @@ their own payload. Model and tool events carry the OpenTelemetry GenAI attribute
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Actor = str
 """`agent`, `system`, or `human:<name>`."""
@@ -238,8 +239,9 @@ class SecretRequested(Event):
     kind: Literal["secret.requested"] = "secret.requested"
     name: str
     provider: str
-    requester: str = Field(default="", validation_alias=AliasChoices("requester", "consumer"))
-    """Who takes the value: `gateway`, `checks` or `agent` (`consumer` in logs written before it)."""
+    requester: str = ""
+    """Who takes the value: `gateway`, `checks` or `agent` (logs written before it say `consumer`:
+    `parse_event` reads that as `requester`)."""
     purpose: str = ""
     """What for: the upstream it authenticates, or the sandbox env var it becomes."""
 
@@ -370,6 +372,43 @@ class PrefsInjected(Event):
     preference_ids: list[str] = []
 
 
+# ---- corral server sign-in -------------------------------------------------------------------
+# On the server's own chain (`server-<started>-<hex>`, one per server start), never on a run's.
+
+
+class AuthSignedIn(Event):
+    """A user signed in with a password; the actor is `human:<name>`."""
+
+    kind: Literal["auth.signed_in"] = "auth.signed_in"
+    role: str
+    client: str = ""
+
+
+class AuthSignedOut(Event):
+    kind: Literal["auth.signed_out"] = "auth.signed_out"
+    client: str = ""
+
+
+class AuthTokenUsed(Event):
+    """The first request with a user's current API token in this server process (not every one)."""
+
+    kind: Literal["auth.token_used"] = "auth.token_used"
+    role: str
+    client: str = ""
+
+
+class AuthRefused(Event):
+    """A refused sign-in or bearer token. `name` is what was typed, and may name no user: the client
+    was told only "wrong user name or password". `throttled`: too many failures in a row, refused
+    without checking (audited once per lockout, not per attempt)."""
+
+    kind: Literal["auth.refused"] = "auth.refused"
+    method: Literal["password", "token"]
+    reason: Literal["bad_credentials", "bad_token", "throttled"]
+    name: str = ""
+    client: str = ""
+
+
 AnyEvent = Annotated[
     RunCreated
     | RunPhase
@@ -404,18 +443,44 @@ AnyEvent = Annotated[
     | DeployRolledBack
     | ReviewComment
     | PrefsInjected
-    | AgentInit,
+    | AgentInit
+    | AuthSignedIn
+    | AuthSignedOut
+    | AuthTokenUsed
+    | AuthRefused,
     Field(discriminator="kind"),
 ]
 
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 
+_RENAMED: dict[str, dict[str, str]] = {"secret.requested": {"consumer": "requester"}}
+"""Fields renamed since a log was written, by kind: old name -> new name. A stored line is never
+rewritten (its hash covers it), so the old name is read as the new one here, in one place."""
+_OLD_KEYS = tuple(f'"{old}"'.encode() for renames in _RENAMED.values() for old in renames)
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    renames = _RENAMED.get(str(data.get("kind", "")))
+    if not renames or not any(old in data for old in renames):
+        return data
+    upgraded = dict(data)
+    for old, new in renames.items():
+        if old in upgraded:
+            value = upgraded.pop(old)
+            upgraded.setdefault(new, value)
+    return upgraded
+
+
 def parse_event(data: dict[str, Any] | str | bytes) -> AnyEvent:
-    """Rebuild a typed event from its stored JSON form (by alias)."""
+    """Rebuild a typed event from its stored JSON form (by alias), reading renamed fields of older
+    logs under their current names."""
     if isinstance(data, str | bytes):
-        return EVENT_ADAPTER.validate_json(data)
-    return EVENT_ADAPTER.validate_python(data)
+        raw = data.encode() if isinstance(data, str) else data
+        if not any(old in raw for old in _OLD_KEYS):  # the common case: parse the bytes directly
+            return EVENT_ADAPTER.validate_json(raw)
+        data = json.loads(raw)
+    return EVENT_ADAPTER.validate_python(_upgrade(data) if isinstance(data, dict) else data)
 
 
 def event_payload(event: Event) -> dict[str, Any]:

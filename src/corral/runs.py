@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from corral.agent.policy import PathPolicy
 from corral.audit import EventSink
 from corral.audit.observed import ObservedSink, Observer
+from corral.audit.redact import process_redactor
 from corral.config import Config, load_config
-from corral.errors import CorralError, EgressError, RunError, WorkspaceError
+from corral.diskspace import check_disk, low_space, with_disk
+from corral.errors import CorralError, EgressError, ModelError, RunError, WorkspaceError
 from corral.events import (
     AgentInit,
     CheckResult,
@@ -46,6 +48,7 @@ from corral.incident.source import IncidentSource, incident_grants
 from corral.model.budget import Budget
 from corral.model.cassette import Cassette, is_cassette_file
 from corral.model.playbook import Playbook
+from corral.model.upstream_failures import UpstreamFailures
 from corral.paths import Protection
 from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend, SandboxSpec
 from corral.sandbox.nodump import check_nodump
@@ -146,6 +149,7 @@ class _Prepared:
     gateway: RunGatewayHandle
     prefs: PreferenceSelection
     budget: Budget
+    failures: UpstreamFailures
 
 
 class RunOrchestrator:
@@ -181,6 +185,9 @@ class RunOrchestrator:
 
     def run(self, request: RunRequest) -> str:
         """Run a task to awaiting_approval (or failed) and return the run id."""
+        from corral.outputs import redact_logging
+
+        redact_logging()  # what this run resolves is redacted from every log record of the process
         config, playbook = self.prepare_inputs(request)
         self._config = config
         repo_info = inspect_repo(request.repo.resolve(), config.project.base_branch)
@@ -315,6 +322,7 @@ class _Run:
             prepared = self.prepare()
             self.move(Phase.RUNNING)
             self.drive_agent(prepared)
+            check_disk(self.services.settings.home)
             self.commit()
             if self.empty_is_terminal and not self.branch_has_commits():
                 self.move(Phase.NO_CHANGES, "the session changed nothing")
@@ -330,10 +338,11 @@ class _Run:
             reason = "interrupted (Ctrl-C)"
             raise
         except CorralError as exc:
-            reason = exc.message
+            reason = with_disk(self.services.settings.home, exc.message)
         except Exception as exc:
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            raise
+            reason = with_disk(self.services.settings.home, f"internal error: {type(exc).__name__}: {exc}")
+            if not low_space(self.services.settings.home):
+                raise  # a full disk explains the error: recorded as the run's failure, not a crash
         finally:
             self.release()
             if self.phase not in AT_REST | TERMINAL:
@@ -441,7 +450,7 @@ class _Run:
 
             recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
             serve_recorded(gateway.gateway, recorded)
-        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget)
+        return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget, proxy.failures)
 
     def open_workspace(self) -> Workspace:
         """The run's worktree: a new branch `corral/<run-id>` at the base commit."""
@@ -495,7 +504,8 @@ class _Run:
             result={
                 "turns": outcome.turns,
                 "stop_reason": outcome.stop_reason,
-                "text": outcome.result[:4000],
+                # Redacted before it is cut: a cut through a value would leave a piece no form matches.
+                "text": process_redactor().redact_text(outcome.result)[:4000],
                 **({"evidence": self.evidence.as_result()} if self.evidence.items else {}),
                 **({"incident": self.request.incident.as_result()} if self.request.incident else {}),
             },
@@ -505,6 +515,15 @@ class _Run:
             raise RunError(
                 f"budget exhausted: {prepared.budget.exhausted}",
                 hint="raise the limit under [agent] in corral.toml, or give the agent a smaller task",
+            )
+        upstream_failed = prepared.failures.failure()
+        if outcome.is_error and upstream_failed:
+            if outcome.timed_out:
+                upstream_failed += f"; then the {outcome.stop_reason} was reached"
+            raise ModelError(
+                upstream_failed,
+                hint="the model upstream is failing, not the task: run it again later; "
+                "[agent] model_retries sets how often each request is retried",
             )
         if outcome.is_error:
             raise RunError(f"the agent did not finish: {outcome.stop_reason}")
@@ -548,7 +567,7 @@ class _Run:
                 command=command,
                 exit_code=result.exit_code,
                 passed=result.exit_code == 0,
-                output=result.output[-20000:],
+                output=process_redactor().redact_text(result.output)[-20000:],
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         )

@@ -7,6 +7,7 @@ same wiring. Nothing is opened at construction: `corral --help` touches no datab
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,8 @@ class Services:
             upstream=upstream,
             sink=sink,
             budget=Budget(BudgetLimits.from_config(config.agent)),
+            retries=config.agent.model_retries,
+            stream_idle_seconds=config.agent.model_stream_idle_seconds,
         )
         proxy.serve_unix(socket_path)
         return proxy
@@ -187,6 +190,7 @@ class Services:
         """The run's MCP gateway on `socket_path`: the built-in forge and deploy tools, and the team's
         upstreams."""
         from corral.forge.local import LocalForge
+        from corral.forge.redacting import RedactingForge
         from corral.gateway.config import GatewayFileConfig, load_gateway_file
         from corral.gateway.run import RunGateway, RunGatewaySpec
         from corral.gateway.state_tokens import StateRecordedTokenStore
@@ -201,7 +205,7 @@ class Services:
             # The agent's forge tools act on the local forge even for a GitHub project: while the agent
             # runs, nothing is committed, so there is no branch to push; corral opens the GitHub pull
             # request itself at awaiting_approval, from the committed result.
-            forge=LocalForge(self.settings.home / "forge"),
+            forge=RedactingForge(LocalForge(self.settings.home / "forge")),
             deploy=self.deploy_target(),
             repo=repo,
             head=branch,
@@ -219,11 +223,12 @@ class Services:
     def forge(self, config: Config) -> Forge:
         """The project's forge (`[forge] backend`): local by default, GitHub with a host-held token."""
         from corral.forge import forge_class
+        from corral.forge.redacting import RedactingForge
 
         cls = forge_class(config.forge.backend)
         if config.forge.backend == "local":
-            return cls(self.settings.home / "forge")
-        return cls(config.forge, self.host_secret(config.forge.token))
+            return RedactingForge(cls(self.settings.home / "forge"))
+        return RedactingForge(cls(config.forge, self.host_secret(config.forge.token)))
 
     def deployer(self, config: Config, run_id: str, repo: Path) -> Deployer:
         """The project's `[deploy]` backend; the local one builds in a sandbox of this run's project."""
@@ -257,6 +262,10 @@ class Services:
                 value = ""
         if not value:
             raise ConfigError(f"no credential at {ref!r}", hint=f"set {where} on the host running corral")
+        from corral.audit.redact import MIN_SECRET_LENGTH, process_redactor
+
+        if len(value) >= MIN_SECRET_LENGTH:  # never shown, whatever a forge or deploy API echoes back
+            process_redactor().register(re.sub(r"[^A-Za-z0-9_.:-]", "_", ref)[:64], value)
         return value
 
     # ---- memory --------------------------------------------------------------------------------

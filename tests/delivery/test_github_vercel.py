@@ -18,6 +18,7 @@ from corral.delivery import approve as delivery
 from corral.delivery.pr import ensure_pull_request
 from corral.errors import DeployError, MergeRefused, WorkspaceError
 from corral.forge.github import GitHubForge
+from corral.forge.redacting import RedactingForge
 from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
@@ -185,7 +186,7 @@ def test_github_422_is_a_clear_error(
     github, _ = fakes
     run = make_run(services, repo, github, "alpha")
     forge = services.forge(delivery._config(run))
-    assert isinstance(forge, GitHubForge)
+    assert isinstance(forge, RedactingForge) and isinstance(forge.inner, GitHubForge)
     with pytest.raises(WorkspaceError, match="A pull request already exists for acme:corral/"):
         forge.open_pull_request(repo, head=run.branch, base="main", title="again", body="", author="corral")
     with pytest.raises(MergeRefused, match="Validation Failed; PullRequest sha missing"):

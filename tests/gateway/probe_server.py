@@ -7,6 +7,7 @@ tool whose schema changes between starts (`query` gains an argument when PROBE_S
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import time
@@ -32,6 +33,18 @@ def headers(ctx: Context) -> dict[str, str]:
 def env(name: str) -> str:
     """One environment variable of this server process."""
     return os.environ.get(name, "")
+
+
+@server.tool()
+def stderr(name: str) -> str:
+    """Print an environment variable to this server's stderr, raw and as base64, one character per write
+    (as a server that logs its configuration would, and split wherever a reader could split it)."""
+    value = os.environ.get(name, "")
+    for text in (f"token={value}\n", f"b64={base64.b64encode(value.encode()).decode()}\n"):
+        for char in text:
+            sys.stderr.write(char)
+            sys.stderr.flush()
+    return "printed"
 
 
 @server.tool()

@@ -19,7 +19,11 @@ from corral.incident.source import IncidentSource, incident_grants, parse_source
         (
             "https://sentry.internal:9443/organizations/acme/issues/77",
             IncidentSource(
-                "sentry", "issue", "77", "acme", url="https://sentry.internal:9443/organizations/acme/issues/77"
+                "sentry",
+                "issue",
+                "77",
+                "acme",
+                url="https://sentry.internal:9443/organizations/acme/issues/77",
             ),
         ),
         ("datadog:monitor/1234", IncidentSource("datadog", "monitor", "1234")),

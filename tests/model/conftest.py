@@ -81,6 +81,8 @@ class FakeUpstream:
     chunks: list[bytes] = field(default_factory=list)
     json_body: dict[str, Any] | None = None
     status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers of a `json_body` answer (retry-after, say)."""
     gate_after: int | None = None
     """Hold the stream after this many chunks until `gate` is set: proves the proxy does not buffer."""
     gate: threading.Event = field(default_factory=threading.Event)
@@ -105,7 +107,7 @@ def _fake_app(state: FakeUpstream) -> Starlette:
             }
         )
         if state.json_body is not None:
-            return JSONResponse(state.json_body, state.status)
+            return JSONResponse(state.json_body, state.status, headers=state.headers)
 
         async def stream() -> Any:
             import anyio.to_thread

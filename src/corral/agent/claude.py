@@ -35,8 +35,10 @@ from claude_agent_sdk import (
 from corral.agent.policy import PathPolicy
 from corral.agent.tool_hooks import ToolHooks, deny_output
 from corral.audit import EventSink
+from corral.audit.redact import process_redactor
 from corral.config import Config
 from corral.events import AgentStopped, ToolDenied
+from corral.model.upstream_failures import DEFAULT_MODEL_RETRIES
 from corral.sandbox import NODUMP_LIBRARY, Sandbox
 from corral.tail import Tail
 
@@ -71,6 +73,9 @@ class AgentSettings:
     system_append: str = ""
     mcp_servers: dict[str, Any] = field(default_factory=dict)
     allowed_mcp_tools: tuple[str, ...] = ()
+    model_retries: int = DEFAULT_MODEL_RETRIES
+    """Claude Code's own retries of a failed model request (`CLAUDE_CODE_MAX_RETRIES`): without it,
+    2.1.332 retries a 529 ten times over three minutes."""
     exposed_secrets: dict[str, str] = field(default_factory=dict, repr=False)
     """ENV_NAME -> value of the secrets declared `expose = "agent"`: handed to `docker exec` through
     its environment (`-e NAME`), never written into the wrapper script."""
@@ -99,6 +104,7 @@ class AgentSettings:
             system_append=system_append,
             mcp_servers=mcp_servers or {},
             allowed_mcp_tools=allowed_mcp_tools,
+            model_retries=config.agent.model_retries,
             exposed_secrets=exposed_secrets or {},
         )
 
@@ -134,6 +140,7 @@ def container_env(settings: AgentSettings) -> dict[str, str]:
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_ENTRYPOINT": "sdk-py",
+        "CLAUDE_CODE_MAX_RETRIES": str(settings.model_retries),
         # Makes the CLI non-dumpable before its main() runs (and is then removed from its
         # environment): its tools share its uid, and must not reach its stdout or memory. The run
         # checks that the image's library works (corral.sandbox.nodump) before the agent starts.
@@ -269,7 +276,7 @@ class ClaudeDriver:
                     tool_name=self._requested.get(block.tool_use_id, ""),
                     tool_call_id=block.tool_use_id,
                     rule="not-offered",
-                    reason=text[:500],
+                    reason=process_redactor().redact_text(text)[:500],
                 ),
                 durable=True,
             )
@@ -324,7 +331,10 @@ class ClaudeDriver:
                 0, 0.0, "", True, f"wall-clock limit of {self._settings.timeout_seconds:g}s", True
             )
         if result is None:
-            tail = " | ".join(line.strip()[-500:] for line in self._stderr.lines()[-5:] if line.strip())
+            lines = self._stderr.lines()[-5:]
+            tail = " | ".join(
+                process_redactor().redact_text(line).strip()[-500:] for line in lines if line.strip()
+            )
             return AgentOutcome(
                 0, 0.0, "", True, error or f"Claude Code ended without a result ({tail})", False
             )

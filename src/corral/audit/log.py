@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from corral.audit.blobs import BlobStore
 from corral.audit.chain import Checkpoint, EventRow, genesis_hash
 from corral.audit.recorder import RunLock, RunRecorder
-from corral.audit.redact import Redactor
+from corral.audit.redact import Redactor, process_redactor
 from corral.audit.shipper import Shipper
 from corral.audit.spool import SpoolWriter, check_run_id, last_record, list_spools, read_chunk, spool_name
 from corral.audit.store import AuditStore, RunSummary, open_store, safe_url
@@ -162,7 +162,7 @@ class AuditLog:
         except BaseException:
             lock.release()
             raise
-        redactor = Redactor()
+        redactor = Redactor(forward_to=process_redactor())
         for name, value in (secrets or {}).items():
             redactor.register(name, value)
         telemetry = self._open_telemetry()

@@ -6,6 +6,11 @@ forms, its hex forms (lower and upper case, as `xxd -p` prints a short value unw
 stable middle of its base64 when it sits at any byte offset inside a larger encoded blob (a tool that
 prints `base64 .env` encodes the secret at an arbitrary 3-byte alignment, so the straight encoding
 alone would miss it).
+
+Text that leaves in pieces (a stream, a child's stderr, a console's writes) goes through
+`StreamRedactor`, which holds back only the tail that a later piece could still complete into a form.
+Every run's redactor also feeds the process's (`process_redactor`), so output that no single run owns
+(the CLI's streams, logging, the dashboard) redacts every value this process has resolved.
 """
 
 from __future__ import annotations
@@ -96,12 +101,22 @@ def _node_pattern(node: dict[str, Any]) -> str:
 
 
 class Redactor:
-    """Thread-safe: registration swaps in a new compiled pattern; `redact` reads one snapshot."""
+    """Thread-safe: registration swaps in a new table of forms; `redact` reads one snapshot.
 
-    def __init__(self) -> None:
+    The pattern is compiled when text is first redacted after a registration that brought a new form,
+    not at each registration: compiling the trie of many long forms takes seconds, and a run (or a
+    long-lived server, whose process redactor hears every run's values) registers many values at once,
+    mostly ones it already has.
+
+    `forward_to` is told every registration too (a run's redactor forwards to the process's)."""
+
+    def __init__(self, forward_to: Redactor | None = None) -> None:
         self._lock = threading.Lock()
         self._names: dict[str, str] = {}  # form -> name
         self._pattern: re.Pattern[str] | None = None
+        self._longest = 0
+        """The longest registered form's length."""
+        self._forward = forward_to
 
     def register(self, name: str, value: str) -> None:
         if not _NAME.match(name):
@@ -115,25 +130,61 @@ class Redactor:
                 hint=f"secret values must be at least {MIN_SECRET_LENGTH} characters; "
                 "a shorter one would redact unrelated text everywhere in the audit log",
             )
+        forms = secret_forms(value)
         with self._lock:
-            for form in secret_forms(value):
-                self._names.setdefault(form, name)
-            self._pattern = re.compile(_trie_pattern(self._names))
+            new = {form: name for form in forms if form not in self._names}
+            if new:
+                # A new table, not an update in place: a reader holds a snapshot while it substitutes.
+                self._names = {**self._names, **new}
+                self._longest = max(self._longest, *map(len, new))
+                self._pattern = None
+        if self._forward is not None:
+            self._forward.register(name, value)
 
     @property
     def active(self) -> bool:
-        return self._pattern is not None
+        return bool(self._names)
+
+    def _current(self) -> re.Pattern[str] | None:
+        """The pattern of every registered form, compiled now if a registration changed the table."""
+        pattern = self._pattern
+        if pattern is None and self._names:
+            with self._lock:
+                if self._pattern is None:
+                    self._pattern = re.compile(_trie_pattern(self._names))
+                pattern = self._pattern
+        return pattern
 
     def redact_text(self, text: str) -> str:
-        pattern = self._pattern
+        pattern = self._current()
         if pattern is None:
             return text
         names = self._names
         return pattern.sub(lambda m: f"[secret:{names[m.group(0)]}]", text)
 
+    def redact_head(self, text: str) -> tuple[str, str]:
+        """`text` split where no text appended later can change the redaction before the split: the
+        part before it redacted, and the tail held back. A form starting before the split lies
+        wholly inside `text` (the split is the longest form's length minus one from the end), so it
+        is found now; one starting in the tail may still be completed by the next piece."""
+        pattern = self._current()
+        if pattern is None:
+            return text, ""
+        names, cut = self._names, len(text) - self._longest + 1
+        parts: list[str] = []
+        pos = 0
+        for match in pattern.finditer(text):
+            if match.start() >= cut:
+                break
+            parts += [text[pos : match.start()], f"[secret:{names[match.group(0)]}]"]
+            pos = match.end()
+        end = max(pos, cut)
+        parts.append(text[pos:end])
+        return "".join(parts), text[end:]
+
     def redact(self, obj: Any) -> Any:
         """Return `obj` with every registered form replaced, recursing through dicts and lists."""
-        if self._pattern is None:
+        if not self._names:
             return obj
         return self._walk(obj)
 
@@ -145,3 +196,31 @@ class Redactor:
         if isinstance(obj, list | tuple):
             return [self._walk(v) for v in obj]
         return obj
+
+
+class StreamRedactor:
+    """Redacts a text that arrives in pieces, so that a value split across two pieces is still found.
+
+    `feed` returns what may be shown now; `flush` returns the held tail, redacted, once the stream
+    ends or must be shown whole. What `feed` and `flush` return, joined, is `redact_text` of the
+    joined pieces, wherever the pieces were split."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        shown, self._held = self._redactor.redact_head(self._held + text)
+        return shown
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return self._redactor.redact_text(held)
+
+
+_PROCESS = Redactor()
+
+
+def process_redactor() -> Redactor:
+    """The redactor of everything this process has resolved (every run's redactor forwards to it)."""
+    return _PROCESS

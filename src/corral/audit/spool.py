@@ -8,10 +8,16 @@ already synced past its own line returns at once.
 Beside each spool, `NAME.offset` holds how many bytes the shipper has stored, rewritten atomically
 (temp file, fsync, rename). The writer holds an exclusive `flock` on its spool for its lifetime, so
 any other process can tell a live spool from an orphan left by a crash: it can lock only the orphan.
+
+A full disk must not cost the run its record: each spool keeps RESERVE_BYTES allocated past its end
+(`fallocate` with KEEP_SIZE), so the events that say how the run ended still fit once the disk is
+full, and a write that finds no space raises a StoreError naming the directory, never half a line.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import json
 import logging
@@ -31,6 +37,19 @@ log = logging.getLogger("corral.audit")
 SUFFIX = ".jsonl"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _READ_CHUNK = 8 * 1024 * 1024
+RESERVE_BYTES = 1024 * 1024
+_FALLOC_FL_KEEP_SIZE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def reserve(fd: int, offset: int, length: int) -> bool:
+    """Allocate `length` bytes from `offset` without changing the file's size; False where the
+    filesystem cannot (the spool then works as before, only without the reserve)."""
+    fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+    if fallocate is None:
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0)
 
 
 def check_run_id(run_id: str) -> str:
@@ -113,6 +132,9 @@ class SpoolWriter:
             os.close(dfd)
         self._written = os.fstat(self._fd).st_size
         self._synced = self._written
+        self._reserved = (
+            self._written + RESERVE_BYTES if reserve(self._fd, self._written, RESERVE_BYTES) else 0
+        )
         self._sync_lock = threading.Lock()
         self.syncs = 0
 
@@ -123,11 +145,29 @@ class SpoolWriter:
     def write(self, line: str) -> int:
         """Append one line; return the file offset just past it (what `sync` needs)."""
         data = line.encode() + b"\n"
-        n = os.write(self._fd, data)
+        try:
+            n = os.write(self._fd, data)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise self._full() from exc
         if n != len(data):  # a full disk: never leave half a line to be taken for a torn tail
-            raise StoreError(f"short write to audit spool {self.path}", hint="free disk space")
+            os.ftruncate(self._fd, self._written)
+            raise self._full()
         self._written += n
+        # Topped up while there is still room: the reserve is for when there is none.
+        low = self._reserved and self._reserved - self._written < RESERVE_BYTES // 2
+        if low and reserve(self._fd, self._written, RESERVE_BYTES):
+            self._reserved = self._written + RESERVE_BYTES
         return self._written
+
+    def _full(self) -> StoreError:
+        return StoreError(
+            f"no space left on the disk holding the audit spool {self.path.parent}: "
+            "an event was not recorded",
+            hint="free space on that disk, or set CORRAL_HOME to a larger one; the events already "
+            "recorded are kept and ship when corral next runs",
+        )
 
     def sync(self, upto: int) -> None:
         """Return once every byte before `upto` is on disk (group commit)."""
@@ -144,6 +184,9 @@ class SpoolWriter:
     def close(self) -> None:
         if self._fd < 0:
             return
+        if self._reserved:
+            # Give the reserve back: a spool that waits for the store should hold only its lines.
+            os.ftruncate(self._fd, self._written)
         os.fsync(self._fd)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)

@@ -25,6 +25,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from corral import events as ev
+from corral.audit.redact import process_redactor
 from corral.display import visible
 from corral.events import AnyEvent
 from corral.incident.evidence import is_incident_read
@@ -55,7 +56,8 @@ class Entry(BaseModel):
 
 
 def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
+    # Redacted before it is cut (and before whitespace is folded): a cut value matches no form.
+    text = " ".join(process_redactor().redact_text(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -170,6 +172,14 @@ def entry(event: AnyEvent) -> Entry:
             summary = f"sandbox {event.container_id[:12]} removed {event.exit_reason}"
         case ev.AgentStopped():
             summary = f"agent stopped after {event.turns} turns: {event.reason}"
+        case ev.AuthSignedIn() | ev.AuthTokenUsed():
+            how = "signed in" if event.kind == "auth.signed_in" else "first used an API token"
+            summary = f"{event.actor} ({event.role}) {how} from {event.client or '?'}"
+        case ev.AuthSignedOut():
+            summary = f"{event.actor} signed out from {event.client or '?'}"
+        case ev.AuthRefused():
+            who = f" as {event.name!r}" if event.name else ""
+            summary = f"refused {event.method}{who} from {event.client or '?'}: {event.reason}"
         case _:
             summary = event.kind
     return Entry(

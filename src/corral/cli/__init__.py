@@ -25,6 +25,15 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+
+@app.callback()
+def _redact_output(ctx: typer.Context) -> None:
+    # Every command's stdout, stderr and logging go through the process redactor (corral.outputs).
+    from corral.outputs import redact_process_output
+
+    ctx.call_on_close(redact_process_output())
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 RepoOption = Annotated[
     Path, typer.Option("--repo", help="The git repository to work on.", show_default="current directory")

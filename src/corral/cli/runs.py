@@ -235,7 +235,7 @@ def register(app: typer.Typer) -> None:
                 r.run_id,
                 str(r.phase),
                 visible_line(r.project),
-                visible_line(r.task[:50]),
+                visible_line(r.task)[:50],  # cut once redacted: a cut value matches no form
                 f"{r.created_at:%Y-%m-%d %H:%M}",
                 f"${r.cost_usd:.4f}",
             )

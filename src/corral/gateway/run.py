@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.audit import EventSink
-from corral.audit.redact import Redactor
+from corral.audit.redact import Redactor, process_redactor
 from corral.config import Config
 from corral.deploy import DeployTarget
 from corral.forge import Forge
@@ -50,7 +50,7 @@ def build_gateway(
     Upstream credentials resolve through the secrets providers: each resolution is audited on `sink`
     (name only) and its value registered for redaction, by the sink and by the gateway itself.
     """
-    redactor = Redactor()
+    redactor = Redactor(forward_to=process_redactor())
     resolver = SecretResolver({**config.secrets, **secret_refs}, sink, environ)
 
     def secret(name: str) -> str:

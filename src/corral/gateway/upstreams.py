@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -29,6 +28,7 @@ from mcp.shared.message import SessionMessage
 
 from corral.errors import ConfigError, UpstreamFailure
 from corral.gateway.config import SECRET_REF, UpstreamConfig
+from corral.gateway.errlog import redacted_errlog
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,7 @@ class McpUpstream:
             # Values are resolved at each (re)start, so a rotated file secret takes effect on restart.
             env = {k: interpolate(v, self._secret) for k, v in cfg.env.items()}
             params = StdioServerParameters(command=cfg.command, args=cfg.args, env=env, cwd=cfg.cwd)
-            if self._errlog is not None:
-                self._errlog.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.ExitStack() as files:
-                err: TextIO = files.enter_context(
-                    open(self._errlog if self._errlog else os.devnull, "a", encoding="utf-8")
-                )
+            with redacted_errlog(self._errlog) as err:
                 async with stdio_client(params, errlog=err) as streams:
                     yield streams
         else:

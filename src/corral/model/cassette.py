@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from corral.audit.redact import process_redactor
 from corral.errors import PlaybookError
 from corral.events import AnyEvent, ModelRequest, ModelResponse, RunCreated, ToolResult
 from corral.model.scripted import anthropic_http_error, estimate_tokens, new_message_id, sse_events
@@ -114,7 +115,10 @@ class Cassette(_Model):
         )
 
     def dump(self, path: Path) -> None:
-        path.write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        # Built from the (redacted) audit log; redacted again for whatever this process resolved since.
+        path.write_text(
+            process_redactor().redact_text(self.model_dump_json(indent=1)) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, path: Path) -> Cassette:

@@ -12,6 +12,9 @@ What goes upstream is filtered (model/request_filter.py): the request could othe
 upstream fetch URLs or run server tools with our key. What the proxy holds from the sandbox is bounded:
 a body is read incrementally up to `max_body_bytes`, one body at a time is held and parsed, and the
 forwarded copy is released once it has been sent.
+
+A failing upstream (429, 529, 5xx, a stalled stream) is not retried here: Claude Code retries it, and
+the proxy bounds the attempts and records each one (model/upstream_failures.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from corral.audit import EventSink
+from corral.audit.redact import process_redactor
 from corral.errors import ModelError
 from corral.events import ModelRefused, ModelRequest, ModelResponse
 from corral.model import request_filter
@@ -44,6 +48,14 @@ from corral.model.budget import Budget
 from corral.model.playbook import Playbook
 from corral.model.scripted import anthropic_http_error, error_body, scripted_app
 from corral.model.sse import Reassembled, Reassembler, SseParser
+from corral.model.upstream_failures import (
+    DEFAULT_MODEL_RETRIES,
+    DEFAULT_STREAM_IDLE_SECONDS,
+    RETRYABLE_STATUSES,
+    Failure,
+    UpstreamFailures,
+    clamp_retry_header,
+)
 from corral.serving import BackgroundServer
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -107,7 +119,7 @@ def _summarise_user_turn(messages: Any) -> str:
             continue
         content = message.get("content")
         if isinstance(content, str):
-            return _SYSTEM_REMINDER.sub("", content).strip()[:_SUMMARY_CHARS]
+            return _clip(_SYSTEM_REMINDER.sub("", content).strip())
         parts: list[str] = []
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
@@ -120,8 +132,13 @@ def _summarise_user_turn(messages: Any) -> str:
                     inner = " ".join(str(b.get("text", "")) for b in inner if isinstance(b, dict))
                 flag = " error" if block.get("is_error") else ""
                 parts.append(f"[tool_result{flag} {block.get('tool_use_id', '')}] {inner or ''}")
-        return " | ".join(p.strip() for p in parts if p.strip())[:_SUMMARY_CHARS]
+        return _clip(" | ".join(p.strip() for p in parts if p.strip()))
     return ""
+
+
+def _clip(text: str) -> str:
+    """Redacted before it is cut: a cut through a secret would leave a piece that no form matches."""
+    return process_redactor().redact_text(text)[:_SUMMARY_CHARS]
 
 
 def _token_of(request: Request) -> str | None:
@@ -150,6 +167,8 @@ class ModelProxy:
         timeout: float = 600.0,
         max_body_bytes: int = MAX_BODY_BYTES,
         budget: Budget | None = None,
+        retries: int = DEFAULT_MODEL_RETRIES,
+        stream_idle_seconds: float = DEFAULT_STREAM_IDLE_SECONDS,
     ) -> None:
         if not run_token:
             raise ModelError("the model proxy needs a run token", hint="generate one per run")
@@ -162,6 +181,8 @@ class ModelProxy:
         self._timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.budget = budget or Budget()
+        self.failures = UpstreamFailures(upstream.name, retries)
+        self.stream_idle_seconds = stream_idle_seconds
         self._client: httpx.AsyncClient | None = None
         # One request body at a time is read, parsed and handed upstream: what the proxy holds from
         # the sandbox stays near one capped body, however many requests arrive at once.
@@ -343,6 +364,11 @@ class ModelProxy:
         if isinstance(outgoing, Response):
             return outgoing
         model = str(body["model"])
+        gave_up = self.failures.refusal()
+        if gave_up:
+            release()
+            # A 400, which no client retries: every attempt the bound allows has been made and recorded.
+            return self._refuse(400, "invalid_request_error", f"corral: {gave_up}; not forwarded", model)
         refusal, reason = self.budget.admit()
         if refusal:
             release()
@@ -354,10 +380,13 @@ class ModelProxy:
             return self._refuse(status, error_type, f"corral: {word}: {reason}", model)
         exchange_id = uuid.uuid4().hex
         self._sink.emit(_request_event(body, exchange_id, dropped))
+        streams = bool(body.get("stream"))
         del body  # the parsed body is not held while the upstream answers, which may take minutes
         self.exchanges += 1
         reassembler = Reassembler()
         charged = False
+        status = 0
+        failure: Failure | None = None
 
         def record() -> None:
             nonlocal charged
@@ -365,22 +394,42 @@ class ModelProxy:
             if not charged:
                 charged = True
                 self.budget.finish(model, result.input_tokens, result.output_tokens)
+                self._count_attempt(status, failure, result)
             self._record(model, exchange_id, result, started)
 
         def failed(exc: Exception) -> str:
-            message = f"corral: model upstream {self.upstream.name} failed: {type(exc).__name__}: {exc}"
+            nonlocal failure
+            if isinstance(exc, httpx.ReadTimeout) and status:
+                what = f"stream stalled (no data for {self.stream_idle_seconds:g}s)"
+                message = f"corral: model upstream {self.upstream.name} {what}"
+            else:
+                what = type(exc).__name__
+                message = f"corral: model upstream {self.upstream.name} failed: {what}: {exc}"
+            failure = Failure(0, what)
             reassembler.result.error = message
             reassembler.result.stop_reason = "error"
             return message
 
+        if streams:
+            # Between two chunks, not over the whole answer: the API sends pings while the model
+            # thinks, so a silence this long is a stall (Claude Code's own watchdog waits 5 minutes).
+            timeout = httpx.Timeout(self._timeout, connect=15.0, read=self.stream_idle_seconds)
+            outgoing.extensions["timeout"] = timeout.as_dict()
         try:
             upstream = await self._http().send(outgoing, stream=True)
         except Exception as exc:  # an in-process upstream raises whatever its app raises
             message = failed(exc)
             record()
             return _error(502, "api_error", message)
+        except anyio.get_cancelled_exc_class():
+            # The proxy is stopping (the run ended) while the upstream still owes the answer: the
+            # request is on record, so its outcome must be too.
+            failed(TimeoutError("no answer before the run stopped"))
+            record()
+            raise
         finally:
             release()
+        status = upstream.status_code
 
         if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
             try:
@@ -419,6 +468,18 @@ class ModelProxy:
         return StreamingResponse(
             passthrough(), status_code=upstream.status_code, headers=_response_headers(upstream)
         )
+
+    def _count_attempt(self, status: int, failure: Failure | None, result: Reassembled) -> None:
+        """One attempt, for the bound on consecutive failures: a transport failure or a stall, a
+        retryable status, or an `error` event in a stream count as failed; a whole answer resets."""
+        if failure is None and status in RETRYABLE_STATUSES:
+            failure = Failure(status, _error_type(result.error) or f"HTTP {status}")
+        elif failure is None and status < 400 and result.error:  # an `error` event after a 200
+            failure = Failure(0, f"{_error_type(result.error) or 'error'} mid-stream")
+        if failure is not None:
+            self.failures.failed(failure)
+        elif status < 400:
+            self.failures.succeeded()
 
     def _record(
         self, model: str, exchange_id: str, result: Reassembled, started: float, *, operation: str = "chat"
@@ -491,9 +552,16 @@ def _request_event(
 def _response_headers(upstream: httpx.Response) -> dict[str, str]:
     headers = {"content-type": upstream.headers.get("content-type", "application/json")}
     for name, value in upstream.headers.items():
-        if name.lower().startswith(_FORWARD_RESPONSE_PREFIXES):
-            headers[name.lower()] = value
+        name = name.lower()
+        if name.startswith(_FORWARD_RESPONSE_PREFIXES):
+            headers[name] = clamp_retry_header(name, value) if name.startswith("retry-after") else value
     return headers
+
+
+def _error_type(error: str) -> str:
+    """The Anthropic error type in a reassembled error ("overloaded_error: ..."), or ""."""
+    kind = error.split(":", 1)[0]
+    return kind if re.fullmatch(r"[a-z_]+_error", kind) else ""
 
 
 def _reassemble_json(reassembler: Reassembler, content: bytes, status: int) -> None:

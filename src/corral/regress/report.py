@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from corral.audit.redact import process_redactor
 from corral.regress.stats import describe
 from corral.regress.suite import EpochScore, SuiteResult, TaskResult
 
@@ -161,7 +162,8 @@ suite {e(data["suite_id"])}, {data["wall_s"]} s.</p>
 def write_report(suite: SuiteResult, directory: Path) -> dict[str, str]:
     """Write `<suite>.json` and `<suite>.html` under `directory`; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    data = report_json(suite)
+    # Redacted before it is escaped into HTML: tasks and reasons quote what runs did.
+    data = process_redactor().redact(report_json(suite))
     json_path = directory / f"{suite.suite_id}.json"
     html_path = directory / f"{suite.suite_id}.html"
     json_path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -28,7 +28,11 @@ OWNER_LABEL = "io.corral.owner"
 SOCKETS_IN_CONTAINER = "/run/corral"
 AGENT_UID = 1000
 """The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""
-GVISOR_RUNTIMES = ("runsc", "runsc-kvm")
+DOCKER_RUNTIMES: dict[str, str] = {"runc": "runc", "runsc": "runsc-corral"}
+"""The Docker runtime each `[sandbox].runtime` runs under. `runsc` is the newer gVisor that `make gvisor`
+builds and registers as `runsc-corral`, not Debian's `runsc` (2022): under that one a process of the
+agent's uid reads Claude Code's environ and follows its fd links (docs/security.md, "Kernel isolation")."""
+GVISOR_RUNTIMES = ("runsc", "runsc-corral", "runsc-kvm")
 """Docker runtime names that put gVisor's kernel in front of the host's (`runsc-kvm` is bench-only)."""
 
 
@@ -46,6 +50,11 @@ def resolve_runtime(configured: str) -> str:
             hint=f"set it to one of {', '.join(allowed)}, or unset it to use [sandbox].runtime",
         )
     return override
+
+
+def docker_runtime(configured: str) -> str:
+    """The Docker runtime name for the project's `[sandbox].runtime` (or `CORRAL_SANDBOX_RUNTIME`)."""
+    return DOCKER_RUNTIMES[resolve_runtime(configured)]
 
 
 NODUMP_LIBRARY = "/usr/local/lib/corral/nodump.so"
@@ -122,7 +131,7 @@ class SandboxSpec:
             memory=config.memory,
             pids=config.pids,
             purpose=purpose,
-            runtime=resolve_runtime(config.runtime),
+            runtime=docker_runtime(config.runtime),
             readonly_files=dict(readonly_files or {}),
         )
 

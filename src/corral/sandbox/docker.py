@@ -29,6 +29,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from corral.errors import EgressError, SandboxError
 from corral.sandbox import (
@@ -116,8 +117,18 @@ def bridge_script(bridges: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+"""What a call to the Engine raises: the SDK lets the socket's own errors through (a daemon that
+restarts mid-call is a `requests` ConnectionError, not a DockerException)."""
+
+
 def _wrap(action: str, exc: Exception, container: str | None = None) -> SandboxError:
     where = f" (container {container})" if container else ""
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return SandboxError(
+            f"{action}{where} failed: the Docker Engine went away ({exc})",
+            hint="check that dockerd is running (`docker info`); `corral gc` removes what the run left",
+        )
     if isinstance(exc, docker.errors.ImageNotFound):
         return SandboxError(f"{action}: image not found: {exc}", hint="run `corral image build`")
     if isinstance(exc, docker.errors.NotFound):
@@ -239,7 +250,7 @@ class DockerSandbox:
             for chunk in api.exec_start(exec_id, stream=True):
                 tail.push(chunk)
             exit_code = api.exec_inspect(exec_id).get("ExitCode")
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise _wrap(f"exec {argv[:1]}", exc, self.id) from exc
         return ExecResult(int(exit_code if exit_code is not None else -1), tail.text(), tail.dropped)
 
@@ -287,7 +298,7 @@ class DockerSandbox:
             self._container.stop(timeout=max(0, round(timeout)))
         except docker.errors.NotFound:
             return
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise _wrap("stop", exc, self.id) from exc
 
     def remove(self) -> None:
@@ -298,7 +309,7 @@ class DockerSandbox:
         """The container's `docker inspect` document (for tests and `corral doctor`)."""
         try:
             self._container.reload()
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise _wrap("inspect", exc, self.id) from exc
         attrs: dict[str, Any] = self._container.attrs
         return attrs
@@ -310,14 +321,14 @@ def remove_container(client: docker.DockerClient, container_id: str, mask_root: 
         container = client.containers.get(container_id)
     except docker.errors.NotFound:
         return
-    except docker.errors.DockerException as exc:
+    except ENGINE_ERRORS as exc:
         raise _wrap("look up", exc, container_id) from exc
     mask_dir = (container.labels or {}).get(MASK_DIR_LABEL)
     try:
         container.remove(force=True, v=True)
     except docker.errors.NotFound:
         pass
-    except docker.errors.APIError as exc:
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         if "already in progress" not in str(exc):
             raise _wrap("remove", exc, container_id) from exc
     # The label is only trusted to name a directory inside the mask root.
@@ -372,7 +383,7 @@ class DockerBackend:
                 stdin_open=False,
                 tty=False,
             )
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             shutil.rmtree(mask_dir, ignore_errors=True)
             if "runtime" in str(exc) and spec.runtime != "runc":
                 raise SandboxError(
@@ -390,7 +401,7 @@ class DockerBackend:
         except BaseException as exc:
             # Never leave a half-made container behind, not even on Ctrl-C.
             sandbox.remove()
-            if isinstance(exc, docker.errors.DockerException):
+            if isinstance(exc, ENGINE_ERRORS):
                 raise _wrap(f"start the {spec.purpose} container of run {spec.run_id}", exc) from exc
             raise
         return sandbox
@@ -422,7 +433,7 @@ class DockerBackend:
             containers = self._client.containers.list(
                 all=True, filters={"label": [RUN_LABEL, f"{OWNER_LABEL}={self._owner}"]}
             )
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise _wrap("list corral containers", exc) from exc
         return {str(c.id): str((c.labels or {}).get(RUN_LABEL, "")) for c in containers}
 
@@ -439,7 +450,7 @@ class DockerBackend:
             return []
         try:
             names = {c.name for c in self._client.containers.list(all=True, filters={"label": RUN_LABEL})}
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise _wrap("list corral containers", exc) from exc
         removed = []
         for path in self._mask_root.iterdir():

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from corral.agent.tool_hooks import ToolHooks
 from corral.audit.observed import Observer
-from corral.audit.redact import Redactor
+from corral.audit.redact import Redactor, process_redactor
 from corral.config import load_config
 from corral.errors import CorralError, RunError, ShellError
 from corral.events import AgentStopped
@@ -170,7 +170,7 @@ class _ShellRun(_Run):
             self.cli_argv(settings, prepared, resume=restored > 0), env=_interactive_env(settings), tty=True
         )
         reason = attach(argv, sandbox)
-        redactor = Redactor()
+        redactor = Redactor(forward_to=process_redactor())
         for name, value in (
             ("CORRAL_RUN_TOKEN", settings.model_token),
             ("CORRAL_GATEWAY_TOKEN", prepared.gateway.token),

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from corral.audit.redact import process_redactor
 from corral.errors import NotFound, RunConflict, RunError, StoreError
 from corral.settings import Settings
 from corral.state import engine as _engine
@@ -179,7 +180,7 @@ class StateStore(GovernanceStore, RegressionStore):
                 run_id=rid,
                 team=self.team,
                 project=project,
-                task=task,
+                task=process_redactor().redact_text(task),
                 repo=repo,
                 base_commit=base_commit,
                 branch=branch or f"corral/{rid}",
@@ -190,7 +191,7 @@ class StateStore(GovernanceStore, RegressionStore):
                 created_at=now,
                 updated_at=now,
                 preference_ids=[],
-                meta=dict(meta or {}),
+                meta=process_redactor().redact(dict(meta or {})),
                 requester=requester,
             )
             try:
@@ -270,6 +271,7 @@ class StateStore(GovernanceStore, RegressionStore):
         between our read and our write (optimistic versioning, so no update is ever lost).
         """
         to = Phase(to)
+        reason = process_redactor().redact_text(reason)  # a failure reason can quote what the agent did
         if to is Phase.FAILED and not reason.strip():
             raise RunError(f"run {run_id}: a run may only fail with a reason", hint="pass reason=...")
         with self.transaction(write=True) as conn:
@@ -331,7 +333,9 @@ class StateStore(GovernanceStore, RegressionStore):
             )
         if "preference_ids" in fields:
             fields["preference_ids"] = [int(i) for i in fields["preference_ids"]]
-        return self._update(run_id, fields)
+        # The result text, the diff stat and the checks are the agent's words: what this process has
+        # resolved is redacted before they are stored (and shown by `corral show` and the dashboard).
+        return self._update(run_id, {k: _redact_field(v) for k, v in fields.items()})
 
     def add_usage(self, run_id: str, **amounts: float) -> RunRecord:
         """Add to cost and token counters atomically (several writers may report usage at once)."""
@@ -373,6 +377,10 @@ class StateStore(GovernanceStore, RegressionStore):
             )
             for r in rows
         ]
+
+
+def _redact_field(value: Any) -> Any:
+    return process_redactor().redact(value) if isinstance(value, str | dict | list) else value
 
 
 def _run(row: sa.Row[Any]) -> RunRecord:
