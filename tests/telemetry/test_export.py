@@ -198,6 +198,7 @@ def test_a_dead_collector_costs_one_warning_and_the_run_loses_nothing(
         assert [len(audit.read(r)) for r in ("r1", "r2")] == [16, 16]
     finally:
         audit.close()
+    # Closing waited for the export it aborted, so its warning is already said.
     warnings = [r.getMessage() for r in caplog.records if r.name == "corral.telemetry"]
     assert len(warnings) == 1, warnings
     assert "OpenTelemetry export to http://127.0.0.1:" in warnings[0] and "runs go on" in warnings[0]

@@ -35,6 +35,9 @@ QUEUE_EVENTS = 8192
 CLOSE_SECONDS = 3.0
 """How long closing waits for queued spans to be exported before it drops them."""
 
+ABORT_SECONDS = 1.0
+"""How long closing then waits for an export it aborted to return."""
+
 _STOP = object()
 
 
@@ -232,3 +235,6 @@ class TraceExport:
         flusher.join(timeout)
         if flusher.is_alive():
             self.exporter.abort()
+            # An aborted retry returns at once, and says why once: let it, before the process goes on
+            # (an export stuck in a request to a collector that never answers is not waited for).
+            flusher.join(ABORT_SECONDS)
