@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from corral import events as ev
+from corral.audit.redact import process_redactor
 from corral.serving import BackgroundServer
 from corral.state.machine import Phase
 from corral.web.app import create_app
@@ -56,6 +57,9 @@ def test_a_running_runs_new_events_arrive_over_sse_and_a_disconnect_ends_the_str
     served: tuple[Site, str, BackgroundServer],
 ) -> None:
     site, url, server = served
+    # With a value registered, as in any server that has run a run, every response goes through the
+    # redacting middleware: the stream's headers must still arrive before its first event.
+    process_redactor().register("LIVE_TEST_TOKEN", "live-token-value+/=")
     run_id = _open_run(site)
     headers = site.token("vera")
     seen: list[str] = []
