@@ -302,7 +302,7 @@ class _Run:
             services.progress(
                 f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
             )
-        recorder = audit.for_run(record.run_id)
+        recorder = audit.for_run(record.run_id, team=config.project.team)
         evidence = EvidenceCollector()
         sink = ObservedSink(recorder, [*observers, evidence])
         return cls(
