@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL := /bin/bash
 
-.PHONY: demo test lint bench clean mutation
+.PHONY: demo test lint bench clean mutation gvisor
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,12 +16,22 @@ demo: $(VENV)/.installed
 	source .ci/services.sh && install_packages demo && start_docker && \
 	env -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL -u ANTHROPIC_AUTH_TOKEN $(VENV)/bin/corral demo
 
-# The second pass runs the sandbox isolation tests again with every sandbox under gVisor (runsc). Not
-# yet the e2e tests, the in-container tests or the Claude Code turn: under Debian's gVisor a run fails
-# closed at the non-dumpable check, and `ls`/`stat` fail (docs/security.md, "Kernel isolation").
-# Deselected: under runsc, stopping the container leaves a running `docker exec` attached (same doc).
-RUNSC_TESTS ?= tests/sandbox/test_runtime.py tests/sandbox/test_hardening.py tests/sandbox/test_lifecycle.py \
-	tests/sandbox/test_plans.py --deselect tests/sandbox/test_hardening.py::test_stop_ends_a_running_exec
+# The second pass runs the sandbox, e2e isolation and cleanup tests and the adversarial battery again
+# with every sandbox under gVisor: the newer gVisor that `make gvisor` builds and registers as Docker's
+# `runsc-corral` (Debian's 2022 runsc lets a tool read Claude Code's environ and fds; docs/security.md,
+# "Kernel isolation"). That build takes 12+ minutes on two cores from an empty Go cache, more than
+# .ci/run can afford, so it is not part of services_up: where it has not been built, the pass is skipped
+# and says so. Deselected: the resource battery (under gVisor its fork bomb ends the whole sandbox, so
+# the attacks after it never report; tests/sandbox/test_runtime.py proves those bounds under gVisor)
+# and the gigabytes-of-output test (the host's bounded tail does not depend on the runtime; 3+ min);
+# and, not yet diagnosed, Ctrl-C of a run under runsc: it did not exit within 60 s in two full passes
+# at load, and passed alone.
+RUNSC_TESTS ?= tests/sandbox tests/e2e/test_isolation.py tests/e2e/test_cleanup.py tests/e2e/test_in_container.py \
+	tests/adversarial \
+	--deselect tests/adversarial/test_battery.py::test_resource_attack_is_audited_and_bounded \
+	--deselect tests/adversarial/test_battery.py::test_resource_attacks_end_in_a_recorded_failed_run \
+	--deselect tests/sandbox/test_in_container.py::test_gigabytes_of_output_keep_a_bounded_tail_and_flat_memory \
+	--deselect tests/e2e/test_cleanup.py::test_ctrl_c_records_the_run_as_failed_and_cleans_up
 
 # The tests, after the security core's mutation floor (docs/testing.md). MUTATION=0 skips the floor
 # for a quick local run; CI never sets it.
@@ -30,7 +40,14 @@ test: $(VENV)/.installed
 	if [ "$(MUTATION)" != 0 ]; then $(PY) tools/mutation.py; fi
 	source .ci/services.sh && services_up && \
 	CORRAL_REQUIRE_SERVICES=1 $(VENV)/bin/pytest -q -rs $(PYTEST_ARGS) && \
-	CORRAL_REQUIRE_SERVICES=1 CORRAL_SANDBOX_RUNTIME=runsc $(VENV)/bin/pytest -q -rs $(RUNSC_TESTS)
+	if docker info --format '{{json .Runtimes}}' | grep -q '"runsc-corral"'; then \
+	  CORRAL_REQUIRE_SERVICES=1 CORRAL_SANDBOX_RUNTIME=runsc $(VENV)/bin/pytest -q -rs $(RUNSC_TESTS); \
+	else echo "SKIPPED: the runsc pass (no runsc-corral runtime; \`make gvisor\` builds it)"; fi
+
+# Builds gVisor's runsc from the Go module proxy at the version .ci/services.sh pins (cached) and
+# registers it with Docker as runsc-corral, the runtime of `[sandbox] runtime = "runsc"`.
+gvisor:
+	source .ci/services.sh && install_packages demo && start_docker && build_gvisor
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench tools

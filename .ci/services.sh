@@ -7,6 +7,10 @@ set -euo pipefail
 
 CORRAL_SERVICES_DIR=${CORRAL_SERVICES_DIR:-/var/tmp/corral-services}
 FERRETDB_VERSION=v1.24.2
+# gVisor from the Go module proxy (its `go` branch, buildable with plain `go build`): Debian's runsc
+# (20221219) lets a process read a non-dumpable process's environ and follow its fd links, refuses
+# coreutils' statx, and leaves a `docker exec` attached after a stop (docs/security.md, "Kernel isolation").
+GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
 PG_PORT=${PG_PORT:-55432}
 PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 FERRET_PORT=${FERRET_PORT:-57017}
@@ -33,10 +37,12 @@ install_packages() {
   fi
 }
 
-# gVisor's runsc as Docker runtimes: "runsc" (ptrace platform, what sandboxes use) and, where /dev/kvm
-# works, "runsc-kvm" (for bench/run_overhead.py; on a nested-virtualisation host /dev/kvm may open and
-# the kvm platform still hang, so a bounded `runsc do` decides, once, cached). --network=none: no netstack beyond loopback;
-# --host-uds=open: the bridges' socat connects to the host unix sockets bound at /run/corral.
+# gVisor's runsc as Docker runtimes: "runsc" (Debian's, ptrace platform), "runsc-corral" (the newer
+# gVisor that `build_gvisor` made, ptrace platform: what sandboxes with runtime = "runsc" use) and,
+# where /dev/kvm works, "runsc-kvm" (for bench/run_overhead.py; on a nested-virtualisation host /dev/kvm
+# may open and the kvm platform still hang, so a bounded `runsc do` decides, once, cached).
+# --network=none: no netstack beyond loopback; --host-uds=open: the bridges' socat connects to the host
+# unix sockets bound at /run/corral.
 # Merges into an existing daemon.json and rewrites it only when something changed; a running dockerd
 # reloads its runtimes on SIGHUP, so the containers of tests already running are not touched.
 register_runsc() {
@@ -49,13 +55,15 @@ register_runsc() {
   fi
   kvm=$(cat "$probe")
   mkdir -p /etc/docker
-  changed=$(python3 - "$conf" "$(command -v runsc)" "$kvm" <<'PY'
+  changed=$(python3 - "$conf" "$(command -v runsc)" "$kvm" "$(gvisor_bin)" <<'PY'
 import json, os, sys
-path, runsc, kvm = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+path, runsc, kvm, built = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
 conf = json.load(open(path)) if os.path.exists(path) else {}
 runtimes = dict(conf.get("runtimes", {}))
 args = ["--network=none", "--host-uds=open"]
 runtimes["runsc"] = {"path": runsc, "runtimeArgs": ["--platform=ptrace", *args]}
+if os.access(built, os.X_OK):
+    runtimes["runsc-corral"] = {"path": built, "runtimeArgs": ["--platform=ptrace", *args]}
 if kvm:
     runtimes["runsc-kvm"] = {"path": runsc, "runtimeArgs": ["--platform=kvm", *args]}
 if runtimes == conf.get("runtimes"):
@@ -74,6 +82,28 @@ PY
     for _ in $(seq 1 30); do docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"' && return; sleep 0.5; done
     log "dockerd did not pick up the runsc runtime; restart it"; return 1
   fi
+}
+
+gvisor_bin() { echo "$CORRAL_SERVICES_DIR/bin/runsc-$GVISOR_VERSION"; }
+
+# Builds runsc at $GVISOR_VERSION once (cached by version) and registers it as "runsc-corral". Not part
+# of services_up: from an empty Go cache it took 12.4 min on this 2-core machine (load 15-22), more
+# than .ci/run's budget allows; `make gvisor` runs it.
+build_gvisor() {
+  local bin src
+  bin=$(gvisor_bin)
+  if [[ ! -x $bin ]]; then
+    log "building gVisor's runsc $GVISOR_VERSION from the Go module proxy (10+ minutes on 2 cores)"
+    mkdir -p "$CORRAL_SERVICES_DIR/bin"
+    src=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "gvisor.dev/gvisor@$GVISOR_VERSION" \
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    rm -rf "$CORRAL_SERVICES_DIR/gvisor-src"
+    cp -r "$src" "$CORRAL_SERVICES_DIR/gvisor-src" && chmod -R u+w "$CORRAL_SERVICES_DIR/gvisor-src"
+    (cd "$CORRAL_SERVICES_DIR/gvisor-src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -o "$bin.new" \
+      -ldflags "-X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" ./runsc)
+    mv "$bin.new" "$bin"
+  fi
+  register_runsc
 }
 
 start_docker() {

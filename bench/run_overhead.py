@@ -4,12 +4,19 @@ Both sides play the same 50-Bash-call playbook with the scripted model, in the s
   (a) corral: `corral run --playbook` (worktree, proxy, hardened sandbox, self-test, hooks, audit,
       commit, checks);
   (b) baseline: `docker run` of the same image with the scripted model on a bind-mounted unix socket
-      bridged by socat, and `claude -p` with the same tools allowed.
+      bridged by socat, and `claude -p` with the same tools allowed;
+  (c) warm server (unless `--no-server`): `corral run --server URL --playbook`, submitted to one
+      `corral server` started before the rounds and warmed by one unmeasured run, so the run
+      executes in a process whose imports, stores and Docker client are already loaded.
 Prints the wall-time ratio a/b, corral's time to its first model request, the added latency per tool
-call (a−b)/50, and the orchestrator's peak memory, for each runtime in `--runtimes` (default runc: a
-corral run under Debian's runsc fails closed at the non-dumpable check, docs/security.md); both sides
-of a pair use the same runtime.
-Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc]`.
+call (a−b)/50, and the orchestrator's peak memory, for each `[sandbox].runtime` in `--runtimes`
+(default runc); both sides of a pair use the same Docker runtime (for runsc, the `runsc-corral` that
+`make gvisor` registers: a corral run under Debian's runsc fails closed, docs/security.md).
+For (c) it also prints submission → first model request: from the client's start, and from the
+server's `run.created` (the run recorded, before the API answers).
+With `--warm N` the server is `corral server --warm N` (corral.sandbox.warm): N pre-created,
+self-tested sandboxes per image, and each measured submission waits until the pool is full again.
+Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc] [--no-server] [--warm N]`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +39,7 @@ import uvicorn
 from corral.config import DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE
 from corral.model.playbook import Playbook
 from corral.model.scripted import scripted_app
+from corral.sandbox import DOCKER_RUNTIMES, OWNER_LABEL, POOL_LABEL
 from corral.sandbox.images import docker_client, ensure_images
 
 CALLS = 50
@@ -103,6 +112,70 @@ def run_corral(playbook: Path, work: Path, index: int, runtime: str) -> tuple[fl
     return wall, first_request or float("nan"), usage.ru_maxrss
 
 
+def corral_cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "corral", *args], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def start_server(runtime: str, warm: int = 0) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """A `corral server` on a free loopback port, and the client's env (with its approver token)."""
+    env = clean_env(Path(tempfile.mkdtemp(prefix="cbsrv", dir="/tmp")), runtime)
+    corral_cli(env, "user", "add", "bench", "--role", "approver", "--password", "")
+    env["CORRAL_SERVER_TOKEN"] = corral_cli(env, "user", "token", "bench")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "corral", "server", "--listen", f"127.0.0.1:{port}"]
+    argv += ["--warm", str(warm)] if warm else []
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, url, env
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("corral server did not start") from None
+            time.sleep(0.1)
+
+
+def wait_pool(env: dict[str, str], warm: int, timeout: float = 300.0) -> None:
+    """Until the server's pool holds `warm` ready containers for the agent and for the checks (claimed
+    ones are gone by the time their run has finished)."""
+    labels = [POOL_LABEL, f"{OWNER_LABEL}={env['CORRAL_HOME']}"]
+    deadline = time.monotonic() + timeout
+    while len(docker_client().containers.list(filters={"label": labels, "status": "running"})) < 2 * warm:
+        if time.monotonic() > deadline:
+            raise SystemExit("the warm pool did not fill")
+        time.sleep(0.05)
+
+
+def run_on_server(
+    url: str, env: dict[str, str], playbook: Path, work: Path, index: int, runtime: str
+) -> tuple[float, float, float]:
+    """Wall seconds of `corral run --server`, and seconds to the first model request from the
+    client's start and from the server's `run.created`."""
+    repo = make_repo(work / f"repo-{index}-{runtime}-server")
+    argv = [sys.executable, "-m", "corral", "run", "bench", "--repo", str(repo)]
+    argv += ["--playbook", str(playbook), "--json", "--server", url]
+    started_wall = time.time()
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit("corral run --server failed:\n" + (done.stdout + done.stderr)[-3000:])
+    stamps: dict[str, float] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{") and '"kind"' in line:
+            event = json.loads(line)
+            stamps.setdefault(event.get("kind", ""), datetime.fromisoformat(event["ts"]).timestamp())
+    first = stamps.get("model.request", float("nan"))
+    return wall, first - started_wall, first - stamps.get("run.created", float("nan"))
+
+
 def serve_scripted(playbook: Playbook, sock_path: Path) -> uvicorn.Server:
     server = uvicorn.Server(
         uvicorn.Config(scripted_app(playbook, "/workspace"), uds=str(sock_path), log_level="warning")
@@ -128,8 +201,8 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
         "--output-format json > /dev/null"
     )
     argv = [
-        "docker", "run", "--rm", f"--runtime={runtime}", "--network", "none", "--user", "1000:1000",
-        "--read-only",
+        "docker", "run", "--rm", f"--runtime={DOCKER_RUNTIMES[runtime]}", "--network", "none",
+        "--user", "1000:1000", "--read-only",
         "--tmpfs", "/tmp", "--tmpfs", "/home/agent:uid=1000,gid=1000",
         "-v", f"{sock_dir}:/run/corral", "-v", f"{workspace}:/workspace", "-w", "/workspace",
         "-e", "HOME=/home/agent", "-e", "ANTHROPIC_BASE_URL=http://127.0.0.1:7301",
@@ -142,6 +215,28 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
     wall = time.perf_counter() - started
     server.should_exit = True
     return wall
+
+
+def server_summary(
+    runtime: str, runs: list[tuple[float, float, int, float]], served: list[tuple[float, float, float]]
+) -> list[tuple[str, str, str]]:
+    c = statistics.median(s[0] for s in served)
+    b = statistics.median(run[3] for run in runs)
+    return [
+        (runtime, "wall time, corral run --server, warm (c), p50", f"{c:.2f} s"),
+        (runtime, "ratio c/b", f"{c / b:.2f}"),
+        (
+            runtime,
+            "client start → first model request (c), p50",
+            f"{statistics.median(s[1] for s in served):.2f} s",
+        ),
+        (
+            runtime,
+            "run.created → first model request (c), p50",
+            f"{statistics.median(s[2] for s in served):.2f} s",
+        ),
+        (runtime, "added latency per tool call (c−b)/50", f"{(c - b) / CALLS * 1000:.1f} ms"),
+    ]
 
 
 def summary(runtime: str, runs: list[tuple[float, float, int, float]]) -> list[tuple[str, str, str]]:
@@ -165,7 +260,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runtimes", help="Docker runtimes, comma-separated (default: runc, runsc)")
+    parser.add_argument("--runtimes", help="sandbox runtimes, comma-separated: runc, runsc (default: runc)")
+    parser.add_argument("--no-server", action="store_true", help="Skip arm (c), the warm corral server.")
+    parser.add_argument("--warm", type=int, default=0, help="Serve arm (c) with `corral server --warm N`.")
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
     runtimes = args.runtimes.split(",") if args.runtimes else ["runc"]
@@ -174,17 +271,30 @@ def main() -> None:
     playbook_path.write_text(playbook_text())
     playbook = Playbook.from_path(playbook_path)
     runs: dict[str, list[tuple[float, float, int, float]]] = {runtime: [] for runtime in runtimes}
-    for i in range(args.repeat):  # interleaved, so drift in machine load hits every side alike
-        for runtime in runtimes:
-            wall, first, peak = run_corral(playbook_path, work, i, runtime)
-            base = run_baseline(playbook, work, i, runtime)
-            runs[runtime].append((wall, first, peak, base))
-            print(
-                f"  round {i + 1} {runtime}: corral {wall:.2f}s (first request {first:.2f}s)  "
-                f"baseline {base:.2f}s  load {os.getloadavg()[0]:.1f}",
-                flush=True,
-            )
+    served: dict[str, list[tuple[float, float, float]]] = {runtime: [] for runtime in runtimes}
+    servers = {} if args.no_server else {runtime: start_server(runtime, args.warm) for runtime in runtimes}
+    try:
+        for runtime, (_, url, env) in servers.items():
+            run_on_server(url, env, playbook_path, work, -1, runtime)  # warm-up, not measured
+        for i in range(args.repeat):  # interleaved, so drift in machine load hits every side alike
+            for runtime in runtimes:
+                wall, first, peak = run_corral(playbook_path, work, i, runtime)
+                base = run_baseline(playbook, work, i, runtime)
+                runs[runtime].append((wall, first, peak, base))
+                line = f"  round {i + 1} {runtime}: corral {wall:.2f}s (first request {first:.2f}s)  "
+                if runtime in servers:
+                    _, url, env = servers[runtime]
+                    if args.warm:
+                        wait_pool(env, args.warm)
+                    served[runtime].append(run_on_server(url, env, playbook_path, work, i, runtime))
+                    line += f"server {served[runtime][-1][0]:.2f}s ({served[runtime][-1][1]:.2f}s)  "
+                print(f"{line}baseline {base:.2f}s  load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        for proc, _, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
     rows = [row for runtime in runtimes for row in summary(runtime, runs[runtime])]
+    rows += [row for runtime in servers for row in server_summary(runtime, runs[runtime], served[runtime])]
     print(f"\n### Run overhead ({CALLS} Bash calls, {args.repeat} rounds per runtime)\n")
     print("| runtime | measure | value |\n|---|---|---|")
     for runtime, name, value in rows:

@@ -3,6 +3,9 @@
 Real SQLite state and audit stores under a temporary CORRAL_HOME. Page times are measured around an
 in-process request (FastAPI's TestClient: the app's whole work, no network); the SSE latency over
 real uvicorn and a real HTTP client, from `emit` returning to the frame's arrival.
+The baseline, in the same run, is the page of a run with no events (the same app, auth, state
+queries and template, nothing of the timeline), requested in turn with the others: the run pages are
+also given as a ratio to it, which the machine's load moves less than the milliseconds.
 Run: `python bench/server.py [--repeat N]`.
 """
 
@@ -96,21 +99,33 @@ def main() -> None:
         recorder.emit(ev.ToolCall.model_validate({**call, "input": {"command": f"echo {i}"}}))
         recorder.emit(ev.ToolResult.model_validate({**call, "output": f"{i}\n"}))
     recorder.close()
+    empty = state.create_run(project="shop", task="no events", repo="/nonexistent", base_commit="0" * 40)
     add_user(state, "bench", "viewer", "")
     headers = {"Authorization": f"Bearer {new_token(state, 'bench')}"}
 
     app = create_app(services, secret="bench")
     results: dict[str, float] = {}
     with TestClient(app) as client:
-        for name, path in (("run_page_5000_events_ms", f"/runs/{big}"), ("runs_list_10000_runs_ms", "/runs")):
+        pages = (
+            ("run_page_no_events_ms", f"/runs/{empty.run_id}"),
+            ("run_page_5000_events_ms", f"/runs/{big}"),
+            ("run_page_5000_events_last_page_ms", f"/runs/{big}?after={EVENTS - 200}"),
+            ("runs_list_10000_runs_ms", "/runs"),
+        )
+        samples: dict[str, list[float]] = {name: [] for name, _ in pages}
+        for _name, path in pages:
             assert client.get(path, headers=headers).status_code == 200
-            samples = []
-            for _ in range(args.repeat):
+        for _ in range(args.repeat):  # interleaved, so a change in the machine's load hits every page
+            for name, path in pages:
                 start = time.perf_counter()
                 reply = client.get(path, headers=headers)
-                samples.append(time.perf_counter() - start)
+                samples[name].append(time.perf_counter() - start)
                 assert reply.status_code == 200
-            results[name] = round(_p50(samples), 1)
+        for name, _ in pages:
+            results[name] = round(_p50(samples[name]), 1)
+        for name in ("run_page_5000_events_ms", "run_page_5000_events_last_page_ms"):
+            ratio = name.replace("_ms", "_over_baseline")
+            results[ratio] = round(results[name] / results["run_page_no_events_ms"], 2)
 
     live = state.create_run(project="shop", task="live", repo="/nonexistent", base_commit="0" * 40).run_id
     server = BackgroundServer(app, name="bench server")
@@ -139,6 +154,7 @@ def main() -> None:
         server.stop()
     results["audit_to_sse_ms"] = round(_p50(latencies), 1)
     services.close()
+    results["load_average_1m"] = round(os.getloadavg()[0], 1)
     print(json.dumps(results, indent=2))
 
 

@@ -1,7 +1,8 @@
 """Fixtures every test gets: an isolated corral home and canary model credentials.
 
 No test ever inherits ANTHROPIC_* from the environment it runs in: the canary key set here is what the
-host proxy sees, and tests assert it never crosses into a container, a file or an event.
+host proxy sees, and tests assert it never crosses into a container, a file or an event. Nor OTEL_*: a
+test exports traces only where it says so.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def require_env(name: str) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in list(os.environ):
-        if name.startswith("ANTHROPIC_") or name in {
+        if name.startswith(("ANTHROPIC_", "OTEL_")) or name in {
             "CLAUDE_CODE_OAUTH_TOKEN",
             "CORRAL_STATE_URL",
             "CORRAL_AUDIT_URL",

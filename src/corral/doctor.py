@@ -31,35 +31,44 @@ def _bundled_claude_version() -> str:
     return str(__cli_version__)
 
 
-RUNSC_ENTRY = {
-    "runtimes": {
-        "runsc": {
-            "path": "/usr/bin/runsc",
-            "runtimeArgs": ["--platform=ptrace", "--network=none", "--host-uds=open"],
-        }
-    }
-}
+GVISOR_ARGS = ["--platform=ptrace", "--network=none", "--host-uds=open"]
+"""The runtimeArgs of every gVisor entry in daemon.json: no netstack beyond loopback, host unix sockets."""
+
+
+def runsc_entry(path: str) -> dict[str, Any]:
+    """The daemon.json entry that registers the gVisor at `path` as the runtime `runsc` sandboxes use."""
+    from corral.sandbox import DOCKER_RUNTIMES
+
+    return {"runtimes": {DOCKER_RUNTIMES["runsc"]: {"path": path, "runtimeArgs": GVISOR_ARGS}}}
 
 
 def runtime_check(runtimes: dict[str, Any], configured: str, runsc_path: str | None) -> Check:
-    """Is gVisor installed and registered with Docker, and is the runtime the sandboxes use there?"""
-    from corral.sandbox import resolve_runtime
+    """Is the gVisor corral uses registered with Docker, and is the runtime the sandboxes use there?
+
+    `runsc_path` is Debian's runsc, if installed. It is not the one `runtime = "runsc"` uses: under it
+    Claude Code's non-dumpable flag does not hold (docs/security.md, "Kernel isolation").
+    """
+    from corral.sandbox import DOCKER_RUNTIMES, resolve_runtime
 
     try:
         runtime = resolve_runtime(configured)
     except CorralError as exc:
         return Check("runtime", False, exc.message, exc.hint or "")
-    installed = f"runsc at {runsc_path}" if runsc_path else "runsc is not installed"
-    registered = "runsc" in runtimes
-    detail = f"sandboxes use {runtime}; {installed}, {'' if registered else 'not '}registered with Docker"
+    name = DOCKER_RUNTIMES["runsc"]
+    entry = runtimes.get(name)
+    gvisor = f"{name} ({entry.get('path', '?')}) registered" if entry else f"{name} not registered"
+    debian = f"Debian's runsc at {runsc_path}" if runsc_path else "Debian's runsc not installed"
+    detail = f"sandboxes use {runtime} ({DOCKER_RUNTIMES[runtime]}); {gvisor} with Docker; {debian}"
     fix = ""
-    if not registered:
+    if entry is None:
         fix = (
-            ("apt-get install runsc; then " if not runsc_path else "")
-            + f"add to /etc/docker/daemon.json: {json.dumps(RUNSC_ENTRY)}"
-            + " and restart the daemon (systemctl restart docker, or SIGHUP to dockerd reloads runtimes)"
+            "`make gvisor` in corral's checkout builds gVisor from the Go module proxy and registers it"
+            f" as {name};"
+            f" or add a gVisor newer than Debian's 20221219 to /etc/docker/daemon.json:"
+            f" {json.dumps(runsc_entry('/path/to/runsc'))}"
+            " and restart the daemon (systemctl restart docker, or SIGHUP to dockerd reloads runtimes)"
         )
-    return Check("runtime", runtime in runtimes, detail, fix)
+    return Check("runtime", DOCKER_RUNTIMES[runtime] in runtimes, detail, fix)
 
 
 def _image_checks(client: DockerClient, config: Config, repo: Path) -> list[Check]:

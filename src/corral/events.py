@@ -110,6 +110,8 @@ class SandboxCreated(Event):
     purpose: str = "agent"
     readonly_paths: list[str] = []
     hidden_paths: list[str] = []
+    warm: bool = False
+    """Claimed from a warm pool (created earlier, its mounts attached for this run) rather than created."""
 
 
 class SandboxSelfTest(Event):
@@ -409,6 +411,43 @@ class PrefsInjected(Event):
     preference_ids: list[str] = []
 
 
+# ---- corral server sign-in -------------------------------------------------------------------
+# On the server's own chain (`server-<started>-<hex>`, one per server start), never on a run's.
+
+
+class AuthSignedIn(Event):
+    """A user signed in with a password; the actor is `human:<name>`."""
+
+    kind: Literal["auth.signed_in"] = "auth.signed_in"
+    role: str
+    client: str = ""
+
+
+class AuthSignedOut(Event):
+    kind: Literal["auth.signed_out"] = "auth.signed_out"
+    client: str = ""
+
+
+class AuthTokenUsed(Event):
+    """The first request with a user's current API token in this server process (not every one)."""
+
+    kind: Literal["auth.token_used"] = "auth.token_used"
+    role: str
+    client: str = ""
+
+
+class AuthRefused(Event):
+    """A refused sign-in or bearer token. `name` is what was typed, and may name no user: the client
+    was told only "wrong user name or password". `throttled`: too many failures in a row, refused
+    without checking (audited once per lockout, not per attempt)."""
+
+    kind: Literal["auth.refused"] = "auth.refused"
+    method: Literal["password", "token"]
+    reason: Literal["bad_credentials", "bad_token", "throttled"]
+    name: str = ""
+    client: str = ""
+
+
 AnyEvent = Annotated[
     RunCreated
     | RunPhase
@@ -446,7 +485,11 @@ AnyEvent = Annotated[
     | DeployRolledBack
     | ReviewComment
     | PrefsInjected
-    | AgentInit,
+    | AgentInit
+    | AuthSignedIn
+    | AuthSignedOut
+    | AuthTokenUsed
+    | AuthRefused,
     Field(discriminator="kind"),
 ]
 

@@ -117,6 +117,7 @@ def collect(
             if reapable(run_id):
                 backend.remove_container(container_id)
                 report.containers.append(container_id)
+        report.containers += backend.reap_warm()
         report.mask_dirs = [str(path) for path in backend.sweep_masks()]
     for directory in (settings.sockets_dir, settings.shell_files_dir):
         if not directory.is_dir():

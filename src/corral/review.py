@@ -63,7 +63,7 @@ def reject(services: Services, run_id: str, feedback: str, reviewer: str) -> Rej
 
         preference = from_rejection(state, run.run_id, feedback, approval.id, created_by=reviewer)
     _close_pull_request(services, run)
-    recorder = services.audit().for_run(run.run_id)
+    recorder = services.audit().for_run(run.run_id, team=services.team)
     try:
         actor = f"human:{reviewer}"
         recorder.emit(ApprovalRejected(actor=actor, subject="run", comment=feedback), durable=True)

@@ -64,6 +64,7 @@ class RunHoldings:
                 purpose=purpose,
                 readonly_paths=list(spec.readonly_paths),
                 hidden_paths=list(spec.hidden_paths),
+                warm=bool(getattr(sandbox, "warm", False)),
             )
         )
         return sandbox

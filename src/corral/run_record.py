@@ -55,7 +55,7 @@ def open_record(
         services.progress(
             f"warning: {audit.status().description}; events are kept in the local spool and shipped later"
         )
-    recorder = audit.for_run(record.run_id)
+    recorder = audit.for_run(record.run_id, team=config.project.team)
     evidence = EvidenceCollector()
     return record.run_id, recorder, ObservedSink(recorder, [*observers, evidence]), evidence
 

@@ -13,6 +13,8 @@ import secrets as pysecrets
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +47,7 @@ from corral.run_record import creation_event, open_record
 from corral.run_request import Prepared as _Prepared
 from corral.run_request import Resources as _Resources
 from corral.run_request import RunMode, RunRequest, Script, config_hash, evaluation_grants
-from corral.sandbox import AGENT_UID, SandboxBackend
+from corral.sandbox import AGENT_UID, Sandbox, SandboxBackend
 from corral.sandbox.nodump import check_nodump
 from corral.secrets import sandbox_env
 from corral.services import Services
@@ -365,39 +367,60 @@ class _Run(RunHoldings):
         socket_dir = resources.socket_dir = self.services.settings.run_socket_dir(self.run_id)
         socket_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.chmod(0o755)  # the sandbox's uid must reach the sockets inside
-        model_token = "corral-run-" + pysecrets.token_urlsafe(24)
-        proxy = self.services.start_model_proxy(
-            config,
-            self.playbook,
-            self.sink,
-            model_token,
-            socket_dir / "model.sock",
-            self.host_key,
-        )
-        resources.stoppers.append(proxy.stop)
-        prefs = self.services.preferences_for(config, self.request.task, self.request.preference_ids)
-        if prefs.ids:
-            self.sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
-            self.state.update_run(self.run_id, preference_ids=[int(i) for i in prefs.ids])
-        sandbox = self.create_sandbox(
-            "agent",
-            socket_dir,
-            {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"},
-            self.agent_files(socket_dir),
-        )
-        self.self_test(sandbox)
-        check_nodump(sandbox)
-        self.warm.join()
-        gateway = self.services.start_gateway(
-            config, self.repo_info.root, self.run_id, workspace.branch, socket_dir / "gateway.sock", self.sink
-        )
-        resources.stoppers.append(gateway.stop)
+        files = self.agent_files(socket_dir)
+        # The container is made and checked (mostly waiting on the Docker Engine) while this thread
+        # starts the proxy and the gateway (mostly Python); the agent starts only once both are done.
+        sandboxing = ThreadPoolExecutor(1, thread_name_prefix="corral-sandbox")
+        checked = sandboxing.submit(self.checked_sandbox, socket_dir, files)
+        try:
+            model_token = "corral-run-" + pysecrets.token_urlsafe(24)
+            proxy = self.services.start_model_proxy(
+                config,
+                self.playbook,
+                self.sink,
+                model_token,
+                socket_dir / "model.sock",
+                self.host_key,
+            )
+            resources.stoppers.append(proxy.stop)
+            prefs = self.services.preferences_for(config, self.request.task, self.request.preference_ids)
+            if prefs.ids:
+                self.sink.emit(PrefsInjected(preference_ids=list(prefs.ids)))
+                self.state.update_run(self.run_id, preference_ids=[int(i) for i in prefs.ids])
+            self.warm.join()
+            gateway = self.services.start_gateway(
+                config,
+                self.repo_info.root,
+                self.run_id,
+                workspace.branch,
+                socket_dir / "gateway.sock",
+                self.sink,
+            )
+            resources.stoppers.append(gateway.stop)
+        finally:
+            # Never hand back the run's resources while its container is still being made.
+            futures.wait([checked])
+            sandboxing.shutdown()
+        sandbox = checked.result()
         if isinstance(self.playbook, Cassette) and self.request.mode == "replay":
             from corral.gateway.recorded import serve_recorded
 
             recorded = [(r.tool_name, r.output, r.is_error) for r in self.playbook.tool_results]
             serve_recorded(gateway.gateway, recorded)
         return _Prepared(sandbox, model_token, gateway, prefs, proxy.budget, proxy.failures)
+
+    def checked_sandbox(self, socket_dir: Path, files: dict[str, Path]) -> Sandbox:
+        """The agent's sandbox, after the egress self-test and the non-dumpable check passed on it.
+
+        The two checks are independent execs, so they run at once; both must pass.
+        """
+        bridges = {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
+        sandbox = self.create_sandbox("agent", socket_dir, bridges, files)
+        with ThreadPoolExecutor(1, thread_name_prefix="corral-nodump") as pool:
+            nodump = pool.submit(check_nodump, sandbox)
+            self.self_test(sandbox)
+            nodump.result()
+        return sandbox
 
     def open_workspace(self) -> Workspace:
         """The run's worktree: a new branch `corral/<run-id>` at the base commit."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from corral.model.playbook import Playbook
     from corral.model.proxy import ModelProxy
     from corral.sandbox import SandboxBackend
+    from corral.sandbox.warm import WarmPool
     from corral.state.db import StateStore
     from corral.state.models import RunRecord
 
@@ -64,6 +65,8 @@ class Services:
         self._states: dict[tuple[str | None, str], StateStore] = {}
         self._audits: dict[str | None, AuditLog] = {}
         self._docker: DockerClient | None = None
+        self.warm_pool: WarmPool | None = None
+        """A long-lived process's pool of warm sandboxes (`corral server --warm N`): runs claim from it."""
 
     # ---- stores --------------------------------------------------------------------------------
 
@@ -121,6 +124,10 @@ class Services:
     def sandbox_backend(self) -> SandboxBackend:
         from corral.sandbox.docker import DockerBackend
 
+        if self.warm_pool is not None:
+            from corral.sandbox.warm import WarmBackend
+
+            return WarmBackend(self.warm_pool, self.docker(), owner=str(self.settings.home))
         return DockerBackend(self.docker(), owner=str(self.settings.home))
 
     def ensure_images(self, config: Config, repo: Path) -> str:

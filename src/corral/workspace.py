@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import stat
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral import limits as limits_of
 from corral.config import LimitsConfig
-from corral.errors import LimitError, WorkspaceError
+from corral.errors import WorkspaceError
 from corral.paths import Protection, outermost
 
 _SAFE_GIT = [
@@ -36,9 +36,6 @@ _AUTHOR = {
     "GIT_COMMITTER_NAME": "corral",
     "GIT_COMMITTER_EMAIL": "corral@corral.invalid",
 }
-
-
-MB = 1024 * 1024
 
 
 def run_git(
@@ -204,67 +201,23 @@ def _staged_changes(ws: Workspace) -> list[_Change]:
     return [_Change(status, path) for status, path in zip(fields[0::2], fields[1::2], strict=False) if path]
 
 
-def _mb(size: int) -> str:
-    return f"{size / MB:.1f} MB"
-
-
-def _check_limits(sizes: dict[str, int], count: int, limits: LimitsConfig, when: str) -> None:
-    """Fail on the first bound that `sizes` (path -> bytes of new content) and `count` go past."""
-    if count > limits.max_files:
-        some = ", ".join(sorted(sizes)[:3]) or "deletions only"
-        raise LimitError(
-            f"the run {when} {count} files, over [limits] max_files = {limits.max_files} (e.g. {some})",
-            hint="raise [limits] max_files in corral.toml if a change this wide is intended",
-        )
-    for path, size in sorted(sizes.items()):
-        if size > limits.max_file_mb * MB:
-            raise LimitError(
-                f"{path} is {_mb(size)}, over [limits] max_file_mb = {limits.max_file_mb:g}",
-                hint="keep large files out of the run's change, or raise [limits] max_file_mb in corral.toml",
-            )
-    total = sum(sizes.values())
-    if total > limits.max_diff_mb * MB:
-        largest = max(sizes, key=lambda p: sizes[p])
-        raise LimitError(
-            f"the run {when} {_mb(total)} of files, over [limits] max_diff_mb = {limits.max_diff_mb:g} "
-            f"(largest: {largest}, {_mb(sizes[largest])})",
-            hint="raise [limits] max_diff_mb in corral.toml if a change this large is intended",
-        )
-
-
 def _check_worktree_limits(ws: Workspace, limits: LimitsConfig) -> None:
-    """The limits, from file sizes on disk, before `git add` copies anything into the repository.
-
-    Only `lstat` is asked, so a giant file is never read; a link counts as its own small size.
-    """
+    """The limits, from file sizes on disk, before `git add` copies anything into the repository."""
     status = ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"]
-    entries = ws.git([*status, "--ignore-submodules=none"]).split("\0")
-    paths = [entry[3:] for entry in entries if len(entry) > 3]
-    sizes: dict[str, int] = {}
-    for path in paths:
-        try:
-            info = (ws.path / path).lstat()
-        except OSError:
-            continue  # deleted: counts as a file, adds no bytes
-        if stat.S_ISREG(info.st_mode):
-            sizes[path] = info.st_size
-    _check_limits(sizes, len(paths), limits, "changes")
+    sizes, count = limits_of.worktree_sizes(ws.path, ws.git([*status, "--ignore-submodules=none"]))
+    limits_of.check(sizes, count, limits, "changes")
 
 
 def _check_staged_limits(ws: Workspace, changes: list[_Change], limits: LimitsConfig) -> None:
     """The limits again, from the sizes of the blobs the commit would hold: the last word."""
-    raw = ws.git(["diff", "--cached", "--no-renames", "--raw", "-z", "--abbrev=40"]).split("\0")
-    wanted: dict[str, str] = {}
-    for meta, path in zip(raw[0::2], raw[1::2], strict=False):
-        _, new_mode, _, new_sha, _ = meta.split()
-        # Deletions have no new blob, and a gitlink (an embedded repository) names a commit elsewhere.
-        if path and set(new_sha) != {"0"} and new_mode != "160000":
-            wanted[path] = new_sha
+    wanted = limits_of.staged_blobs(
+        ws.git(["diff", "--cached", "--no-renames", "--raw", "-z", "--abbrev=40"])
+    )
     sizes: dict[str, int] = {}
     if wanted:
         answer = ws.git(["cat-file", "--batch-check=%(objectsize)"], stdin="\n".join(wanted.values()) + "\n")
         sizes = dict(zip(wanted, (int(line) for line in answer.split()), strict=True))
-    _check_limits(sizes, len(changes), limits, "would commit")
+    limits_of.check(sizes, len(changes), limits, "would commit")
 
 
 def commit_changes(

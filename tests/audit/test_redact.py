@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from corral.audit.log import AuditLog
-from corral.audit.redact import Redactor
+from corral.audit.redact import Redactor, StreamRedactor
 from corral.errors import ConfigError
 from corral.events import ShellCommand, ToolCall, ToolResult
 from corral.settings import Settings
@@ -83,6 +83,32 @@ def test_unregistered_text_is_untouched() -> None:
     assert r.redact(payload) is payload
     r.register("T", SECRET)
     assert r.redact({"x": "nothing secret here"}) == {"x": "nothing secret here"}
+
+
+def test_a_value_registered_after_redacting_began_is_redacted_too() -> None:
+    """Registration between redactions (a vault secret resolved mid-run) is seen by the next one, in
+    every entry point, and registering a value again changes nothing."""
+    r = Redactor()
+    assert not r.active and r.redact_text(SECRET) == SECRET
+    r.register("FIRST", "first-value+/=")
+    assert r.active and r.redact_text("a first-value+/= b") == "a [secret:FIRST] b"
+    r.register("LATER", SECRET)
+    assert r.redact_text(f"{SECRET} first-value+/=") == "[secret:LATER] [secret:FIRST]"
+    assert r.redact({"k": [SECRET]}) == {"k": ["[secret:LATER]"]}
+    shown, held = r.redact_head(f"x {SECRET} " + "y" * len(SECRET) * 4)
+    assert shown.startswith("x [secret:LATER] ") and SECRET not in shown + held
+    r.register("AGAIN", SECRET)  # already known: keeps its first name
+    assert r.redact_text(SECRET) == "[secret:LATER]"
+
+
+def test_a_longer_value_registered_later_widens_what_a_stream_holds_back() -> None:
+    r = Redactor()
+    r.register("SHORT", "short-1")
+    long_value = "L" * 200 + "-tail"
+    r.register("LONG", long_value)
+    stream = StreamRedactor(r)
+    shown = stream.feed("start " + long_value[:150]) + stream.feed(long_value[150:] + " end")
+    assert shown + stream.flush() == "start [secret:LONG] end"
 
 
 def test_secret_never_reaches_spool_or_store(settings: Settings) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("mcp", "sqlalchemy", "alembic", "docker", "pymongo", "claude_agent_sdk")
+HEAVY = ("mcp", "sqlalchemy", "alembic", "docker", "pymongo", "claude_agent_sdk", "opentelemetry")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -77,7 +77,7 @@ def test_secret_references_must_name_a_provider() -> None:
 def test_sandbox_runtime_is_runc_or_runsc_and_the_environment_overrides_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from corral.sandbox import resolve_runtime
+    from corral.sandbox import docker_runtime, resolve_runtime
 
     assert Config().sandbox.runtime == "runc"
     assert parse_config('[sandbox]\nruntime = "runsc"\n', "corral.toml").sandbox.runtime == "runsc"
@@ -85,6 +85,8 @@ def test_sandbox_runtime_is_runc_or_runsc_and_the_environment_overrides_it(
         parse_config('[sandbox]\nruntime = "kata"\n', "corral.toml")
     monkeypatch.delenv("CORRAL_SANDBOX_RUNTIME", raising=False)
     assert resolve_runtime("runsc") == "runsc"
+    # ... and runs under the gVisor corral builds, not Debian's `runsc` (docs/security.md).
+    assert docker_runtime("runsc") == "runsc-corral" and docker_runtime("runc") == "runc"
     monkeypatch.setenv("CORRAL_SANDBOX_RUNTIME", "runc")
     assert resolve_runtime("runsc") == "runc"
     monkeypatch.setenv("CORRAL_SANDBOX_RUNTIME", "kata")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from corral.audit.timeline import timeline
+from corral.sandbox import GVISOR_RUNTIMES, docker_runtime
 from corral.settings import Settings
 from tests.conftest import CANARY_KEY
 from tests.e2e.conftest import RunResult, git, make_repo, run_task
@@ -27,6 +28,8 @@ from tests.e2e.conftest import RunResult, git, make_repo, run_task
 pytestmark = pytest.mark.docker
 
 ATTACKS = Path(__file__).parent / "attacks"
+GVISOR = docker_runtime("runc") in GVISOR_RUNTIMES
+"""`make test`'s runsc pass runs these under gVisor (CORRAL_SANDBOX_RUNTIME=runsc)."""
 PLAYBOOK = """\
 turns:
   - tool_use: [{name: Bash, input: {command: "python3 {workspace}/attacks/proc_probe.py"}}]
@@ -76,10 +79,15 @@ def test_claude_code_and_socat_proc_files_cannot_be_opened(attacked: tuple[RunRe
     assert "claude" in names and names.count("socat") >= 2, report
     for pid, found in procs.items():
         attempts = {what: result for what, result in found.items() if what != "name"}
-        assert len(attempts) >= 7, found
+        assert len(attempts) >= 8, found
         for what, result in attempts.items():
-            assert result in ("EACCES", "EPERM"), f"{found['name']} {pid}: {what} {result}"
-    assert report["bind 127.0.0.1"]["result"] == report["bind 0.0.0.0"]["result"] == "EADDRINUSE"
+            # gVisor shows a non-dumpable process's fd numbers to its uid, but refuses to follow them.
+            refused = ("EACCES", "EPERM", "ok") if GVISOR and what == "fd" else ("EACCES", "EPERM")
+            assert result in refused, f"{found['name']} {pid}: {what} {result}"
+    assert report["bind 127.0.0.1"]["result"] == "EADDRINUSE"
+    # gVisor lets a SO_REUSEADDR wildcard listener share the port with socat's (Linux refuses it), but
+    # connections to 127.0.0.1 still reach the specific one: takeover.py's listener never answers.
+    assert report["bind 0.0.0.0"]["result"] in (("EADDRINUSE", "ok") if GVISOR else ("EADDRINUSE",))
     assert report["env"]["LD_PRELOAD"] == ""  # the preload is not passed on to the tools
 
 

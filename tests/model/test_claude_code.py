@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral.demo import DEMO_FILES, bundled_playbook, write_demo_repo
 from corral.model.playbook import Playbook
 from corral.model.proxy import SCRIPTED_BASE_URL, ModelProxy, Upstream
-from corral.model.request_filter import ALLOWED_BETAS, ALLOWED_KEYS
+from corral.model.request_filter import ALLOWED_BETAS, ALLOWED_KEYS, OUTPUT_CONFIG_KEYS
 from corral.model.scripted import SUBAGENT_TEXT, scripted_app
 
 from .conftest import PINNED, RUN_TOKEN, SMALL, RecordingSink, wait_for
@@ -297,3 +297,19 @@ def test_claude_code_web_search_is_refused_at_the_proxy(session: Session) -> Non
     assert all("type" not in t for r in session.upstream_saw for t in r["body"].get("tools", []))
     # The tool result Claude Code sent back on turn 1 carries the refusal.
     assert "server tool" in session.sink.of("model.request")[-1].last_user
+
+
+def test_claude_code_asking_a_model_id_it_does_not_know_passes_the_filter(session: Session) -> None:
+    """A `corral regress` candidate: a dated id this Claude Code has no table entry for. It then adds
+    `output_config` (an effort level) to each request; the pin allows the id, and the filter lets the
+    request through as it lets the pinned model's (docs/security.md, 'Model proxy')."""
+    candidate = "claude-candidate-20260101"
+    done, lines = session.run(ECHO, model=candidate, pinned=frozenset({candidate, SMALL}))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert result_of(lines)["result"] == "wrote it"
+    assert session.sink.of("model.refused") == []
+    saw = session.upstream_saw
+    assert len(saw) == 2 and {r["body"]["model"] for r in saw} == {candidate}
+    configs = [r["body"]["output_config"] for r in saw]
+    assert all(set(c) <= OUTPUT_CONFIG_KEYS and isinstance(c["effort"], str) for c in configs), configs
+    assert set().union(*(r["body"] for r in saw)) <= ALLOWED_KEYS

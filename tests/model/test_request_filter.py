@@ -12,6 +12,7 @@ import pytest
 from corral.model.request_filter import (
     ALLOWED_BETAS,
     ALLOWED_KEYS,
+    OUTPUT_CONFIG_KEYS,
     forward_query,
     refusal,
     split_betas,
@@ -90,7 +91,7 @@ def test_claude_code_shaped_request_passes() -> None:
 @pytest.mark.parametrize("key", sorted(ALLOWED_KEYS))
 def test_each_allowed_key_passes(key: str) -> None:
     body: dict[str, Any] = {"model": "m", "messages": []}
-    body.setdefault(key, None if key in ("tools", "system") else 1)
+    body.setdefault(key, None if key in ("tools", "system", "output_config") else 1)
     assert refusal(body) is None
 
 
@@ -103,6 +104,45 @@ def test_other_top_level_keys_refused(key: str) -> None:
 def test_several_unknown_keys_all_named() -> None:
     body = {**claude_code_body(), "mcp_servers": [], "container": "c"}
     assert refusal(body) == "request key container, mcp_servers is not allowed through the proxy"
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5-20250929", "claude-candidate-20260101", "m"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"effort": "high"},
+        {"effort": "low", "task_budget": {"type": "tokens", "total": 20000, "remaining": 5000}},
+        {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+        {},
+    ],
+)
+def test_output_config_passes_for_any_model_id(model: str, config: dict[str, Any]) -> None:
+    """What Claude Code adds for a model id it does not know: whether the id may be asked is the pin's
+    decision; the filter's rules are the same for every model."""
+    assert set(config) <= OUTPUT_CONFIG_KEYS
+    assert refusal({**claude_code_body(), "model": model, "output_config": config}) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ("high", "output_config must be an object"),
+        (["effort"], "output_config must be an object"),
+        ({"effort": "high", "mcp_servers": []}, "output_config has key mcp_servers, which is not allowed"),
+        ({"url": "u", "container": "c"}, "output_config has key container, url, which is not allowed"),
+        ({"effort": {"type": "url"}}, "output_config.effort must be a string"),
+        ({"effort": None}, "output_config.effort must be a string"),
+        ({"format": "json"}, "output_config.format must be an object"),
+        ({"effort": "high", "task_budget": 20000}, "output_config.task_budget must be an object"),
+    ],
+)
+def test_malformed_or_unknown_output_config_refused(config: Any, problem: str) -> None:
+    assert refusal({**claude_code_body(), "output_config": config}) == problem
+
+
+def test_output_config_is_decided_before_the_rest_of_the_body() -> None:
+    body = {**claude_code_body(), "output_config": {"x": 1}, "tools": "not a list"}
+    assert refusal(body) == "output_config has key x, which is not allowed"
 
 
 @pytest.mark.parametrize(
@@ -194,6 +234,8 @@ def test_base64_source_with_extra_keys_refused() -> None:
     body = claude_code_body()
     body["messages"][0]["content"] = [{"type": "image", "source": {**PNG, "url": "https://attacker.example"}}]
     assert refusal(body) == "messages[0]: image source has key url, which is not allowed"
+    body["messages"][0]["content"] = [{"type": "document", "source": {**PDF, "url": "u", "file_id": "f"}}]
+    assert refusal(body) == "messages[0]: document source has key file_id, url, which is not allowed"
 
 
 @pytest.mark.parametrize(
@@ -234,6 +276,14 @@ def test_other_block_types_refused(block: dict[str, Any], nested: bool) -> None:
         (
             [{"role": "user", "content": "x", "mcp_servers": []}],
             "messages[0] has key mcp_servers, which is not allowed",
+        ),
+        (
+            # Claude Code's per-message keys, which it did not send in the recorded sessions.
+            [
+                {"role": "user", "content": "x"},
+                {"role": "system", "content": [], "output_config": {}, "clear_at": 1},
+            ],
+            "messages[1] has key clear_at, output_config, which is not allowed",
         ),
         (
             [{"role": "user", "content": {"type": "text"}}],

@@ -19,7 +19,7 @@ import pytest
 
 from corral.config import DEFAULT_CLAUDE_CODE
 from corral.errors import SandboxError
-from corral.sandbox import RUN_LABEL, SandboxSpec, resolve_runtime
+from corral.sandbox import RUN_LABEL, SandboxSpec, docker_runtime
 from corral.sandbox.docker import DockerBackend, DockerSandbox
 from corral.sandbox.images import AGENT_IMAGE, docker_client, ensure_images
 from corral.sandbox.mounts import grant_agent_access
@@ -86,7 +86,7 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
-RUNTIME = resolve_runtime("runc")
+RUNTIME = docker_runtime("runc")
 """`CORRAL_SANDBOX_RUNTIME` picks the runtime of every sandbox here: `make test` runs this directory again
 under runsc, so each isolation property is proven under both."""
 

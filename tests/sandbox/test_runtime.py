@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +13,9 @@ import pytest
 
 from corral.doctor import runtime_check
 from corral.errors import SandboxError
-from corral.sandbox import ExecResult
+from corral.sandbox import DOCKER_RUNTIMES, ExecResult
 from corral.sandbox.docker import SELF_TEST, DockerSandbox, host_pids_limit, judge_self_test
+from corral.sandbox.nodump import check_nodump, nodump_leaks
 
 from .conftest import host_cgroup
 
@@ -43,6 +43,20 @@ for pid in children:
 
 @pytest.fixture(scope="module")
 def runsc(client: docker.DockerClient) -> str:
+    """The Docker runtime `runtime = "runsc"` uses: the newer gVisor that `make gvisor` builds.
+
+    It is skipped, never failed, when absent: from an empty Go cache the build takes longer than
+    .ci/run can afford, so `make test` runs the runsc tests only where it was built (docs/security.md).
+    """
+    name = DOCKER_RUNTIMES["runsc"]
+    if name not in client.info().get("Runtimes", {}):
+        pytest.skip(f"Docker has no {name} runtime (`make gvisor` builds and registers it; `corral doctor`)")
+    return name
+
+
+@pytest.fixture(scope="module")
+def debian_runsc(client: docker.DockerClient) -> str:
+    """Debian's gVisor (20221219), which .ci/services.sh installs and registers as `runsc`."""
     if "runsc" not in client.info().get("Runtimes", {}):
         message = "Docker has no runsc runtime (.ci/services.sh registers it; see `corral doctor`)"
         if os.environ.get("CORRAL_REQUIRE_SERVICES") == "1":
@@ -62,7 +76,7 @@ def test_runsc_sandbox_sees_gvisors_kernel_not_the_hosts(
         release, version, first_log = result.output.splitlines()[:3]
         assert ((release, version) == (host.release, host.version)) is is_host, result.output
         assert ("Starting gVisor" in first_log) is not is_host, first_log
-    assert gvisor.inspect()["HostConfig"]["Runtime"] == "runsc"
+    assert gvisor.inspect()["HostConfig"]["Runtime"] == runsc
 
 
 def test_self_test_refuses_a_runsc_name_that_is_not_gvisor(
@@ -93,6 +107,27 @@ def test_runsc_self_test_passes_on_gvisors_kernel(
     data = json.loads(result.output.strip().splitlines()[-1])
     assert {"netlink", "procfs"} <= set(data["sources"])
     assert judge_self_test(data, gvisor=True) == (("lo",), [])
+
+
+def test_debian_gvisor_ignores_the_dumpable_flag_so_a_run_under_it_fails_closed(
+    make_sandbox: Callable[..., DockerSandbox], workspace: Path, debian_runsc: str
+) -> None:
+    """Why `runsc` is not Debian's: there a tool of Claude Code's uid reads its environ (the run's
+    token) and follows its fd links (its stdout carries the hook callbacks), library or not."""
+    sandbox = make_sandbox(workspace, runtime=debian_runsc)
+    assert {"environ", "fd/0", "fd/1"} <= set(nodump_leaks(sandbox)), "Debian's gVisor now honours the flag"
+    with pytest.raises(SandboxError, match=r"non-dumpable.*opened its environ"):
+        check_nodump(sandbox)
+
+
+def test_the_gvisor_corral_uses_honours_the_dumpable_flag(
+    make_sandbox: Callable[..., DockerSandbox], workspace: Path, runsc: str
+) -> None:
+    sandbox = make_sandbox(workspace, runtime=runsc)
+    assert nodump_leaks(sandbox) == []
+    check_nodump(sandbox)
+    # The probe can see a leak under this kernel too: without the library the process is open.
+    assert {"environ", "fd/0", "fd/1"} <= set(nodump_leaks(sandbox, preload=False))
 
 
 def exec_unless_the_sandbox_dies(
@@ -148,20 +183,22 @@ def test_a_runtime_docker_lacks_names_the_fix(
 
 
 def test_doctor_reports_runsc_and_says_how_to_register_it(
-    client: docker.DockerClient, runsc: str, monkeypatch: pytest.MonkeyPatch
+    client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CORRAL_SANDBOX_RUNTIME", raising=False)
-    runtimes = client.info()["Runtimes"]
-    check = runtime_check(runtimes, "runsc", shutil.which("runsc"))
-    assert check.ok and check.detail.startswith("sandboxes use runsc; runsc at "), check
-    assert "registered with Docker" in check.detail and "not registered" not in check.detail
-    unregistered = {name: value for name, value in runtimes.items() if not name.startswith("runsc")}
-    check = runtime_check(unregistered, "runsc", shutil.which("runsc"))
-    assert not check.ok and "not registered" in check.detail
-    assert (
-        '"--host-uds=open"' in check.fix and "/etc/docker/daemon.json" in check.fix and "restart" in check.fix
-    )
+    runtimes = dict(client.info()["Runtimes"])
+    runtimes["runsc-corral"] = {"path": "/srv/gvisor/runsc", "runtimeArgs": ["--platform=ptrace"]}
+    check = runtime_check(runtimes, "runsc", "/usr/bin/runsc")
+    assert check.ok and check.detail.startswith("sandboxes use runsc (runsc-corral); runsc-corral "), check
+    assert "(/srv/gvisor/runsc) registered with Docker; Debian's runsc at /usr/bin/runsc" in check.detail
+    # Debian's runsc alone is not enough: under it the non-dumpable flag does not hold.
+    debian_only = {name: value for name, value in runtimes.items() if name != "runsc-corral"}
+    assert "runsc" in debian_only
+    check = runtime_check(debian_only, "runsc", "/usr/bin/runsc")
+    assert not check.ok and "runsc-corral not registered" in check.detail
+    assert "make gvisor" in check.fix and '"--host-uds=open"' in check.fix and '"runsc-corral"' in check.fix
+    assert "/etc/docker/daemon.json" in check.fix and "restart" in check.fix
     # runc needs nothing more, and the environment chooses over the config.
-    assert runtime_check(unregistered, "runc", None).ok
+    assert runtime_check(debian_only, "runc", None).ok
     monkeypatch.setenv("CORRAL_SANDBOX_RUNTIME", "runsc")
-    assert not runtime_check(unregistered, "runc", None).ok
+    assert not runtime_check(debian_only, "runc", None).ok

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from corral.state.machine import Phase
-from tests.web.conftest import JS_LINK, Site
+from tests.web.conftest import JS_LINK, Site, _git
 
 
 def test_everything_but_sign_in_is_refused_without_a_session_or_token(site: Site) -> None:
@@ -44,7 +44,12 @@ def test_the_runs_list_filters_and_pages(site: Site) -> None:
     assert site.run_id not in site.client.get("/runs?phase=failed").text
     assert site.run_id not in site.client.get("/runs?requester=bob").text
     assert site.run_id not in site.client.get("/runs?since=2999-01-01").text
+    today = site.services.state().get_run(site.run_id).created_at.date().isoformat()
+    assert site.run_id in site.client.get(f"/runs?since={today}&until={today}").text  # the whole day
+    assert site.run_id not in site.client.get("/runs?until=2000-01-01").text
+    assert site.client.get("/runs?until=yesterday").status_code == 400
     assert site.client.get("/runs?phase=bogus").status_code == 400
+    assert "<option selected>failed</option>" in site.client.get("/runs?phase=failed").text
     listed = site.client.get("/api/runs?project=shop").json()
     assert [r["run_id"] for r in listed["runs"]] == [site.run_id] and listed["more"] is False
 
@@ -142,3 +147,22 @@ def test_sse_streams_the_events_escaped_and_resumes_after_last_event_id(site: Si
     with site.client.stream("GET", f"/api/runs/{site.run_id}/events", headers=resumed_headers) as stream:
         resumed = _frames(stream.read().decode())
     assert [f[0] for f in resumed] == ["5", "6", "7", "8", "end"]
+
+
+def test_approving_over_failed_checks_needs_the_override_box_and_the_chain_shows_it(site: Site) -> None:
+    head = _git(site.repo, "rev-parse", "corral/branch")
+    site.services.state().update_run(site.run_id, checks_passed=False, meta={"head_commit": head})
+    csrf = site.sign_in("alice")
+    page = site.client.get(f"/runs/{site.run_id}").text
+    assert 'name="override"' in page  # offered only because the checks failed
+    form = {"text": "ok", "confirm": "yes", "csrf": csrf}
+    refused = site.client.post(f"/runs/{site.run_id}/approve", data=form)
+    assert refused.status_code == 409 and "checks failed" in refused.text
+    assert site.services.state().get_run(site.run_id).phase == Phase.AWAITING_APPROVAL
+    done = site.client.post(f"/runs/{site.run_id}/approve", data={**form, "override": "yes"})
+    assert done.status_code == 200, done.text
+    [approval] = site.services.state().list_approvals(run_id=site.run_id)
+    assert (approval.actor, approval.override, approval.head_sha) == ("alice", True, head)
+    assert "override: checks failed" in done.text and head[:12] in done.text
+    granted = [e for e in site.services.audit().read(site.run_id) if e.kind == "approval.granted"]
+    assert [(e.actor, getattr(e, "override", None)) for e in granted] == [("human:alice", True)]

@@ -7,15 +7,21 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from corral import events as ev
+from corral.audit.redact import process_redactor
 from corral.serving import BackgroundServer
 from corral.state.machine import Phase
 from corral.web.app import create_app
+from corral.web.window import PAGE
 from tests.web.conftest import PASSWORD, Site
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Playwright
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -51,6 +57,9 @@ def test_a_running_runs_new_events_arrive_over_sse_and_a_disconnect_ends_the_str
     served: tuple[Site, str, BackgroundServer],
 ) -> None:
     site, url, server = served
+    # With a value registered, as in any server that has run a run, every response goes through the
+    # redacting middleware: the stream's headers must still arrive before its first event.
+    process_redactor().register("LIVE_TEST_TOKEN", "live-token-value+/=")
     run_id = _open_run(site)
     headers = site.token("vera")
     seen: list[str] = []
@@ -77,37 +86,44 @@ def test_a_running_runs_new_events_arrive_over_sse_and_a_disconnect_ends_the_str
     assert seen == ["1", "2", "3"]
 
 
-@pytest.mark.browser
-def test_a_browser_signs_in_and_agent_markup_in_a_run_shows_as_text(
-    served: tuple[Site, str, BackgroundServer],
-) -> None:
+def _need_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CORRAL_REQUIRE_SERVICES") == "1":
             pytest.fail(f"{CHROMIUM} is missing")
         pytest.skip(f"{CHROMIUM} is missing")
+
+
+def _launch(pw: Playwright) -> Browser:
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+def _sign_in(page: Page, url: str, name: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('sign in')")
+    page.wait_for_url(f"{url}/runs")
+
+
+@pytest.mark.browser
+def test_a_browser_signs_in_and_agent_markup_in_a_run_shows_as_text(
+    served: tuple[Site, str, BackgroundServer],
+) -> None:
+    _need_chromium()
     from playwright.sync_api import sync_playwright
 
     site, url, _server = served
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-    ]
-    args += ["--disable-component-update", "--disable-sync"]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        browser = _launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(f"{url}/runs")
             assert page.url.endswith("/login")  # no session: only the sign-in page
-            page.fill("input[name=name]", "alice")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button:has-text('sign in')")
-            page.wait_for_url(f"{url}/runs")
+            _sign_in(page, url, "alice")
             assert site.run_id in page.inner_text("#runs")
             page.screenshot(path=str(DOCS / "server-runs.png"), full_page=True)
             page.click(f"a:has-text('{site.run_id}')")
@@ -122,3 +138,40 @@ def test_a_browser_signs_in_and_agent_markup_in_a_run_shows_as_text(
             assert dialogs == []
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_live_rows_join_the_last_timeline_page_and_an_earlier_page_counts_them(
+    served: tuple[Site, str, BackgroundServer],
+) -> None:
+    _need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    site, url, _server = served
+    run_id = _open_run(site)
+    recorder = site.services.audit().for_run(run_id)
+    try:
+        for i in range(PAGE + 50):
+            recorder.emit(ev.AgentStopped(turns=i, reason=f"before {i}"))
+        with sync_playwright() as pw:
+            browser = _launch(pw)
+            try:
+                context = browser.new_context()  # one context: both pages share the session
+                first, last = context.new_page(), context.new_page()
+                _sign_in(first, url, "vera")
+                first.goto(f"{url}/runs/{run_id}")
+                last.goto(f"{url}/runs/{run_id}")
+                last.click("#pager-top a:has-text('last page')")
+                last.wait_for_selector("#pager-top:has-text('of 250')")
+                assert last.locator("#pager-top a[rel=next]").count() == 0
+                recorder.emit(ev.AgentStopped(turns=999, reason="<b>live</b> one"))
+                row = last.wait_for_selector("#timeline tr.live")
+                assert row is not None and "<b>live</b> one" in row.inner_text()  # as text
+                first.wait_for_selector("#pager-top .newer:not([hidden])")
+                assert first.inner_text("#pager-top .newer .count") == "1"
+                assert first.locator("#timeline tr.live").count() == 0
+                assert first.locator("#timeline tr").count() == PAGE + 1  # the header and a page
+            finally:
+                browser.close()
+    finally:
+        recorder.close()

@@ -8,7 +8,7 @@ PreToolUse path uses it so that every tool call is on disk before the tool runs.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from corral.events import Event
 
@@ -23,3 +23,13 @@ class EventSink(Protocol):
     def register_secret(self, name: str, value: str) -> None:
         """Redact `value` (and its base64 and URL-encoded forms) as `[secret:NAME]` from now on."""
         ...
+
+
+class RunTap(Protocol):
+    """Sees each event of one run as stored (chain fields filled, secrets redacted), in chain order.
+
+    Called under the chain lock, so it must only hand the payload on (`corral.telemetry` queues it)."""
+
+    def event(self, payload: dict[str, Any]) -> None: ...
+
+    def closed(self) -> None: ...

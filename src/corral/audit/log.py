@@ -16,6 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.audit.blobs import BlobStore
 from corral.audit.chain import Checkpoint, EventRow, genesis_hash
@@ -28,6 +29,9 @@ from corral.audit.verify import VerifyReport, export_lines, verify_rows
 from corral.errors import CorralError, NotFound, StoreError
 from corral.events import AnyEvent, parse_event
 from corral.settings import Settings
+
+if TYPE_CHECKING:
+    from corral.telemetry.export import TraceExport
 
 log = logging.getLogger("corral.audit")
 
@@ -70,6 +74,8 @@ class AuditLog:
         self.shipper = Shipper(store, url, self.spool_dir, ship_interval, self.blobs)
         self._recorders: dict[Path, RunRecorder] = {}
         self._state = threading.Lock()
+        self._telemetry: TraceExport | None = None
+        self._telemetry_opened = False
 
     @property
     def store_error(self) -> CorralError | None:
@@ -122,6 +128,8 @@ class AuditLog:
     def close(self) -> None:
         for recorder in list(self._recorders.values()):
             recorder.close()
+        if self._telemetry is not None:
+            self._telemetry.close()
         self.shipper.stop()
         if self.store is not None:
             self.store.close()
@@ -134,8 +142,9 @@ class AuditLog:
 
     # ---- recording --------------------------------------------------------------------------
 
-    def for_run(self, run_id: str, *, secrets: dict[str, str] | None = None) -> RunRecorder:
-        """The recorder of `run_id` in this process, continuing its chain if it already has events."""
+    def for_run(self, run_id: str, *, secrets: dict[str, str] | None = None, team: str = "") -> RunRecorder:
+        """The recorder of `run_id` in this process, continuing its chain if it already has events.
+        With OpenTelemetry configured, its events also become the run's trace (`team` labels it)."""
         check_run_id(run_id)
         lock = RunLock(self.spool_dir / "runs" / f"{run_id}.head", self.lock_timeout)
         try:
@@ -156,13 +165,32 @@ class AuditLog:
         redactor = Redactor(forward_to=process_redactor())
         for name, value in (secrets or {}).items():
             redactor.register(name, value)
+        telemetry = self._open_telemetry()
         recorder = RunRecorder(
-            run_id, head, writer, lock, self.blobs, redactor, self.checkpoint_every, self._recorder_closed
+            run_id,
+            head,
+            writer,
+            lock,
+            self.blobs,
+            redactor,
+            self.checkpoint_every,
+            self._recorder_closed,
+            telemetry.tap(run_id, team) if telemetry is not None else None,
         )
         with self._state:
             self._recorders[writer.path] = recorder
         self.shipper.track(writer.path, writer.written)
         return recorder
+
+    def _open_telemetry(self) -> TraceExport | None:
+        """The trace pipeline, started with the first recorder (a command that only reads needs none)."""
+        with self._state:
+            if not self._telemetry_opened:
+                self._telemetry_opened = True
+                from corral.telemetry import open_export
+
+                self._telemetry = open_export()
+            return self._telemetry
 
     def _spooled_head(self, run_id: str) -> tuple[int, str] | None:
         best: tuple[int, str] | None = None

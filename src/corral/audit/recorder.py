@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from corral.audit import RunTap
 from corral.audit.blobs import MAX_EVENT_BYTES, BlobStore
 from corral.audit.chain import Checkpoint, canonical, chain_hash, dumps_line
 from corral.audit.redact import Redactor
@@ -89,8 +90,10 @@ class RunRecorder:
         redactor: Redactor,
         checkpoint_every: int,
         on_close: Callable[[RunRecorder], None] = lambda _recorder: None,
+        tap: RunTap | None = None,
     ) -> None:
-        """`on_close` is told once the recorder has closed (the log then ships and forgets it)."""
+        """`on_close` is told once the recorder has closed (the log then ships and forgets it); `tap`
+        sees every stored event (OpenTelemetry export)."""
         self.run_id = run_id
         self._on_close = on_close
         self._seq, self._hash = head
@@ -102,6 +105,7 @@ class RunRecorder:
         self._since_checkpoint = 0
         self._chain = threading.Lock()
         self._closed = False
+        self._tap = tap
 
     @property
     def spool_path(self) -> Path:
@@ -134,6 +138,8 @@ class RunRecorder:
             payload["hash"] = digest
             end = self._writer.write(dumps_line(payload))
             self._seq, self._hash = seq, digest
+            if self._tap is not None:
+                self._tap.event(payload)
             self._since_checkpoint += 1
             if self._since_checkpoint >= self._every:
                 self._write_checkpoint("interval")
@@ -172,4 +178,6 @@ class RunRecorder:
             if self._seq:
                 self._lock.write_head(self._seq, self._hash)
             self._lock.release()
+        if self._tap is not None:
+            self._tap.closed()
         self._on_close(self)

@@ -101,17 +101,21 @@ def _node_pattern(node: dict[str, Any]) -> str:
 
 
 class Redactor:
-    """Thread-safe: registration swaps in a new compiled pattern; `redact` reads one snapshot.
+    """Thread-safe: registration swaps in a new table of forms; `redact` reads one snapshot.
+
+    The pattern is compiled when text is first redacted after a registration that brought a new form,
+    not at each registration: compiling the trie of many long forms takes seconds, and a run (or a
+    long-lived server, whose process redactor hears every run's values) registers many values at once,
+    mostly ones it already has.
 
     `forward_to` is told every registration too (a run's redactor forwards to the process's)."""
-
-    _longest: int
-    """The longest registered form's length; set with the first pattern, read only once there is one."""
 
     def __init__(self, forward_to: Redactor | None = None) -> None:
         self._lock = threading.Lock()
         self._names: dict[str, str] = {}  # form -> name
         self._pattern: re.Pattern[str] | None = None
+        self._longest = 0
+        """The longest registered form's length."""
         self._forward = forward_to
 
     def register(self, name: str, value: str) -> None:
@@ -126,20 +130,33 @@ class Redactor:
                 hint=f"secret values must be at least {MIN_SECRET_LENGTH} characters; "
                 "a shorter one would redact unrelated text everywhere in the audit log",
             )
+        forms = secret_forms(value)
         with self._lock:
-            for form in secret_forms(value):
-                self._names.setdefault(form, name)
-            self._longest = max(map(len, self._names))
-            self._pattern = re.compile(_trie_pattern(self._names))
+            new = {form: name for form in forms if form not in self._names}
+            if new:
+                # A new table, not an update in place: a reader holds a snapshot while it substitutes.
+                self._names = {**self._names, **new}
+                self._longest = max(self._longest, *map(len, new))
+                self._pattern = None
         if self._forward is not None:
             self._forward.register(name, value)
 
     @property
     def active(self) -> bool:
-        return self._pattern is not None
+        return bool(self._names)
+
+    def _current(self) -> re.Pattern[str] | None:
+        """The pattern of every registered form, compiled now if a registration changed the table."""
+        pattern = self._pattern
+        if pattern is None and self._names:
+            with self._lock:
+                if self._pattern is None:
+                    self._pattern = re.compile(_trie_pattern(self._names))
+                pattern = self._pattern
+        return pattern
 
     def redact_text(self, text: str) -> str:
-        pattern = self._pattern
+        pattern = self._current()
         if pattern is None:
             return text
         names = self._names
@@ -150,7 +167,7 @@ class Redactor:
         part before it redacted, and the tail held back. A form starting before the split lies
         wholly inside `text` (the split is the longest form's length minus one from the end), so it
         is found now; one starting in the tail may still be completed by the next piece."""
-        pattern = self._pattern
+        pattern = self._current()
         if pattern is None:
             return text, ""
         names, cut = self._names, len(text) - self._longest + 1
@@ -167,7 +184,7 @@ class Redactor:
 
     def redact(self, obj: Any) -> Any:
         """Return `obj` with every registered form replaced, recursing through dicts and lists."""
-        if self._pattern is None:
+        if not self._names:
             return obj
         return self._walk(obj)
 

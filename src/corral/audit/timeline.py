@@ -183,6 +183,14 @@ def entry(event: AnyEvent) -> Entry:
             )
         case ev.FleetActivity():
             summary = f"{event.activity} on host {event.host_id}, attempt {event.attempt}"
+        case ev.AuthSignedIn() | ev.AuthTokenUsed():
+            how = "signed in" if event.kind == "auth.signed_in" else "first used an API token"
+            summary = f"{event.actor} ({event.role}) {how} from {event.client or '?'}"
+        case ev.AuthSignedOut():
+            summary = f"{event.actor} signed out from {event.client or '?'}"
+        case ev.AuthRefused():
+            who = f" as {event.name!r}" if event.name else ""
+            summary = f"refused {event.method}{who} from {event.client or '?'}: {event.reason}"
         case _:
             summary = event.kind
     return Entry(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -13,30 +15,45 @@ from corral.errors import StoreError
 app = typer.Typer(no_args_is_help=True, help="Users of corral server: add them, give them API tokens.")
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def register(root: typer.Typer) -> None:
     @root.command()
     def server(
         listen: Annotated[str, typer.Option(help="HOST:PORT to serve on.")] = "127.0.0.1:8750",
+        warm: Annotated[
+            int, typer.Option(help="Keep N pre-created, self-tested sandboxes ready per image (0: none).")
+        ] = 0,
         team: TeamOption = None,
         repo: ScopeRepoOption = None,
     ) -> None:
         """Serve the reviewer's dashboard and the run API (runs submitted to it execute here)."""
-        from corral.web.serve import recover, start
+        from corral.web.serve import recover, start, start_pool
 
         services = _services(team=team, repo=repo)
         failed = recover(services)
         if failed:
             err.print(f"marked failed after a restart: {', '.join(failed)}", highlight=False)
-        handle = start(services, listen)
-        err.print(
-            f"corral server on http://{listen} (team {services.team}); Ctrl-C stops it", highlight=False
-        )
+        if warm:
+            # SIGTERM (a service manager's stop) must remove the pool as Ctrl-C does, not skip the finally.
+            signal.signal(signal.SIGTERM, _interrupt)
+            services.warm_pool = start_pool(services, warm)
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+            handle = start(services, listen)
+            err.print(
+                f"corral server on http://{listen} (team {services.team}); Ctrl-C stops it", highlight=False
+            )
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                handle.stop()
         finally:
-            handle.stop()
+            if services.warm_pool is not None:
+                services.warm_pool.close()
             services.close()
 
 

@@ -54,7 +54,7 @@ class _Chain:
     """The run's audit chain, opened for one command and closed by it."""
 
     def __init__(self, services: Services, run_id: str) -> None:
-        self.recorder = services.audit().for_run(run_id)
+        self.recorder = services.audit().for_run(run_id, team=services.team)
 
     def __enter__(self) -> EventSink:
         return self.recorder

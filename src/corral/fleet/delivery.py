@@ -59,7 +59,7 @@ class DeliveryActivities:
         def work() -> str:
             services = Services(self.settings, None, resolve_scope(self.settings, args.team, Path(args.repo)))
             try:
-                recorder = services.audit().for_run(args.run_id)
+                recorder = services.audit().for_run(args.run_id, team=services.team)
                 try:
                     recorder.emit(
                         FleetActivity(

@@ -239,7 +239,7 @@ class HostActivities:
         backend = services.sandbox_backend()
         meta = {**record.meta, "host": self.host_id, "attempt": step.attempt}
         state.update_run(job.run_id, pid=os.getpid(), meta=meta)
-        recorder = services.audit(config).for_run(job.run_id)
+        recorder = services.audit(config).for_run(job.run_id, team=config.project.team)
         evidence = EvidenceCollector()
         sink = ObservedSink(recorder, [evidence])
         run = _Run(

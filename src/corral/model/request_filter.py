@@ -5,7 +5,8 @@ A request from the sandbox is hostile. With our key, the Anthropic API would fet
 given by URL, run server tools (web_fetch, web_search, code execution), or connect to `mcp_servers` it
 names. So a request goes upstream only if:
 
-- every top-level key is in `ALLOWED_KEYS` (no `mcp_servers`, no `container`, no `service_tier`);
+- every top-level key is in `ALLOWED_KEYS` (no `mcp_servers`, no `container`, no `service_tier`), and
+  `output_config` holds only the keys in `OUTPUT_CONFIG_KEYS`;
 - every tool is client-defined: a name and an input schema, no `type` but "custom";
 - every content block, in messages, the system prompt and nested tool results, is of a type in
   `ALLOWED_BLOCKS`, and every image or document source is inline base64 data;
@@ -37,11 +38,19 @@ ALLOWED_KEYS = frozenset(
         "tool_choice",
         "thinking",
         "context_management",
+        "output_config",
     }
 )
 """Top-level request keys: the Messages API parameters that only shape generation. Claude Code 2.1.332
 sends model, messages, max_tokens, system, metadata, stream, thinking, tools, context_management, and
-for its side requests temperature and tool_choice."""
+for its side requests temperature and tool_choice. For a model id it does not know (a candidate in
+`corral regress`) it also sends `output_config`. Which model ids may be asked is the pin's decision,
+not this filter's: every rule here holds for every model."""
+
+OUTPUT_CONFIG_KEYS = frozenset({"effort", "format", "task_budget"})
+"""Keys of `output_config`: how hard the model works (`effort`, a string), the shape of its answer
+(`format`, a JSON schema) and a token budget for the task (`task_budget`). Each only shapes the answer
+in hand. Claude Code 2.1.332 sends `{"effort": "high"}` to a model id it does not know."""
 
 ALLOWED_TOOL_KEYS = frozenset(
     {"name", "description", "input_schema", "type", "cache_control", "defer_loading"}
@@ -84,7 +93,28 @@ def refusal(body: Mapping[str, Any]) -> str | None:
     unknown = sorted(set(body) - ALLOWED_KEYS)
     if unknown:
         return f"request key {', '.join(unknown)} is not allowed through the proxy"
-    return _tools(body.get("tools")) or _system(body.get("system")) or _messages(body.get("messages"))
+    return (
+        _output_config(body.get("output_config"))
+        or _tools(body.get("tools"))
+        or _system(body.get("system"))
+        or _messages(body.get("messages"))
+    )
+
+
+def _output_config(config: Any) -> str | None:
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return "output_config must be an object"
+    extra = sorted(set(config) - OUTPUT_CONFIG_KEYS)
+    if extra:
+        return f"output_config has key {', '.join(extra)}, which is not allowed"
+    if not isinstance(config.get("effort", ""), str):
+        return "output_config.effort must be a string"
+    for key in ("format", "task_budget"):
+        if not isinstance(config.get(key, {}), dict):
+            return f"output_config.{key} must be an object"
+    return None
 
 
 def _tools(tools: Any) -> str | None:

@@ -25,10 +25,17 @@ PURPOSE_LABEL = "io.corral.purpose"
 CLAUDE_CODE_LABEL = "io.corral.claude-code"
 OWNER_LABEL = "io.corral.owner"
 """Which corral home created a container: `corral gc` only ever judges its own home's containers."""
+POOL_LABEL = "io.corral.pool"
+"""On a warm container (corral.sandbox.warm): the pool key it was made for. Labels are fixed at
+creation, so a warm container never carries a run label; gc judges it by its host process."""
 SOCKETS_IN_CONTAINER = "/run/corral"
 AGENT_UID = 1000
 """The uid and gid the agent runs as inside every sandbox; the workspace is handed over to it."""
-GVISOR_RUNTIMES = ("runsc", "runsc-kvm")
+DOCKER_RUNTIMES: dict[str, str] = {"runc": "runc", "runsc": "runsc-corral"}
+"""The Docker runtime each `[sandbox].runtime` runs under. `runsc` is the newer gVisor that `make gvisor`
+builds and registers as `runsc-corral`, not Debian's `runsc` (2022): under that one a process of the
+agent's uid reads Claude Code's environ and follows its fd links (docs/security.md, "Kernel isolation")."""
+GVISOR_RUNTIMES = ("runsc", "runsc-corral", "runsc-kvm")
 """Docker runtime names that put gVisor's kernel in front of the host's (`runsc-kvm` is bench-only)."""
 
 
@@ -46,6 +53,11 @@ def resolve_runtime(configured: str) -> str:
             hint=f"set it to one of {', '.join(allowed)}, or unset it to use [sandbox].runtime",
         )
     return override
+
+
+def docker_runtime(configured: str) -> str:
+    """The Docker runtime name for the project's `[sandbox].runtime` (or `CORRAL_SANDBOX_RUNTIME`)."""
+    return DOCKER_RUNTIMES[resolve_runtime(configured)]
 
 
 NODUMP_LIBRARY = "/usr/local/lib/corral/nodump.so"
@@ -122,7 +134,7 @@ class SandboxSpec:
             memory=config.memory,
             pids=config.pids,
             purpose=purpose,
-            runtime=resolve_runtime(config.runtime),
+            runtime=docker_runtime(config.runtime),
             readonly_files=dict(readonly_files or {}),
         )
 
@@ -190,6 +202,10 @@ class SandboxBackend(Protocol):
         ...
 
     def remove_container(self, container_id: str) -> None: ...
+
+    def reap_warm(self) -> list[str]:
+        """Remove warm-pool containers whose creating process is gone; return their ids."""
+        ...
 
     def sweep_masks(self, min_age_seconds: float = 60.0) -> list[Path]:
         """Remove host-side mask files whose container is gone; return what was removed."""

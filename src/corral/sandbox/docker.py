@@ -34,6 +34,7 @@ import requests.exceptions
 from corral.errors import EgressError, SandboxError
 from corral.sandbox import (
     OWNER_LABEL,
+    POOL_LABEL,
     PURPOSE_LABEL,
     RUN_LABEL,
     SOCKETS_IN_CONTAINER,
@@ -42,7 +43,7 @@ from corral.sandbox import (
     SandboxSpec,
     SelfTestReport,
 )
-from corral.sandbox.mounts import plan_mounts
+from corral.sandbox.mounts import MountPlan, plan_mounts
 from corral.sandbox.probe import start_host_probe
 from corral.settings import load_settings
 from corral.tail import Tail
@@ -217,6 +218,8 @@ class DockerSandbox:
         self._container = container
         self.spec = spec
         self.mask_dir = mask_dir
+        self.warm = False
+        """Whether it was claimed from a warm pool (corral.sandbox.warm) rather than created for the run."""
 
     @property
     def id(self) -> str:
@@ -350,8 +353,14 @@ class DockerBackend:
         name = _container_name(spec)
         mask_dir = self._mask_root / name
         plan = plan_mounts(spec, mask_dir)
+        return self.start_container(spec, name, mask_dir, plan, {RUN_LABEL: spec.run_id})
+
+    def start_container(
+        self, spec: SandboxSpec, name: str, mask_dir: Path, plan: MountPlan, labels: dict[str, str]
+    ) -> DockerSandbox:
+        """Create and start the hardened container with `plan`'s mounts (warm.py brings its own plan)."""
         labels = {
-            RUN_LABEL: spec.run_id,
+            **labels,
             PURPOSE_LABEL: spec.purpose,
             HOST_PID_LABEL: str(os.getpid()),
             MASK_DIR_LABEL: str(mask_dir),
@@ -440,6 +449,14 @@ class DockerBackend:
     def remove_container(self, container_id: str) -> None:
         remove_container(self._client, container_id, self._mask_root)
 
+    def reap_warm(self) -> list[str]:
+        """Remove warm containers (corral.sandbox.warm) whose creating process died, and their slots."""
+        from corral.gc import pid_alive
+        from corral.sandbox.warm import reap_pools
+
+        home = Path(self._owner) if self._owner else load_settings().home
+        return reap_pools(self._client, self._owner, home, pid_alive)
+
     def sweep_masks(self, min_age_seconds: float = 60.0) -> list[Path]:
         """Remove mask directories whose container no longer exists (for `corral gc`).
 
@@ -449,7 +466,11 @@ class DockerBackend:
         if not self._mask_root.is_dir():
             return []
         try:
-            names = {c.name for c in self._client.containers.list(all=True, filters={"label": RUN_LABEL})}
+            names = {
+                c.name
+                for label in (RUN_LABEL, POOL_LABEL)
+                for c in self._client.containers.list(all=True, filters={"label": label})
+            }
         except ENGINE_ERRORS as exc:
             raise _wrap("list corral containers", exc) from exc
         removed = []

@@ -111,7 +111,7 @@ class ShellOrchestrator:
         backend = self._services.sandbox_backend()
         state = self._services.state(config)
         state.update_run(record.run_id, pid=os.getpid())
-        recorder = self._services.audit(config).for_run(record.run_id)
+        recorder = self._services.audit(config).for_run(record.run_id, team=config.project.team)
         from corral.audit.observed import ObservedSink
 
         sink = ObservedSink(recorder, self._observers)

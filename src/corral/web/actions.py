@@ -32,10 +32,11 @@ def reject(services: Services, run_id: str, user: str, text: str) -> dict[str, A
     }
 
 
-def approve(services: Services, run_id: str, user: str, text: str) -> dict[str, Any]:
+def approve(services: Services, run_id: str, user: str, text: str, override: bool = False) -> dict[str, Any]:
+    """`override`: approve although the checks failed (`corral approve --override`), audited."""
     from corral.delivery.approve import approve as approve_run
 
-    return _delivered(approve_run(services, run_id, approver=user, comment=text))
+    return _delivered(approve_run(services, run_id, approver=user, comment=text, override=override))
 
 
 def promote(services: Services, run_id: str, user: str, text: str) -> dict[str, Any]:

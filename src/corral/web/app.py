@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,11 +23,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
+from corral import events as ev
 from corral.display import visible
 from corral.errors import AuthError, CorralError, NotAvailable, NotFound, RunError
 from corral.state.ids import RUN_ID
 from corral.web import actions, redacting, views
 from corral.web.auth import COOKIE, SESSION_MAX_AGE, Caller, Sessions, identify
+from corral.web.signin import SignInAudit, Throttle, throttled
 from corral.web.verified import VerifiedCache
 
 if TYPE_CHECKING:
@@ -50,11 +53,14 @@ class RunFilter(BaseModel):
     project: str = ""
     requester: str = ""
     since: str = ""
+    until: str = ""
     page: int = Field(default=1, ge=1)
 
 
 class ActionBody(BaseModel):
     text: str = ""
+    override: bool = False
+    """For approve: over failed checks, as `corral approve --override`."""
 
 
 def _status(exc: CorralError) -> int:
@@ -67,9 +73,27 @@ def _status(exc: CorralError) -> int:
     return 409 if isinstance(exc, RunError) else 400
 
 
-def create_app(services: Services, runner: Runner | None = None, secret: str | None = None) -> FastAPI:
-    app = FastAPI(title="corral", docs_url=None, redoc_url=None, openapi_url=None)
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def create_app(
+    services: Services,
+    runner: Runner | None = None,
+    secret: str | None = None,
+    throttle: Throttle | None = None,
+) -> FastAPI:
+    signins = SignInAudit(services.audit)
+    throttle = throttle or Throttle()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        signins.close()
+
+    app = FastAPI(title="corral", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(redacting.RedactingMiddleware)
+    app.state.signins = signins
     app.state.streams = 0
     """Open SSE streams: a browser that disconnects must end its stream (and the poll behind it)."""
     # Autoescape on for every template: agent text is only ever inserted escaped.
@@ -112,12 +136,23 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         return JSONResponse({"error": "internal error; see the server's log"}, status_code=500)
 
     def caller(request: Request) -> Caller:
-        return identify(
-            services.state(),
-            sessions,
-            request.headers.get("authorization", ""),
-            request.cookies.get(COOKIE, ""),
-        )
+        client, authorization = _client(request), request.headers.get("authorization", "")
+        if authorization:
+            wait = throttle.locked_for(None, client)
+            if wait:
+                raise throttled(wait)
+        try:
+            who = identify(services.state(), sessions, authorization, request.cookies.get(COOKIE, ""))
+        except AuthError:
+            if authorization:  # a session that expired is no attempt; a wrong token may be one
+                locks = throttle.failed(None, client)
+                signins.emit(ev.AuthRefused(method="token", reason="bad_token", client=client))
+                if locks:
+                    signins.emit(ev.AuthRefused(method="token", reason="throttled", client=client))
+            raise
+        if who.via == "token":
+            signins.token_used(who.user, who.token_hash, client)
+        return who
 
     def csrf_checked(request: Request, who: Caller, token: str) -> None:
         if who.via == "session" and not sessions.csrf_ok(who.cookie, token):
@@ -133,10 +168,22 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
     def login(request: Request, name: Annotated[str, Form()], password: Annotated[str, Form()]) -> Response:
         from corral.state.users import check_password
 
+        client, typed = _client(request), name[:200]
+        wait = throttle.locked_for(name, client)
+        if wait:
+            return page(request, "login.html", {"error": throttled(wait).message}, status_code=429)
         try:
             user = check_password(services.state(), name, password)
         except AuthError as exc:
+            locks = throttle.failed(name, client)
+            signins.emit(
+                ev.AuthRefused(method="password", reason="bad_credentials", name=typed, client=client)
+            )
+            if locks:
+                signins.emit(ev.AuthRefused(method="password", reason="throttled", name=typed, client=client))
             return page(request, "login.html", {"error": exc.message}, status_code=401)
+        throttle.succeeded(name)
+        signins.emit(ev.AuthSignedIn(actor=f"human:{user.name}", role=user.role, client=client))
         response = RedirectResponse("/runs", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -150,7 +197,9 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
 
     @app.post("/logout")
     def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-        csrf_checked(request, caller(request), csrf)
+        who = caller(request)
+        csrf_checked(request, who, csrf)
+        signins.emit(ev.AuthSignedOut(actor=f"human:{who.user.name}", client=_client(request)))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
@@ -164,44 +213,64 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
     def listed(f: RunFilter) -> tuple[list[Any], bool]:
         from corral.web.listing import list_runs
 
-        return list_runs(services.state(), f.phase, f.project, f.requester, f.since, f.page, PAGE)
+        return list_runs(
+            services.state(), f.phase, f.project, f.requester, f.since, f.page, PAGE, until=f.until
+        )
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs_page(request: Request, filters: Annotated[RunFilter, Query()]) -> Response:
         who = caller(request)
         rows, more = listed(filters)
+        from corral.state.machine import Phase
+
         context = {"user": who.user, "runs": rows, "more": more, "filters": filters, "csrf": _csrf(who)}
+        context["phases"] = [p.value for p in Phase]
         return page(request, "runs.html", context)
 
     def _csrf(who: Caller) -> str:
         return sessions.csrf_for(who.cookie) if who.via == "session" else ""
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
-    def run_page(request: Request, run_id: RunId) -> Response:
+    def run_page(
+        request: Request,
+        run_id: RunId,
+        after: Annotated[int, Query(ge=0)] = 0,
+        group: Annotated[str, Query(pattern="^(|saw|decided|did|shipped|run)$")] = "",
+    ) -> Response:
         who = caller(request)
-        data = _run_data(run_id)
+        data = _run_data(run_id, after, group)
         return page(request, "run.html", {"user": who.user, "csrf": _csrf(who), **data})
 
-    def _run_data(run_id: str) -> dict[str, Any]:
+    def _run_data(run_id: str, after: int, group: str) -> dict[str, Any]:
+        from corral.events import parse_event
+        from corral.web.window import tool_turns, window
+
         run = services.find_run(run_id)
         audit = services.audit()
-        events = audit.read(run.run_id)
-        report, verified_at = verified.report(audit, run.run_id, events)
-        items = views.bars(events)
+        rows = audit.rows(run.run_id)
+        report, verified_at = verified.report(audit, run.run_id, rows)
+        turns = tool_turns(rows)
+        shown = window(rows, after, group, issued=turns)
+        # Only the kinds these need are parsed, not the whole run (see corral.web.window).
+        edits = [parse_event(r.data) for r in rows if r.kind == "file.edit"]
+        deploys = [parse_event(r.data) for r in rows if r.kind in ("deploy.staged", "deploy.promoted")]
+        origin = rows[0].ts if rows else ""
+        items = views.bars(shown.events, origin)
         return {
             "run": run,
             "task": visible(run.task),
             "failure": visible(run.failure_reason),
-            "timeline": views.run_timeline(events),
+            "timeline": views.shown(shown.entries),
+            "window": shown,
             "verified": report,
             "verified_at": time.strftime("%H:%M:%S", time.gmtime(verified_at)),
             "diff_html": views.highlight_diff(views.branch_diff(run)),
-            "turns": views.turn_diffs(events),
+            "turns": views.turn_diffs(edits, turns),
             "commits": views.commits(run),
             "approvals": services.state().list_approvals(run_id=run.run_id),
-            "deployment_url": views.deployment_url(events),
+            "deployment_url": views.deployment_url(deploys),
             "gantt": views.gantt_svg(items) if items else "",
-            "last_seq": max((e.seq for e in events), default=0),
+            "last_seq": rows[-1].seq if rows else 0,
         }
 
     @app.post("/runs/{run_id}/{action}")
@@ -212,16 +281,19 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         csrf: Annotated[str, Form()] = "",
         text: Annotated[str, Form()] = "",
         confirm: Annotated[str, Form()] = "",
+        override: Annotated[str, Form()] = "",
     ) -> Response:
         who = caller(request)
         csrf_checked(request, who, csrf)
         if confirm != "yes":
             raise RunError(f"{action} needs the confirmation box ticked", hint="tick it and submit again")
-        _act(who, run_id, action, text)
+        _act(who, run_id, action, text, override == "yes")
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
-    def _act(who: Caller, run_id: str, action: str, text: str) -> dict[str, Any]:
+    def _act(who: Caller, run_id: str, action: str, text: str, override: bool = False) -> dict[str, Any]:
         who.need("viewer" if action == "comment" else "approver")
+        if action == "approve":
+            return actions.approve(services, run_id, who.user.name, text, override)
         return actions.ACTIONS[action](services, run_id, who.user.name, text)
 
     # ---- API -----------------------------------------------------------------------------------
@@ -258,7 +330,7 @@ def create_app(services: Services, runner: Runner | None = None, secret: str | N
         who = caller(request)
         if who.via == "session":
             csrf_checked(request, who, request.headers.get("x-csrf-token", ""))
-        return JSONResponse(_act(who, run_id, action, body.text))
+        return JSONResponse(_act(who, run_id, action, body.text, body.override))
 
     @app.get("/api/runs/{run_id}/events")
     async def api_events(

@@ -15,6 +15,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from corral.errors import AuthError
 from corral.state.db import StateStore
+from corral.state.tokens import hash_secret
 from corral.state.users import Role, User, by_token, get_user
 
 COOKIE = "corral_session"
@@ -52,6 +53,8 @@ class Caller:
     via: str
     """`session` or `token`: a session's state-changing request must carry the CSRF token."""
     cookie: str = ""
+    token_hash: str = ""
+    """For `token`: which token (a prefix of its stored hash), so its first use can be audited."""
 
     def need(self, role: Role) -> None:
         if not self.user.may(role):
@@ -67,7 +70,8 @@ def identify(store: StateStore, sessions: Sessions, authorization: str, cookie: 
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise AuthError("the Authorization header is not `Bearer TOKEN`")
-        return Caller(by_token(store, secret.strip()), "token")
+        secret = secret.strip()
+        return Caller(by_token(store, secret), "token", token_hash=hash_secret(secret)[:16])
     name = sessions.name_in(cookie) if cookie else None
     if name is None:
         raise AuthError("sign in first", hint="open /login, or send Authorization: Bearer TOKEN")

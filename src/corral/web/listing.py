@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -13,10 +13,26 @@ from corral.state.models import RunRecord
 from corral.state.schema import runs
 
 
+def _day(value: str) -> datetime:
+    try:
+        start = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise CorralError(f"date {value!r} is not YYYY-MM-DD", hint="e.g. 2026-12-01") from exc
+    return start if start.tzinfo else start.replace(tzinfo=UTC)
+
+
 def list_runs(
-    store: StateStore, phase: str, project: str, requester: str, since: str, page: int, size: int
+    store: StateStore,
+    phase: str,
+    project: str,
+    requester: str,
+    since: str,
+    page: int,
+    size: int,
+    until: str = "",
 ) -> tuple[list[RunRecord], bool]:
-    """One page, newest first, and whether another page follows."""
+    """One page, newest first, and whether another page follows. `since` and `until` are days, both
+    included (a bare date means that whole day for `until`)."""
     query = sa.select(runs).where(runs.c.team == store.team)
     if phase:
         try:
@@ -30,11 +46,10 @@ def list_runs(
     if requester:
         query = query.where(runs.c.requester == requester)
     if since:
-        try:
-            start = datetime.fromisoformat(since)
-        except ValueError as exc:
-            raise CorralError(f"date {since!r} is not YYYY-MM-DD", hint="e.g. 2026-12-01") from exc
-        query = query.where(runs.c.created_at >= (start if start.tzinfo else start.replace(tzinfo=UTC)))
+        query = query.where(runs.c.created_at >= _day(since))
+    if until:
+        end = _day(until)
+        query = query.where(runs.c.created_at < (end + timedelta(days=1) if len(until) == 10 else end))
     query = (
         query.order_by(runs.c.created_at.desc(), runs.c.run_id.desc())
         .offset((page - 1) * size)

@@ -3,9 +3,10 @@ process redactor before it leaves, whoever wrote the data and whenever.
 
 Pages are redacted earlier too, value by value before Jinja escapes them (`finalize`): once escaped,
 a value holding `<`, `>`, `&` or a quote no longer reads as any of its forms. This layer is the net
-under that: JSON, SSE and anything a template inserted as markup. An SSE message is redacted whole,
-as soon as it is sent (a live timeline must not wait for the next event); any other streamed body goes
-through a `StreamRedactor`, so a value split across two chunks is still found.
+under that: JSON, SSE and anything a template inserted as markup. An SSE response's headers go out at
+once and each message is redacted whole as soon as it is sent (a live timeline must not wait for the
+next event); any other streamed body goes through a `StreamRedactor`, so a value split across two
+chunks is still found.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class RedactingMiddleware:
                 content_type = dict(message.get("headers", [])).get(b"content-type", b"")
                 redacting = redactor.active and content_type.startswith(_TEXT_TYPES)
                 sse = content_type.startswith(b"text/event-stream")
+                if redacting and sse:
+                    # Sent at once: an SSE client waits for these headers before any event exists.
+                    headers = [(k, v) for k, v in message.get("headers", []) if k != b"content-length"]
+                    await send({**message, "headers": headers})
+                    return
                 if redacting:
                     start = message
                     return

@@ -47,6 +47,7 @@ class Runner:
         def work() -> None:
             # Its own Services: a run's progress and stores are not shared with another thread's run.
             services = Services(self._services.settings, None, self._services.scope)
+            services.warm_pool = self._services.warm_pool  # one pool per process, claimed by every run
             try:
                 request = RunRequest(
                     task=task, repo=Path(repo), playbook=Path(playbook) if playbook else None

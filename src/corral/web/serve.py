@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral.errors import ServeError
 
 if TYPE_CHECKING:
+    from corral.sandbox.warm import WarmPool
     from corral.services import Services
     from corral.serving import BackgroundServer
 
@@ -56,3 +58,38 @@ def start(services: Services, listen: str) -> BackgroundServer:
     server = BackgroundServer(app, name="corral server", graceful_timeout=2)
     server.start(tcp=parse_listen(listen))
     return server
+
+
+def start_pool(services: Services, size: int) -> WarmPool:
+    """A warm pool for this process's runs, filling for the scope's `[sandbox]` (or the defaults) now:
+    the agent's sandbox with its two bridges and the checks' sandbox. Other images fill on first use."""
+    from corral.config import SandboxConfig
+    from corral.runs import GATEWAY_PORT, MODEL_PORT
+    from corral.sandbox import SandboxSpec, resolve_runtime
+    from corral.sandbox.warm import WarmPool
+
+    pool = WarmPool(
+        services.docker(),
+        size=size,
+        home=services.settings.home,
+        owner=str(services.settings.home),
+        progress=services.progress,
+    )
+    pool.start()
+    config = services.scope.config.sandbox if services.scope.config else SandboxConfig()
+    if config.image_name is not None:
+        checks = SandboxSpec(
+            run_id="warm",
+            image=config.image_name,
+            workspace=Path("/nonexistent"),
+            workdir=config.workdir,
+            cpus=config.cpus,
+            memory=config.memory,
+            pids=config.pids,
+            purpose="checks",
+            runtime=resolve_runtime(config.runtime),
+        )
+        bridges = {MODEL_PORT: "model.sock", GATEWAY_PORT: "gateway.sock"}
+        pool.want(replace(checks, purpose="agent", socket_dir=Path("/nonexistent"), bridges=bridges))
+        pool.want(checks)
+    return pool

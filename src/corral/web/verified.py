@@ -13,9 +13,9 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from corral.audit.chain import EventRow
     from corral.audit.log import AuditLog
     from corral.audit.verify import VerifyReport
-    from corral.events import AnyEvent
 
 FRESH = 60.0
 
@@ -25,9 +25,9 @@ class VerifiedCache:
         self._lock = threading.Lock()
         self._reports: dict[str, tuple[tuple[int, str], float, VerifyReport]] = {}
 
-    def report(self, audit: AuditLog, run_id: str, events: list[AnyEvent]) -> tuple[VerifyReport, float]:
-        """The report and when it was made (time.time())."""
-        head = (len(events), events[-1].hash if events else "")
+    def report(self, audit: AuditLog, run_id: str, rows: list[EventRow]) -> tuple[VerifyReport, float]:
+        """The report and when it was made (time.time()); `rows` as `AuditLog.rows` reads them."""
+        head = (len(rows), rows[-1].hash if rows else "")
         with self._lock:
             known = self._reports.get(run_id)
         if known is not None and known[0] == head and time.time() - known[1] < FRESH:

@@ -7,6 +7,7 @@ templates as plain strings under autoescape. Terminal escapes are made visible (
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from corral import events as ev
 from corral.audit.redact import process_redactor
-from corral.audit.timeline import Entry, timeline
+from corral.audit.timeline import Entry
 from corral.display import visible
 
 if TYPE_CHECKING:
@@ -83,10 +84,6 @@ def shown(entries: list[Entry]) -> list[Entry]:
     ]
 
 
-def run_timeline(events: list[AnyEvent]) -> list[Entry]:
-    return shown(timeline(events))
-
-
 def deployment_url(events: list[AnyEvent]) -> str:
     """The URL of the run's newest staged or promoted deployment (a deploy target reported it)."""
     urls = [e.url for e in events if isinstance(e, ev.DeployStaged | ev.DeployPromoted) and e.url]
@@ -98,11 +95,14 @@ class TurnDiff:
     seq: int
     path: str
     html: str
+    turn: int | None = None
+    """The model turn that asked for the edit (None: no model response the proxy saw did)."""
 
 
-def turn_diffs(events: list[AnyEvent]) -> list[TurnDiff]:
+def turn_diffs(events: list[AnyEvent], turns: Mapping[str, int]) -> list[TurnDiff]:
+    """Each file edit's diff, with the turn (see `corral.web.window.tool_turns`) that made it."""
     return [
-        TurnDiff(e.seq, visible(e.path), highlight_diff(e.diff))
+        TurnDiff(e.seq, visible(e.path), highlight_diff(e.diff), turns.get(e.tool_call_id))
         for e in events
         if isinstance(e, ev.FileEdit) and e.diff
     ]
@@ -116,12 +116,13 @@ class Bar:
     end: float
 
 
-def bars(events: list[AnyEvent]) -> list[Bar]:
-    """Each model request (request → response by exchange id) and tool call (call → result by id)."""
+def bars(events: list[AnyEvent], since: str = "") -> list[Bar]:
+    """Each model request (request → response by exchange id) and tool call (call → result by id),
+    in seconds from `since` (the run's first event's ISO time; default: the first of `events`)."""
     started: dict[tuple[str, str], tuple[datetime, str]] = {}
     found: list[Bar] = []
-    origin = min((e.ts for e in events), default=None)
-    if origin is None:
+    origin = datetime.fromisoformat(since) if since else min((e.ts for e in events), default=None)
+    if origin is None or not events:
         return []
     for e in sorted(events, key=lambda x: x.seq):
         if isinstance(e, ev.ModelRequest):
@@ -142,11 +143,13 @@ def bars(events: list[AnyEvent]) -> list[Bar]:
 
 
 def gantt_svg(items: list[Bar], width: int = 900) -> str:
-    """An SVG chart of `items` on one time axis; labels are escaped (they can be agent-chosen names)."""
+    """An SVG chart of `items` on one time axis, from the first bar's start to the last one's end
+    (seconds from the run's start); labels are escaped (they can be agent-chosen names)."""
     from html import escape
 
     row, left = 18, 140
-    span = max((b.end for b in items), default=0.0) or 1.0
+    low = min((b.start for b in items), default=0.0)
+    span = (max((b.end for b in items), default=0.0) - low) or 1.0
     scale = (width - left - 10) / span
     height = row * len(items) + 30
     parts = [
@@ -155,7 +158,7 @@ def gantt_svg(items: list[Bar], width: int = 900) -> str:
     ]
     for i, b in enumerate(items):
         y = i * row + 4
-        x = left + b.start * scale
+        x = left + (b.start - low) * scale
         w = max(1.0, (b.end - b.start) * scale)
         colour = "#5b8def" if b.lane == "model" else "#e0a030"
         name = escape(f"{b.lane}: {b.label}"[:22])
@@ -164,8 +167,11 @@ def gantt_svg(items: list[Bar], width: int = 900) -> str:
         rect = f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 4}" fill="{colour}">'
         parts.append(f"{rect}<title>{tip}</title></rect>")
     axis = row * len(items) + 20
-    parts.append(f'<text x="{left}" y="{axis}" font-size="11">0 s</text>')
-    end = f"{span:.2f} s" if span >= 1 else f"{span * 1000:.1f} ms"
-    parts.append(f'<text x="{width - 60}" y="{axis}" font-size="11">{end}</text>')
+    parts.append(f'<text x="{left}" y="{axis}" font-size="11">{_seconds(low) if low else "0 s"}</text>')
+    parts.append(f'<text x="{width - 60}" y="{axis}" font-size="11">{_seconds(low + span)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"

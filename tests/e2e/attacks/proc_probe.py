@@ -1,9 +1,9 @@
 """Run by the agent inside the sandbox: try to reach Claude Code's and socat's /proc files.
 
 For every `claude` and `socat` process it tries to read environ and memory (also through
-process_vm_readv), list fds, attach with ptrace and take an fd with pidfd_getfd. To Claude Code's
-stdout it writes a forged hook-callback control request, which the host SDK would take for Claude
-Code's own. It prints one JSON object: {pid: {"name": ..., attempt: "ok" | errno name}}.
+process_vm_readv), list fds and follow one, attach with ptrace and take an fd with pidfd_getfd. To
+Claude Code's stdout it writes a forged hook-callback control request, which the host SDK would take
+for Claude Code's own. It prints one JSON object: {pid: {"name": ..., attempt: "ok" | errno name}}.
 """
 
 import ctypes
@@ -92,6 +92,7 @@ def probe(pid, name):
     found["environ"] = attempt(lambda: read(f"/proc/{pid}/environ"))
     found["mem"] = attempt(lambda: read(f"/proc/{pid}/mem"))
     found["fd"] = attempt(lambda: os.listdir(f"/proc/{pid}/fd"))
+    found["fd_link"] = attempt(lambda: os.readlink(f"/proc/{pid}/fd/1"))
     found["process_vm_readv"] = attempt(lambda: process_vm_readv(pid))
     found["ptrace"] = attempt(lambda: ptrace(pid))
     found["pidfd_getfd"] = attempt(lambda: pidfd_getfd(pid))
