@@ -109,14 +109,21 @@ class Fleet:
     workers: dict[str, Worker] = field(default_factory=dict)
 
     def start_worker(
-        self, host_id: str, max_runs: int = 2, extra_env: dict[str, str] | None = None
+        self,
+        host_id: str,
+        max_runs: int = 2,
+        extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> Worker:
         home = self.root / host_id
         home.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{host_id}.log"
         env = {**os.environ, **self.env, "CORRAL_HOME": str(home), **(extra_env or {})}
         proc = subprocess.Popen(
-            [CORRAL, "worker", "--host-id", host_id, "--max-runs", str(max_runs), "--drain-seconds", "60"],
+            [
+                *[CORRAL, "worker", "--host-id", host_id, "--max-runs", str(max_runs)],
+                *["--drain-seconds", "60", *extra_args],
+            ],
             env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -34,6 +34,7 @@ from corral.workspace import delete_branch, inspect_repo, remove_worktree, run_g
 
 if TYPE_CHECKING:
     from corral.runs import _Run
+    from corral.sandbox.warm import WarmPool
 
 T = TypeVar("T")
 
@@ -66,6 +67,8 @@ class HostActivities:
         self.docker_error = ""
         """Why the Docker Engine is not usable here (the worker's status loop checks); empty: it is."""
         self.warm = 0
+        self.warm_pool: WarmPool | None = None
+        """`corral worker --warm N`: this host's pool, claimed by every run it holds (one per process)."""
         self._lock = threading.Lock()
 
     def activities(self) -> list[Callable[..., object]]:
@@ -236,6 +239,7 @@ class HostActivities:
         record = state.get_run(job.run_id)
         info = inspect_repo(repo, config.project.base_branch)
         repo_info = replace(info, base_commit=record.base_commit, dirty_paths=())
+        services.warm_pool = self.warm_pool
         backend = services.sandbox_backend()
         meta = {**record.meta, "host": self.host_id, "attempt": step.attempt}
         state.update_run(job.run_id, pid=os.getpid(), meta=meta)

@@ -27,6 +27,7 @@ from corral.fleet.delivery import DeliveryActivities
 from corral.fleet.host import HostActivities
 from corral.fleet.types import HostStatus
 from corral.fleet.workflows import HostWorkflow, RegressWorkflow, RunWorkflow
+from corral.services import Services
 from corral.settings import Settings
 
 Progress = Callable[[str], None]
@@ -37,7 +38,7 @@ class WorkerOptions:
     host_id: str
     max_runs: int = 2
     warm: int = 0
-    """`--warm N`: pre-created sandboxes per image (filled in by the warm pool; 0: none)."""
+    """`--warm N`: pre-created, self-tested sandboxes kept per image (`corral.sandbox.warm`; 0: none)."""
     drain_seconds: float = 600.0
     status_seconds: float = 2.0
 
@@ -56,7 +57,6 @@ def docker_problem() -> str:
 def reap(settings: Settings) -> int:
     """What an earlier life of this worker left here (containers, sockets, worktrees): gc's job."""
     from corral.gc import collect
-    from corral.services import Services
 
     services = Services(settings)
     try:
@@ -80,6 +80,7 @@ class FleetWorker:
         self.host.warm = options.warm
         self.delivery = DeliveryActivities(settings, options.host_id)
         self._stop = asyncio.Event()
+        self._pool_services: Services | None = None
 
     async def serve(self) -> None:
         settings, options = self.settings, self.options
@@ -91,6 +92,8 @@ class FleetWorker:
             reaped = await asyncio.to_thread(reap, settings)
             if reaped:
                 self.progress(f"reaped {reaped} leftover(s) of an earlier life of host {options.host_id}")
+            if options.warm:
+                self._start_pool(options.warm)
         from corral.fleet.schedules import regress_activity
 
         dispatch = Worker(
@@ -132,7 +135,19 @@ class FleetWorker:
             with contextlib.suppress(Exception):
                 await task
         await self._publish(client, stopped=True)
+        if self.host.warm_pool is not None:
+            await asyncio.to_thread(self.host.warm_pool.close)
+        if self._pool_services is not None:
+            self._pool_services.close()
         self.progress(f"host {options.host_id}: stopped")
+
+    def _start_pool(self, size: int) -> None:
+        """The host's warm pool, as `corral server --warm N` keeps one: filled now, claimed by every run
+        this worker holds, removed when it stops (and by `corral gc` if it is killed)."""
+        from corral.web.serve import start_pool
+
+        self._pool_services = Services(self.settings, self.progress)
+        self.host.warm_pool = start_pool(self._pool_services, size)
 
     async def _drain(self) -> None:
         deadline = asyncio.get_running_loop().time() + self.options.drain_seconds
