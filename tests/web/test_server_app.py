@@ -166,3 +166,16 @@ def test_approving_over_failed_checks_needs_the_override_box_and_the_chain_shows
     assert "override: checks failed" in done.text and head[:12] in done.text
     granted = [e for e in site.services.audit().read(site.run_id) if e.kind == "approval.granted"]
     assert [(e.actor, getattr(e, "override", None)) for e in granted] == [("human:alice", True)]
+
+
+def test_the_run_page_and_the_list_name_the_host_that_ran_the_run(site: Site) -> None:
+    site.sign_in("vera")
+    page = site.client.get(f"/runs/{site.run_id}").text
+    assert '<td id="host">in-process</td>' in page  # run by corral itself, no fleet
+    state = site.services.state()
+    record = state.get_run(site.run_id)
+    state.update_run(site.run_id, meta={**record.meta, "host": "sandbox-<b>7</b>\x1b[2J", "attempt": 2})
+    page = site.client.get(f"/runs/{site.run_id}").text
+    assert '<td id="host">sandbox-&lt;b&gt;7&lt;/b&gt;\\x1b[2J (attempt 2)</td>' in page
+    listing = site.client.get("/runs").text
+    assert "<td>sandbox-&lt;b&gt;7&lt;/b&gt;\\x1b[2J</td>" in listing
