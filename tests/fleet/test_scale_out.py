@@ -124,10 +124,16 @@ def test_runs_spread_and_survive_a_dead_host(fleet: Fleet, tmp_path: Path, docke
             assert [e.kind for e in events[run_id]].count("run.finished") == 1
             assert [e.kind for e in events[run_id]][:2] == ["run.created", "run.submitted"]
 
-        # `corral workers`: the two live hosts with their capacity; the dead one is lost.
-        listed = fleet.corral("workers", "--json")
-        assert listed.returncode == 0, listed.stderr
-        rows = {row["host_id"]: row for row in json.loads(listed.stdout)}
+        # `corral workers`: the two live hosts with their capacity; the dead one is lost. A host
+        # publishes its status every 2 s, so the listing may still show a run the host has just let go
+        # of: wait for the hosts to report their load gone (a claim that leaked would never go).
+        def listing() -> dict[str, Any] | None:
+            listed = fleet.corral("workers", "--json")
+            assert listed.returncode == 0, listed.stderr
+            rows = {row["host_id"]: row for row in json.loads(listed.stdout)}
+            return rows if all(rows[h]["load"] == 0 for h in set(HOSTS) - {victim}) else None
+
+        rows = wait_for("the live hosts to report no runs held", listing, timeout=30)
         assert rows[victim]["state"] == "lost"
         for host in set(HOSTS) - {victim}:
             assert rows[host]["capacity"] == MAX_RUNS and rows[host]["state"] == "ready"
