@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from corral.gc import pid_alive
-from corral.sandbox import POOL_LABEL, RUN_LABEL, SandboxSpec
+from corral.sandbox import GVISOR_RUNTIMES, POOL_LABEL, RUN_LABEL, SandboxSpec
 from corral.sandbox.docker import DockerBackend, DockerSandbox, run_self_test
 from corral.sandbox.hostmount import is_mount, mount_points
 from corral.sandbox.nodump import check_nodump
@@ -156,3 +156,22 @@ def test_close_removes_the_pool_and_gc_reaps_a_dead_process_pool(
     pool2.close()
     assert client.containers.list(all=True, filters=owner) == []
     assert not is_mount(pool2.root) and not is_mount(pool2.stage)
+
+
+@pytest.mark.parametrize("runtime", GVISOR_RUNTIMES)
+def test_a_gvisor_sandbox_is_never_pooled_so_its_run_starts_cold(
+    client: docker.DockerClient, workspace: Path, agent_image: str, tmp_path: Path, runtime: str
+) -> None:
+    """gVisor's file layer does not see a mount added after the sandbox started, so a pooled container
+    could never get the run's workspace: the pool takes no such spec, and makes nothing for it."""
+    home = tmp_path / "home"
+    pool = WarmPool(client, size=1, home=home, owner=str(home), mask_root=home / "masks")
+    pool.start()
+    try:
+        assert pool.want(spec_for(workspace, agent_image, runtime=runtime)) is None
+        assert pool.claim(spec_for(workspace, agent_image, runtime=runtime), client) is None
+        assert (
+            client.containers.list(all=True, filters={"label": [POOL_LABEL, f"io.corral.owner={home}"]}) == []
+        )
+    finally:
+        pool.close()
