@@ -47,7 +47,7 @@ def corral_run(
         timeout=300,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, (proc.stderr, proc.stdout[-2000:])
     first = json.loads(proc.stdout.splitlines()[0])
     return str(first["run_id"]), proc
 
