@@ -100,13 +100,19 @@ def _pooled(client: Any, home: Path) -> list[Any]:
     return list(client.containers.list(all=True, filters={"label": [POOL_LABEL, f"io.corral.owner={home}"]}))
 
 
+def _server_log(home: Path) -> Path:
+    return home / "test-server.stderr"
+
+
 def _start_server(port: int, home: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [*CORRAL, "server", "--listen", f"127.0.0.1:{port}", "--warm", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Its stderr goes to a file, not an undrained pipe, which a chatty server would fill and block on.
+    with _server_log(home).open("a") as log:
+        proc = subprocess.Popen(
+            [*CORRAL, "server", "--listen", f"127.0.0.1:{port}", "--warm", "1"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -116,6 +122,17 @@ def _start_server(port: int, home: Path) -> subprocess.Popen[str]:
             time.sleep(0.1)
     proc.kill()
     raise AssertionError("corral server --warm 1 did not come up")
+
+
+def _stop(proc: subprocess.Popen[str], signum: int, home: Path) -> int:
+    """Signal the server and wait for it; a server that does not stop fails with what it printed."""
+    proc.send_signal(signum)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stderr = _server_log(home).read_text()[-4000:]
+        pytest.fail(f"corral server did not stop within 60 s of signal {signum}; its stderr:\n{stderr}")
 
 
 def _wait_pooled(client: Any, home: Path, count: int) -> list[Any]:
@@ -153,15 +170,13 @@ def test_a_warm_server_runs_warm_refills_and_removes_its_pool_on_stop_and_gc_aft
         assert {e.container_id for e in events} <= before and all(e.warm for e in events)
         after = {c.id for c in _wait_pooled(docker_client, home, 2)}
         assert after and not after & before  # refilled with new containers; the used ones are gone
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert _stop(proc, signal.SIGINT, home) == 0
         assert _pooled(docker_client, home) == []
         assert not [p for p in mount_points() if p.startswith(str(home))]
         # A service manager's stop (SIGTERM) removes the pool as Ctrl-C does.
         proc = _start_server(port, home)
         _wait_pooled(docker_client, home, 2)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        assert _stop(proc, signal.SIGTERM, home) == 0
         assert _pooled(docker_client, home) == []
         # A server killed outright leaves its pool behind; gc finds it, since its process is gone.
         proc = _start_server(port, home)

@@ -166,6 +166,9 @@ class WarmPool:
         self._progress: Progress = progress or (lambda _msg: None)
         self._ready: dict[PoolKey, list[Slot]] = {}
         self._filling: dict[PoolKey, int] = {}
+        # Containers started and still being self-tested: close() removes them, which ends the test's
+        # exec at once, so a stop never waits out a self-test on a loaded host.
+        self._testing: set[str] = set()
         self._cond = threading.Condition()
         self._closed = False
         self.errors: list[str] = []
@@ -218,7 +221,11 @@ class WarmPool:
             self._closed = True
             slots = [slot for slots in self._ready.values() for slot in slots]
             self._ready.clear()
+            testing = list(self._testing)
             self._cond.notify_all()
+        for container_id in testing:
+            with contextlib.suppress(CorralError):
+                remove_container(self._client, container_id, self._mask_root)
         if self._thread is not None:
             self._thread.join(timeout=60)
         for slot in slots:
@@ -347,6 +354,8 @@ class WarmPool:
                 slot = self._fill(key)
             except Exception as exc:  # the pool keeps trying; runs meanwhile start cold
                 slot = None
+                if self._closed:  # close() removed the container under its self-test: not a failure
+                    return
                 message = exc.message if isinstance(exc, CorralError) else f"{type(exc).__name__}: {exc}"
                 self.errors.append(message)
                 self._progress(f"warm pool: {message}")
@@ -412,6 +421,8 @@ class WarmPool:
             release_slot(directory)
             raise
         slot = Slot(name, directory, sandbox._container, "", mask_dir)
+        with self._cond:
+            self._testing.add(sandbox.id)
         try:
             run_self_test(sandbox)
             check_nodump(sandbox)
@@ -420,6 +431,9 @@ class WarmPool:
         except BaseException:
             self._discard(slot)
             raise
+        finally:
+            with self._cond:
+                self._testing.discard(sandbox.id)
         self.created += 1
         return slot
 
