@@ -503,7 +503,14 @@ class _Run(RunHoldings):
         workspace = self.resources.workspace
         assert workspace is not None
         message = f"corral: {self.request.task}\n\nRun: {self.run_id}"
-        commit = commit_changes(workspace, message, self.protection, self.config.limits)
+        redactor = self.recorder.redactor
+        commit = commit_changes(
+            workspace,
+            message,
+            self.protection,
+            self.config.limits,
+            redactor.names_in if redactor.active else None,
+        )
         if commit is None:
             return None
         self.sink.emit(

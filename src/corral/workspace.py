@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,14 +221,63 @@ def _check_staged_limits(ws: Workspace, changes: list[_Change], limits: LimitsCo
     limits_of.check(sizes, len(changes), limits, "would commit")
 
 
+def secrets_added(ws: Workspace, find: Callable[[str], set[str]]) -> dict[str, set[str]]:
+    """Per staged path, the secrets (by name) that `find` sees in the lines the change adds.
+
+    Binary content is read as text too (`--text`, undecodable bytes replaced), so a value the agent
+    wrote into any file is found in its raw form and in the encodings the redactor knows."""
+    proc = subprocess.run(
+        [
+            "git",
+            *_SAFE_GIT,
+            "--git-dir",
+            str(ws.git_dir),
+            "--work-tree",
+            str(ws.path),
+            "diff",
+            "--cached",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--text",
+            "--unified=0",
+            "--no-color",
+        ],
+        cwd=ws.path,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise WorkspaceError(f"git diff --cached failed: {proc.stderr.decode(errors='replace').strip()}")
+    found: dict[str, set[str]] = {}
+    path = ""
+    added: list[str] = []
+    for line in [*proc.stdout.decode(errors="replace").split("\n"), "diff --git "]:
+        if line.startswith("diff --git "):
+            names = find("\n".join(added)) if added else set()
+            if names:
+                found.setdefault(path, set()).update(names)
+            path, added = line.removeprefix("diff --git ").partition(" b/")[0].removeprefix("a/"), []
+        elif line.startswith("+") and not line.startswith("+++ "):
+            added.append(line[1:])
+    return found
+
+
 def commit_changes(
-    ws: Workspace, message: str, protection: Protection, limits: LimitsConfig | None = None
+    ws: Workspace,
+    message: str,
+    protection: Protection,
+    limits: LimitsConfig | None = None,
+    find_secrets: Callable[[str], set[str]] | None = None,
 ) -> CommitInfo | None:
     """Commit everything the agent changed on the run branch, or None when nothing changed.
 
-    Refused, whatever the mounts allowed: a change over a `[limits]` bound, and a change under a
+    Refused, whatever the mounts allowed: a change over a `[limits]` bound, a change under a
     read-only or hidden path, where a deletion counts (a directory above a protected path moved
-    away deletes the path), and a rename counts as both its sides.
+    away deletes the path), and a rename counts as both its sides; and a change that adds the value
+    of a secret the run resolved (`find_secrets` names them), which a branch, a PR and every clone
+    would keep.
     """
     limits = limits or LimitsConfig()
     _check_worktree_limits(ws, limits)
@@ -244,6 +294,16 @@ def commit_changes(
                 " be changed, deleted or moved by a run",
             )
         _check_staged_limits(ws, changes, limits)
+        leaked = secrets_added(ws, find_secrets) if find_secrets is not None else {}
+        if leaked:
+            names = sorted({name for found in leaked.values() for name in found})
+            raise WorkspaceError(
+                f"the agent's change adds the value of secret {', '.join(names)} to"
+                f" {', '.join(sorted(leaked))}; nothing was committed",
+                hint="a secret pushed to a branch stays in every clone: find why the agent wrote it"
+                " (`corral show RUN` and the audit log name the tool call), and rotate the secret if"
+                " the agent saw it",
+            )
     except WorkspaceError:
         ws.git(["reset", "--quiet"])
         raise

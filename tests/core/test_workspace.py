@@ -1,9 +1,11 @@
+import base64
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from corral.audit.redact import Redactor
 from corral.config import LimitsConfig
 from corral.errors import LimitError, WorkspaceError
 from corral.paths import Protection
@@ -242,4 +244,52 @@ def test_an_embedded_repository_is_counted_without_breaking_the_size_check(
     git(inner, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "inner")
     commit = commit_changes(ws, "gitlink", NONE, SMALL)
     assert commit is not None and commit.files == ("vendored",)
+    remove_worktree(repo, ws.path)
+
+
+LEAKED = "tok>>>???~~~/+w9"  # its base64 holds '+', '/' and '='
+
+
+def _redactor() -> Redactor:
+    redactor = Redactor()
+    redactor.register("DEPLOY_TOKEN", LEAKED)
+    return redactor
+
+
+def test_a_change_that_adds_a_secret_is_refused_and_nothing_is_committed(repo: Path, tmp_path: Path) -> None:
+    ws = create_worktree(inspect_repo(repo, "main"), "r9", tmp_path / "wt")
+    (ws.path / "app.py").write_text(f"x = 1\nTOKEN = {LEAKED!r}\n")
+    (ws.path / "blob.bin").write_bytes(b"\x00\xff" + base64.b64encode(b"x" + LEAKED.encode()) + b"\x00")
+    (ws.path / "fine.txt").write_text("nothing here\n")
+    with pytest.raises(WorkspaceError) as refused:
+        commit_changes(ws, "leak", NONE, find_secrets=_redactor().names_in)
+    assert "secret DEPLOY_TOKEN" in refused.value.message
+    assert "app.py" in refused.value.message and "blob.bin" in refused.value.message
+    assert "fine.txt" not in refused.value.message and LEAKED not in refused.value.message
+    assert git(repo, "rev-parse", "corral/r9").strip() == ws.base_commit
+    assert git(ws.path, "diff", "--cached", "--name-only") == ""  # unstaged again: the change stays
+    assert (ws.path / "app.py").read_text().endswith(f"{LEAKED!r}\n")
+    remove_worktree(repo, ws.path)
+
+
+def test_removing_a_secret_or_changing_other_lines_of_its_file_still_commits(
+    repo: Path, tmp_path: Path
+) -> None:
+    git(repo, "config", "user.name", "t")
+    git(repo, "config", "user.email", "t@t")
+    (repo / "config" / "app.toml").write_text(f"debug = false\ntoken = '{LEAKED}'\n")
+    git(repo, "commit", "-qam", "a token in the repository already")
+    ws = create_worktree(inspect_repo(repo, "main"), "r10", tmp_path / "wt")
+    (ws.path / "config" / "app.toml").write_text(f"debug = true\ntoken = '{LEAKED}'\n")
+    commit = commit_changes(ws, "other line", NONE, find_secrets=_redactor().names_in)
+    assert commit is not None and commit.files == ("config/app.toml",)
+    (ws.path / "config" / "app.toml").write_text("debug = true\n")
+    assert commit_changes(ws, "removed", NONE, find_secrets=_redactor().names_in) is not None
+    remove_worktree(repo, ws.path)
+
+
+def test_without_secrets_to_find_a_change_commits_as_before(repo: Path, tmp_path: Path) -> None:
+    ws = create_worktree(inspect_repo(repo, "main"), "r11", tmp_path / "wt")
+    (ws.path / "app.py").write_text(f"TOKEN = {LEAKED!r}\n")
+    assert commit_changes(ws, "no secrets registered", NONE, find_secrets=Redactor().names_in) is not None
     remove_worktree(repo, ws.path)

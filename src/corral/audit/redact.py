@@ -162,6 +162,14 @@ class Redactor:
         names = self._names
         return pattern.sub(lambda m: f"[secret:{names[m.group(0)]}]", text)
 
+    def names_in(self, text: str) -> set[str]:
+        """The names of the registered secrets that `text` holds, in any of their forms."""
+        pattern = self._current()
+        if pattern is None:
+            return set()
+        names = self._names
+        return {names[m.group(0)] for m in pattern.finditer(text)}
+
     def redact_head(self, text: str) -> tuple[str, str]:
         """`text` split where no text appended later can change the redaction before the split: the
         part before it redacted, and the tail held back. A form starting before the split lies
