@@ -166,3 +166,18 @@ def test_many_secrets_and_a_long_one_still_redact() -> None:
         [values[17], base64.b64encode(values[3].encode()).decode(), values[39].encode().hex(), pem]
     )
     assert r.redact_text(text) == "[secret:S17] [secret:S3] [secret:S39] [secret:PEM]"
+
+
+def test_names_in_tells_which_secrets_a_text_holds_in_any_form() -> None:
+    redactor = Redactor()
+    assert redactor.names_in(f"plain {SECRET}") == set()  # nothing registered: nothing found
+    other = "0th3r-v4lue-of-length"
+    redactor.register("API_TOKEN", SECRET)
+    redactor.register("DB_PASSWORD", other)
+    for kind, form in encoded_forms(SECRET).items():
+        assert redactor.names_in(f"a {form} b") == {"API_TOKEN"}, kind
+    assert redactor.names_in(f"{SECRET} and {base64.b64encode(other.encode()).decode()}") == {
+        "API_TOKEN",
+        "DB_PASSWORD",
+    }
+    assert redactor.names_in(SECRET[:-1] + " and unrelated text") == set()
