@@ -17,6 +17,7 @@ from corral.audit.log import AuditLog
 from corral.services import Services
 from corral.settings import Settings
 from tests.e2e.conftest import leftovers, make_repo, run_task, stored_run
+from tests.processes import communicate_or_dump
 
 pytestmark = pytest.mark.docker
 
@@ -135,7 +136,7 @@ def test_ctrl_c_records_the_run_as_failed_and_cleans_up(
     run_id = _wait_for_running(settings)
     _wait_for_tool_call(settings, run_id, "time.sleep(120)")
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = communicate_or_dump(proc, 60)
     assert proc.returncode == 130, stderr
     assert leftovers(docker_client, settings, run_id) == []
     record = stored_run(settings, run_id).record

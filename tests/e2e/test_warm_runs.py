@@ -46,6 +46,7 @@ from tests.e2e.test_isolation import (
     test_the_run_completes_and_leaves_nothing,
 )
 from tests.e2e.test_server_runs import CORRAL, _corral, _free_port
+from tests.processes import stacks_then_kill
 
 pytestmark = pytest.mark.docker
 FILL_TIMEOUT = 300.0
@@ -130,8 +131,8 @@ def _stop(proc: subprocess.Popen[str], signum: int, home: Path) -> int:
     try:
         return proc.wait(60)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        stderr = _server_log(home).read_text()[-4000:]
+        stacks_then_kill(proc)  # the stacks go to its log, with everything it printed
+        stderr = _server_log(home).read_text()[-12000:]
         pytest.fail(f"corral server did not stop within 60 s of signal {signum}; its stderr:\n{stderr}")
 
 

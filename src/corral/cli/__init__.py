@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -132,6 +134,9 @@ _register_subcommands()
 
 def main() -> None:
     """Entry point: turn corral's errors into a clear message and exit code 2, Ctrl-C into 130."""
+    # `kill -USR1 PID` prints every thread's stack to stderr (code locations only, never values): how
+    # an operator, or a test, sees where a corral that will not stop is waiting.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         # Outside standalone mode Typer returns, rather than raises, the code of a `typer.Exit`
         # (Ctrl-C included, as 130), so pass it on as the process's exit status.
