@@ -1,11 +1,12 @@
-"""Migrations run from empty, twice in a row, on both backends; newer databases and unreachable
-servers are refused with errors that say which and where."""
+"""Migrations run from empty, twice in a row, and up from the previous revision, on both backends;
+newer databases and unreachable servers are refused with errors that say which and where."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,12 @@ import sqlalchemy as sa
 from corral.errors import StoreError
 from corral.settings import Settings
 from corral.state import migrate
+from corral.state.base import utcnow
 from corral.state.db import StateStore, resolve_state_url
 from corral.state.schema import TEAM_SCOPED
 from tests.state.conftest import fresh_postgres_database, via_pgbouncer
 
-HEAD = "0006_users"
+HEAD = "0007_server_sessions"
 
 
 @contextmanager
@@ -65,6 +67,40 @@ def test_migrations_run_up_from_empty_and_twice_in_a_row(
                 assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
         finally:
             engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "pgbouncer"])
+def test_a_database_at_0006_upgrades_to_server_sessions_keeping_its_users(
+    backend: str, tmp_path: Path, settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+
+    from corral.state.sessions import live_session, open_session
+    from corral.state.users import get_user
+
+    with empty_database(backend, tmp_path, request) as url:
+        (tmp_path / "fresh").mkdir(exist_ok=True)
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:  # a database an older corral made and used
+                command.upgrade(migrate.alembic_config(conn), "0006_users")
+                if backend != "sqlite":  # the owner is bound by the team policy too (FORCE)
+                    conn.execute(sa.text("SELECT set_config('corral.team', 't', true)"))
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO users (team, name, role, created_at) VALUES ('t', 'ann', 'admin', :at)"
+                    ),
+                    {"at": utcnow()},
+                )
+        finally:
+            engine.dispose()
+        assert "server_sessions" not in _tables(url)
+        with StateStore.open(url, settings, team="t") as store:
+            assert store.describe().revision == HEAD
+            ann = get_user(store, "ann")
+            _record, session_id = open_session(store, ann, timedelta(hours=1))
+            assert live_session(store, session_id, "ann").user_name == "ann"
+        assert "server_sessions" in _tables(url)
 
 
 def test_the_listed_revisions_are_exactly_the_packaged_scripts() -> None:

@@ -4,6 +4,7 @@ query; on SQLite (and through the API on both) every query filters by team."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from corral.errors import NotFound
 from corral.state import preferences as prefs
 from corral.state.db import StateStore
 from corral.state.schema import TEAM_SCOPED
+from corral.state.sessions import open_session
 from corral.state.users import add_user
 
 
@@ -26,7 +28,8 @@ def _seed(store: StateStore, project: str) -> str:
     store.record_regression(
         project, "claude-c-20260101", "claude-a-20250101", "pass", tasks=8, epochs=3, summary={}
     )
-    add_user(store, f"{store.team}-reviewer", "approver")
+    reviewer = add_user(store, f"{store.team}-reviewer", "approver")
+    open_session(store, reviewer, timedelta(hours=1))
     return run_id
 
 

@@ -29,6 +29,7 @@ REVISIONS = (
     "0004_delivery",
     "0005_regressions",
     "0006_users",
+    "0007_server_sessions",
 )
 """Every packaged revision, oldest first; the last is head."""
 

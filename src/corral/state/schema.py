@@ -49,6 +49,7 @@ TEAM_SCOPED = (
     "preferences",
     "regressions",
     "users",
+    "server_sessions",
 )
 
 projects = sa.Table(
@@ -218,4 +219,17 @@ users = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("disabled_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("team", "name", name="uq_users_team_name"),
+)
+
+server_sessions = sa.Table(
+    "server_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("user_name", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("ended_reason", sa.String(32), nullable=False, server_default=""),
+    sa.Index("ix_server_sessions_user", "team", "user_name"),
 )

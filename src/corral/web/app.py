@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -166,6 +167,7 @@ def create_app(
 
     @app.post("/login")
     def login(request: Request, name: Annotated[str, Form()], password: Annotated[str, Form()]) -> Response:
+        from corral.state.sessions import open_session
         from corral.state.users import check_password
 
         client, typed = _client(request), name[:200]
@@ -183,11 +185,12 @@ def create_app(
                 signins.emit(ev.AuthRefused(method="password", reason="throttled", name=typed, client=client))
             return page(request, "login.html", {"error": exc.message}, status_code=401)
         throttle.succeeded(name)
+        _record, session_id = open_session(services.state(), user, timedelta(seconds=SESSION_MAX_AGE))
         signins.emit(ev.AuthSignedIn(actor=f"human:{user.name}", role=user.role, client=client))
         response = RedirectResponse("/runs", status_code=303)
         response.set_cookie(
             COOKIE,
-            sessions.cookie_for(user),
+            sessions.cookie_for(user, session_id),
             max_age=SESSION_MAX_AGE,
             httponly=True,
             samesite="strict",
@@ -197,8 +200,12 @@ def create_app(
 
     @app.post("/logout")
     def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+        from corral.state.sessions import end_session
+
         who = caller(request)
         csrf_checked(request, who, csrf)
+        if who.via == "session":
+            end_session(services.state(), who.session_id, "signed_out")
         signins.emit(ev.AuthSignedOut(actor=f"human:{who.user.name}", client=_client(request)))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
