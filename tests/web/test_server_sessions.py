@@ -74,3 +74,31 @@ def test_a_name_only_cookie_from_before_server_sessions_is_refused_clearly(site:
     assert form.status_code == 401 and "older format" in form.text and "sign in again" in form.text
     assert old.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 200
     assert old.get("/api/runs").status_code == 200
+
+
+def test_a_new_password_ends_every_session_of_the_user_and_only_the_new_one_signs_in(site: Site) -> None:
+    from typer.testing import CliRunner
+
+    from corral.cli import app
+
+    site.sign_in("alice")
+    laptop = TestClient(site.client.app)
+    assert laptop.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 200
+    other = TestClient(site.client.app)
+    assert other.post("/login", data={"name": "vera", "password": PASSWORD}).status_code == 200
+    result = CliRunner().invoke(
+        app,
+        ["user", "password", "alice", "--password", "a new and longer one"],
+        env={"CORRAL_HOME": str(site.services.settings.home)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 session(s) ended" in result.output
+    _refused(site.client, "this session has ended (password changed)")
+    _refused(laptop, "this session has ended (password changed)")
+    assert other.get("/api/runs").status_code == 200  # vera's session is not alice's
+    old = TestClient(site.client.app).post("/login", data={"name": "alice", "password": PASSWORD})
+    assert old.status_code == 401 and "wrong user name or password" in old.text
+    new = TestClient(site.client.app).post(
+        "/login", data={"name": "alice", "password": "a new and longer one"}
+    )
+    assert new.status_code == 200

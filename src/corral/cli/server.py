@@ -89,6 +89,31 @@ def add(
     out.print(f"user {user.name} ({user.role}) added to team {user.team}", highlight=False, markup=False)
 
 
+@app.command("password")
+def password(
+    name: Annotated[str, typer.Argument(help="The user's name.")],
+    new_password: Annotated[
+        str | None,
+        typer.Option("--password", help="The new password (prompted when omitted; empty: token only)."),
+    ] = None,
+    team: TeamOption = None,
+    repo: ScopeRepoOption = None,
+) -> None:
+    """Set a user's sign-in password; every session signed in with the old one ends."""
+    from corral.state.users import set_password
+
+    if new_password is None:
+        new_password = typer.prompt(
+            "new password (empty: token only)", default="", hide_input=True, show_default=False
+        )
+    services = _services(team=team, repo=repo)
+    try:
+        ended = set_password(services.state(), name, new_password)
+    finally:
+        services.close()
+    out.print(f"password of {name} set; {ended} session(s) ended", highlight=False, markup=False)
+
+
 @app.command("token")
 def token(
     name: Annotated[str, typer.Argument(help="The user's name.")],

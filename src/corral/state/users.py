@@ -123,10 +123,24 @@ def by_token(store: StoreBase, secret: str) -> User:
     return _user(row)
 
 
+def set_password(store: StoreBase, name: str, password: str) -> int:
+    """Give `name` a new password (empty: token only) and end every session they had signed in
+    with the old one; how many sessions ended."""
+    from corral.state.sessions import end_user_sessions
+
+    user = get_user(store, name)
+    hashed = _hasher().hash(password) if password else ""
+    with store.transaction(write=True) as conn:
+        conn.execute(sa.update(users).where(users.c.id == user.id).values(password_hash=hashed))
+    return end_user_sessions(store, user.name, "password_changed")
+
+
 def check_password(store: StoreBase, name: str, password: str) -> User:
     from argon2.exceptions import Argon2Error
 
-    refused = AuthError("wrong user name or password", hint="ask an admin to reset it with `corral user add`")
+    refused = AuthError(
+        "wrong user name or password", hint="ask an admin to set a new one: `corral user password NAME`"
+    )
     with store.transaction() as conn:
         row = conn.execute(
             sa.select(users).where(
