@@ -8,14 +8,11 @@ exactly the variables written into the wrapper, none of the host's.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import anyio
@@ -324,8 +321,7 @@ class ClaudeDriver:
         error = ""
         result: ResultMessage | None = None
         try:
-            with _interrupt_stops(self._sandbox):
-                result = anyio.run(self._session, task)
+            result = anyio.run(self._session, task)
         except ClaudeSDKError as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -353,37 +349,3 @@ class ClaudeDriver:
             input_tokens=int(usage.get("input_tokens", 0) or 0),
             output_tokens=int(usage.get("output_tokens", 0) or 0),
         )
-
-
-@contextlib.contextmanager
-def _interrupt_stops(sandbox: Sandbox) -> Iterator[None]:
-    """Ctrl-C during the session stops the sandbox, as the wall-clock limit does, and is raised as
-    KeyboardInterrupt once the session has ended; a second Ctrl-C raises at once.
-
-    Otherwise asyncio's runner would turn Ctrl-C into a cancellation of the session's task, and a
-    cancellation that the SDK's stream reader absorbs is lost: the run went on as if never
-    interrupted (seen in CI). Stopping the container ends the CLI, and so the session, whatever the
-    SDK does with cancellations. Only the main thread can take signals; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    interrupted = threading.Event()
-
-    def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        threading.Thread(target=sandbox.stop, kwargs={"timeout": 1.0}, daemon=True).start()
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    except Exception as exc:  # the session's end when its container stopped under it
-        if interrupted.is_set():
-            raise KeyboardInterrupt from exc
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted.is_set():
-        raise KeyboardInterrupt
