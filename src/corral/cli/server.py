@@ -46,10 +46,7 @@ def register(root: typer.Typer) -> None:
                 f"corral server on http://{listen} (team {services.team}); Ctrl-C stops it", highlight=False
             )
             try:
-                # Timed waits, so the main thread runs a pending signal's handler within a second even
-                # when the kernel handed the signal to another thread.
-                while not threading.Event().wait(1.0):
-                    pass
+                threading.Event().wait()
             except KeyboardInterrupt:
                 pass
             finally:
