@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,15 @@ from pathlib import Path
 import pytest
 
 CANARY_KEY = "sk-ant-canary-3f9c1e7d5b2a4c6e8f0a1b3d5c7e9f1a"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test suite started in the background by a non-interactive shell (`make test &`, a CI runner)
+    # inherits SIGINT ignored, and so would every corral it starts: Python keeps an ignored SIGINT,
+    # as a background job should. The Ctrl-C tests would then send a signal nobody hears. A caught
+    # SIGINT here is reset to the default at exec, so each corral installs its own Ctrl-C handler.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require_env(name: str) -> str:
