@@ -47,7 +47,7 @@ class Runner:
                 sub.recorded.set()
 
         def work() -> None:
-            # The server's stores and warm pool; the run's own progress and Docker client, closed with it.
+            # The server's stores and warm pool; the run's own Docker client, closed with it.
             services = self._services.for_run()
             try:
                 request = RunRequest(
