@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from corral.config import Config
 from corral.scope import Scope, choose_team_hint
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from corral.state.models import RunRecord
 
 Progress = Callable[[str], None]
+K = TypeVar("K")
+V = TypeVar("V")
 
 NO_KEY_TEXT = (
     "corral: no ANTHROPIC_API_KEY is set on the host, so no live model was called. "
@@ -49,11 +52,44 @@ class PreferenceSelection:
     section: str
 
 
+class _Stores:
+    """The state stores and audit logs a process has open: one per (state URL, team), one per audit
+    URL, opened on first use. Shared by a long-lived process's Services and every run's (`for_run`),
+    so it is opened under a lock: two threads asking for the same store at once open it once."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str | None, str], StateStore] = {}
+        self.audits: dict[str | None, AuditLog] = {}
+        self.lock = threading.Lock()
+
+    def get(self, table: dict[K, V], key: K, open_: Callable[[], V]) -> V:
+        """`table[key]`, opened by `open_` once: a second thread asking meanwhile waits for it."""
+        found = table.get(key)
+        if found is None:
+            with self.lock:
+                found = table.get(key)
+                if found is None:
+                    found = table[key] = open_()
+        return found
+
+    def close(self) -> None:
+        with self.lock:
+            audits, self.audits = self.audits, {}
+            states, self.states = self.states, {}
+        for audit in audits.values():
+            audit.close()
+        for state in states.values():
+            state.close()
+
+
 class Services:
     """`scope` is the team and repository config a command acts in (`corral.scope.resolve_scope`).
 
     A component opened for a project config uses that project's team and stores; one opened without a
     config uses the scope's. State stores are kept one per (store, team), never "the first caller's".
+
+    A long-lived process (`corral server`, `corral worker`) gives each run `for_run()`: a Services of
+    its own (its progress, its scope, its Docker client) that borrows this one's stores.
     """
 
     def __init__(
@@ -62,11 +98,28 @@ class Services:
         self.settings = settings
         self.progress: Progress = progress or (lambda _msg: None)
         self.scope = scope or Scope(settings.team or "default", "CORRAL_TEAM" if settings.team else "default")
-        self._states: dict[tuple[str | None, str], StateStore] = {}
-        self._audits: dict[str | None, AuditLog] = {}
+        self._stores = _Stores()
+        self._owns_stores = True
+        """False for a run's Services (`for_run`): its stores are its parent's, closed by the parent."""
         self._docker: DockerClient | None = None
         self.warm_pool: WarmPool | None = None
         """A long-lived process's pool of warm sandboxes (`corral server --warm N`): runs claim from it."""
+
+    def for_run(self, progress: Progress | None = None, scope: Scope | None = None) -> Services:
+        """The Services of one run in this long-lived process, for the run's thread.
+
+        It shares this Services' state stores and audit logs (already open: no connect, no migration
+        check, no second shipper thread per run), its settings and its warm pool. Its own are the
+        progress callback, the scope (default: this one's; a store is still chosen by URL and team, so
+        a run of another team gets that team's store) and the Docker client: a run's sandboxes talk to
+        Docker through a client no other thread uses (`WarmPool.claim`). Its `close()` closes only that
+        client and leaves the shared stores open; this Services' `close()` closes them.
+        """
+        child = Services(self.settings, progress, scope or self.scope)
+        child._stores = self._stores
+        child._owns_stores = False
+        child.warm_pool = self.warm_pool
+        return child
 
     # ---- stores --------------------------------------------------------------------------------
 
@@ -88,20 +141,24 @@ class Services:
     def state(self, config: Config | None = None) -> StateStore:
         """The state store for `config`'s project team, or for the command's scope without one."""
         team = config.project.team if config is not None else self.scope.team
-        key = (self.state_url(config), team)
-        if key not in self._states:
+        url = self.state_url(config)
+
+        def open_() -> StateStore:
             from corral.state.db import StateStore
 
-            self._states[key] = StateStore.open(key[0], self.settings, team=team)
-        return self._states[key]
+            return StateStore.open(url, self.settings, team=team)
+
+        return self._stores.get(self._stores.states, (url, team), open_)
 
     def audit(self, config: Config | None = None) -> AuditLog:
         url = self.audit_url(config)
-        if url not in self._audits:
+
+        def open_() -> AuditLog:
             from corral.audit.log import AuditLog
 
-            self._audits[url] = AuditLog.open(self.settings, url, allow_offline=True)
-        return self._audits[url]
+            return AuditLog.open(self.settings, url, allow_offline=True)
+
+        return self._stores.get(self._stores.audits, url, open_)
 
     def find_run(self, run_id: str) -> RunRecord:
         """A run of the scope's team by id or unique prefix; not found names the team and how to switch."""
@@ -298,9 +355,10 @@ class Services:
         return PreferenceSelection(tuple(str(p.id) for p in prefs), preferences.render_prompt_section(prefs))
 
     def close(self) -> None:
-        audits, self._audits = self._audits, {}
-        states, self._states = self._states, {}
-        for audit in audits.values():
-            audit.close()
-        for state in states.values():
-            state.close()
+        """Close the stores this Services opened; a run's (`for_run`) closes only its Docker client."""
+        if self._owns_stores:
+            self._stores.close()
+            return
+        docker, self._docker = self._docker, None
+        if docker is not None:
+            docker.close()

@@ -61,3 +61,33 @@ def test_a_blob_that_does_not_match_its_hash_fails_verification(settings: Settin
         audit.blobs.path(digest).write_text("y" * 2_000_000)  # tampered on the host
         report = audit.verify("run-bad")
     assert not report.ok and any(p.kind == "blob" for p in report.problems)
+
+
+def test_threads_writing_the_same_side_file_at_once_all_get_its_reference(tmp_path: Path) -> None:
+    """Two runs of one server (threads of one process) may both externalize the same large output."""
+    import threading
+
+    from corral.audit.blobs import BlobStore
+
+    blobs = BlobStore(tmp_path / "blobs")
+    errors: list[BaseException] = []
+    for i in range(50):
+        content = "x" * 100_000 + str(i)
+        barrier = threading.Barrier(4)
+        refs: list[str] = []
+
+        def put(content: str = content, barrier: threading.Barrier = barrier, refs: list[str] = refs) -> None:
+            barrier.wait()
+            try:
+                refs.append(blobs.put(content))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors[:3]
+        assert len(set(refs)) == 1 and blobs.get(refs[0]) == content
+    assert not list((tmp_path / "blobs").rglob("*.tmp*"))

@@ -1,6 +1,6 @@
 """Runs through a real `corral server` process: `corral run --server` follows a real sandboxed run, and
 a server killed mid-run loses nothing it accepted: the next start marks the run failed and removes
-its container."""
+its container. In-process, two runs submitted to one server at once share the server's stores."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from corral.audit.log import AuditLog
 from corral.demo import DEMO_CONFIG, DEMO_FILES, DEMO_TASK, demo_playbook_path
 from corral.gc import ORPHAN_REASON
-from corral.settings import Settings
+from corral.services import Services
+from corral.settings import Settings, load_settings
+from corral.state.db import StateStore
+from corral.state.users import add_user, new_token
 from tests.e2e.conftest import leftovers, make_repo
 
 pytestmark = pytest.mark.docker
@@ -143,3 +147,81 @@ def test_a_restart_fails_the_run_the_killed_server_was_driving_and_removes_its_c
     record = httpx.get(f"{server.url}/api/runs/{run_id}", headers=headers).json()
     assert (record["phase"], record["failure_reason"]) == ("failed", ORPHAN_REASON)
     assert [c for c in leftovers(docker_client, settings, run_id) if len(c) == 64] == []
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, cls: type[Any]) -> list[tuple[Any, ...]]:
+    """Every real `cls.open` call from now on, by its arguments."""
+    calls: list[tuple[Any, ...]] = []
+    real = cls.open.__func__
+
+    def counting(klass: type[Any], *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(klass, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "open", classmethod(counting))
+    return calls
+
+
+def test_two_runs_submitted_at_once_share_the_servers_stores_and_both_complete(
+    agent_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from corral.web.app import create_app
+    from corral.web.runner import Runner
+
+    state_opens = _counting(monkeypatch, StateStore)
+    audit_opens = _counting(monkeypatch, AuditLog)
+    services = Services(load_settings())
+    children: list[Services] = []
+    clients: dict[int, set[int]] = {}  # run's Services -> the Docker clients it handed out
+    real_for_run = services.for_run
+
+    def for_run(*args: Any, **kwargs: Any) -> Services:
+        child = real_for_run(*args, **kwargs)
+        children.append(child)
+        real_docker = child.docker
+
+        def docker() -> Any:
+            client = real_docker()
+            clients.setdefault(id(child), set()).add(id(client))
+            return client
+
+        monkeypatch.setattr(child, "docker", docker)
+        return child
+
+    monkeypatch.setattr(services, "for_run", for_run)
+    add_user(services.state(), "alice", "approver", "pw")
+    headers = {"Authorization": f"Bearer {new_token(services.state(), 'alice')}"}
+    runner = Runner(services)
+    try:
+        with TestClient(create_app(services, runner, secret="test")) as client:
+            run_ids = []
+            for name in ("one", "two"):  # the second is submitted while the first runs
+                repo = make_repo(tmp_path / name, DEMO_FILES, DEMO_CONFIG)
+                body = {"repo": str(repo), "task": DEMO_TASK, "playbook": str(demo_playbook_path())}
+                accepted = client.post("/api/runs", json=body, headers=headers)
+                assert accepted.status_code == 201, accepted.text
+                run_ids.append(accepted.json()["run_id"])
+            for thread in runner.threads:
+                thread.join(600)
+                assert not thread.is_alive(), "a run did not finish"
+            records = [client.get(f"/api/runs/{r}", headers=headers).json() for r in run_ids]
+        for record in records:
+            assert (record["phase"], record["checks_passed"]) == ("awaiting_approval", True), record
+        assert records[0]["container_id"] != records[1]["container_id"]
+        # Each store was opened once, for the server: no run opened its own.
+        assert len(state_opens) == 1 and len(audit_opens) == 1, (state_opens, audit_opens)
+        assert len(children) == 2
+        for child in children:
+            assert child.state() is services.state() and child.audit() is services.audit()
+            assert child._docker is None  # the run's own Docker client, closed with its Services
+        # Each run talked to Docker through one client of its own, never the other's or the server's.
+        one, two = (clients[id(c)] for c in children)
+        assert len(one) == len(two) == 1 and not one & two
+        # Both runs closed their Services; the server's stores still answer, and hold both chains.
+        assert {r.run_id for r in services.state().list_runs()} >= set(run_ids)
+        for run_id in run_ids:
+            assert services.audit().verify(run_id).ok
+    finally:
+        services.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ class BlobStore:
         target = self.path(digest)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".tmp{os.getpid()}")
+            # Per thread as well as per process: two runs of one server may write the same content at once.
+            tmp = target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()

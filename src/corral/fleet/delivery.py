@@ -24,9 +24,11 @@ from corral.state.machine import AT_REST, TERMINAL, Phase
 
 
 class DeliveryActivities:
-    def __init__(self, settings: Settings, host_id: str) -> None:
+    def __init__(self, settings: Settings, host_id: str, services: Services | None = None) -> None:
         self.settings = settings
         self.host_id = host_id
+        self.services = services or Services(settings)
+        """The worker's: each step borrows its stores (`Services.for_run`)."""
 
     def activities(self) -> list[Callable[..., object]]:
         return [self.merge, self.stage, self.promote, self.fail_run]
@@ -57,7 +59,7 @@ class DeliveryActivities:
         info = activity.info()
 
         def work() -> str:
-            services = Services(self.settings, None, resolve_scope(self.settings, args.team, Path(args.repo)))
+            services = self.services.for_run(None, resolve_scope(self.settings, args.team, Path(args.repo)))
             try:
                 recorder = services.audit().for_run(args.run_id, team=services.team)
                 try:

@@ -52,8 +52,12 @@ class _Held:
 
 
 class HostActivities:
-    def __init__(self, settings: Settings, queue: str, host_id: str, max_runs: int) -> None:
+    def __init__(
+        self, settings: Settings, queue: str, host_id: str, max_runs: int, services: Services | None = None
+    ) -> None:
         self.settings = settings
+        self.services = services or Services(settings)
+        """The worker's: every run held here borrows its stores (`Services.for_run`)."""
         self.host_id = host_id
         self.max_runs = max_runs
         self.fleet = queue
@@ -224,9 +228,7 @@ class HostActivities:
 
         job = step.job
         repo = Path(job.repo)
-        services = Services(
-            self.settings, None, resolve_scope(self.settings, str(job.meta.get("team")), repo)
-        )
+        services = self.services.for_run(None, resolve_scope(self.settings, str(job.meta.get("team")), repo))
         request = RunRequest(
             task=job.task,
             repo=repo,
@@ -259,7 +261,7 @@ class HostActivities:
         from corral.state.machine import AT_REST, TERMINAL
 
         scope = resolve_scope(self.settings, str(step.job.meta.get("team", "default")), Path(step.job.repo))
-        services = Services(self.settings, None, scope)
+        services = self.services.for_run(None, scope)
         try:
             phase = services.find_run(step.job.run_id).phase
         finally:

@@ -2,7 +2,8 @@
 
 It serves the shared dispatch queue (run workflows, `claim`, the delivery steps, the host registry)
 and its own host queue (the sandbox steps), takes at most `max_runs` runs at once, keeps its imports
-and Docker client warm, and signals its status to its registry workflow for `corral workers`. A host
+and its state and audit stores open for every run and step (each run opens a Docker client of its
+own, `Services.for_run`), and signals its status to its registry workflow for `corral workers`. A host
 whose Docker Engine is down refuses every claim and says so. On SIGTERM it drains: it takes nothing
 new, lets the runs it holds finish, and after `drain_seconds` hands back the rest (the workflow starts
 them again on another host). On start it reaps what an earlier life of this host left (`corral gc`).
@@ -54,18 +55,15 @@ def docker_problem() -> str:
     return ""
 
 
-def reap(settings: Settings) -> int:
+def reap(services: Services) -> int:
     """What an earlier life of this worker left here (containers, sockets, worktrees): gc's job."""
     from corral.gc import collect
 
-    services = Services(settings)
     try:
-        report = collect(settings, services.state(), services.sandbox_backend(), services.audit())
+        report = collect(services.settings, services.state(), services.sandbox_backend(), services.audit())
         return len(report.containers) + len(report.worktrees) + len(report.socket_dirs)
     except CorralError:
         return 0
-    finally:
-        services.close()
 
 
 class FleetWorker:
@@ -76,11 +74,13 @@ class FleetWorker:
         self.target = target
         self.options = options
         self.progress = progress
-        self.host = HostActivities(settings, target.queue, options.host_id, options.max_runs)
+        self.services = Services(settings, progress)
+        """The process's stores, opened once and borrowed by every run and step (`Services.for_run`),
+        and the warm pool's Docker client."""
+        self.host = HostActivities(settings, target.queue, options.host_id, options.max_runs, self.services)
         self.host.warm = options.warm
-        self.delivery = DeliveryActivities(settings, options.host_id)
+        self.delivery = DeliveryActivities(settings, options.host_id, self.services)
         self._stop = asyncio.Event()
-        self._pool_services: Services | None = None
 
     async def serve(self) -> None:
         settings, options = self.settings, self.options
@@ -89,7 +89,7 @@ class FleetWorker:
         settings.host_id_file.write_text(options.host_id + "\n")
         self.host.docker_error = await asyncio.to_thread(docker_problem)
         if not self.host.docker_error:
-            reaped = await asyncio.to_thread(reap, settings)
+            reaped = await asyncio.to_thread(reap, self.services)
             if reaped:
                 self.progress(f"reaped {reaped} leftover(s) of an earlier life of host {options.host_id}")
             if options.warm:
@@ -137,8 +137,7 @@ class FleetWorker:
         await self._publish(client, stopped=True)
         if self.host.warm_pool is not None:
             await asyncio.to_thread(self.host.warm_pool.close)
-        if self._pool_services is not None:
-            self._pool_services.close()
+        await asyncio.to_thread(self.services.close)
         self.progress(f"host {options.host_id}: stopped")
 
     def _start_pool(self, size: int) -> None:
@@ -146,8 +145,7 @@ class FleetWorker:
         this worker holds, removed when it stops (and by `corral gc` if it is killed)."""
         from corral.web.serve import start_pool
 
-        self._pool_services = Services(self.settings, self.progress)
-        self.host.warm_pool = start_pool(self._pool_services, size)
+        self.host.warm_pool = start_pool(self.services, size)
 
     async def _drain(self) -> None:
         deadline = asyncio.get_running_loop().time() + self.options.drain_seconds

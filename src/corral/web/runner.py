@@ -1,5 +1,8 @@
 """Runs submitted to the server execute in its process, each in a worker thread.
 
+Each run gets `Services.for_run()` of the server's Services: the server's state stores and audit log,
+open since it started, and a Docker client of the run's own.
+
 The API answers only once the run is recorded (its first audited event is `run.created`, written
 after the run's row), so an accepted run survives a restart: the next start's gc marks a run whose
 driver died as failed, with the reason, and removes its container.
@@ -35,7 +38,6 @@ class Runner:
 
     def submit(self, repo: str, task: str, playbook: str | None, requester: str) -> str:
         from corral.runs import RunOrchestrator, RunRequest
-        from corral.services import Services
 
         sub = _Submission()
 
@@ -45,9 +47,8 @@ class Runner:
                 sub.recorded.set()
 
         def work() -> None:
-            # Its own Services: a run's progress and stores are not shared with another thread's run.
-            services = Services(self._services.settings, None, self._services.scope)
-            services.warm_pool = self._services.warm_pool  # one pool per process, claimed by every run
+            # The server's stores and warm pool; the run's own Docker client, closed with it.
+            services = self._services.for_run()
             try:
                 request = RunRequest(
                     task=task, repo=Path(repo), playbook=Path(playbook) if playbook else None
