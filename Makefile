@@ -16,7 +16,7 @@ demo: $(VENV)/.installed
 	source .ci/services.sh && install_packages demo && start_docker && \
 	env -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL -u ANTHROPIC_AUTH_TOKEN $(VENV)/bin/corral demo
 
-# The second pass runs the sandbox tests below, e2e isolation and the adversarial battery again
+# The second pass runs the sandbox and e2e tests below and the adversarial battery again
 # with every sandbox under gVisor: the newer gVisor that `make gvisor` builds and registers as Docker's
 # `runsc-corral` (Debian's 2022 runsc lets a tool read Claude Code's environ and fds; docs/security.md,
 # "Kernel isolation"). From an empty Go cache that build needs about 3.5 CPU-minutes,
@@ -25,20 +25,24 @@ demo: $(VENV)/.installed
 # minutes; a failed build fails the target). Where no build was started or built, the pass is skipped
 # and says so. Deselected: the resource battery (under gVisor its fork bomb ends the whole sandbox, so
 # the attacks after it never report; tests/sandbox/test_runtime.py proves those bounds under gVisor)
-# and the gigabytes-of-output test (the host's bounded tail does not depend on the runtime; 3+ min);
-# and, not yet diagnosed, Ctrl-C of a run under runsc: it did not exit within 60 s in two full passes
-# at load, and passed alone. Warm pools are never used under gVisor (it sees no mount added after
-# start), so tests/sandbox/test_warm.py runs in the runc pass only; it proves a gVisor spec is not pooled.
-# Left out until they are reliable under gVisor, because a `docker exec` attached to a sandbox whose
-# process died can stay attached there: tests/sandbox/test_in_container.py (its dead-bridge test hung a
-# quiet pass for ten minutes on 2026-12-02, after passing in the pass before), stopping a running exec,
-# and tests/e2e/test_cleanup.py (Ctrl-C, above). A hang is cut at 300 s per test.
+# and the gigabytes-of-output test (the host's bounded tail does not depend on the runtime; 3+ min).
+# Warm pools are never used under gVisor (it sees no mount added after start), so
+# tests/sandbox/test_warm.py runs in the runc pass only; it proves a gVisor spec is not pooled.
+# Left out until it is fixed under gVisor: the dead-bridge test, because a `docker exec` attached to a
+# sandbox whose bridge died can stay attached there (it hung until the 200 s cut on 2026-12-02, alone).
+# Back in: Ctrl-C (tests/e2e/test_cleanup.py), whose earlier hangs were SIGINT ignored in a suite started
+# in the background (tests/conftest.py), not gVisor; the in-container tests but the dead bridge; and
+# stopping a running exec (3 of 3 alone on 2026-12-02; its one failure, in one of three full passes
+# at load 13 to 30, was not seen again).
+# A hang is cut at 300 s per test.
 RUNSC_TESTS ?= tests/sandbox/test_runtime.py tests/sandbox/test_hardening.py tests/sandbox/test_lifecycle.py \
-	tests/sandbox/test_plans.py tests/sandbox/test_claude_turn.py tests/e2e/test_isolation.py tests/adversarial \
+	tests/sandbox/test_plans.py tests/sandbox/test_claude_turn.py tests/sandbox/test_in_container.py \
+	tests/e2e/test_isolation.py tests/e2e/test_cleanup.py tests/e2e/test_in_container.py tests/adversarial \
 	--timeout 300 \
 	--deselect tests/adversarial/test_battery.py::test_resource_attack_is_audited_and_bounded \
 	--deselect tests/adversarial/test_battery.py::test_resource_attacks_end_in_a_recorded_failed_run \
-	--deselect tests/sandbox/test_hardening.py::test_stop_ends_a_running_exec
+	--deselect tests/sandbox/test_in_container.py::test_a_dead_bridge_takes_the_container_down \
+	--deselect tests/sandbox/test_in_container.py::test_gigabytes_of_output_keep_a_bounded_tail_and_flat_memory
 
 # The tests, after the security core's mutation floor (docs/testing.md). MUTATION=0 skips the floor
 # for a quick local run; CI never sets it.
