@@ -28,8 +28,8 @@ demo: $(VENV)/.installed
 # and the gigabytes-of-output test (the host's bounded tail does not depend on the runtime; 3+ min).
 # Warm pools are never used under gVisor (it sees no mount added after start), so
 # tests/sandbox/test_warm.py runs in the runc pass only; it proves a gVisor spec is not pooled.
-# Left out until it is fixed under gVisor: the dead-bridge test, because a `docker exec` attached to a
-# sandbox whose bridge died can stay attached there (it hung until the 200 s cut on 2026-12-02, alone).
+# Left out until it is diagnosed under gVisor: the dead-bridge test, which hung until the 200 s cut
+# under runsc-corral on 2026-12-02, alone (docs/security.md, "Kernel isolation").
 # Back in: Ctrl-C (tests/e2e/test_cleanup.py), whose earlier hangs were SIGINT ignored in a suite started
 # in the background (tests/conftest.py), not gVisor; the in-container tests but the dead bridge; and
 # stopping a running exec (3 of 3 alone on 2026-12-02; its one failure, in one of three full passes
