@@ -14,7 +14,7 @@ import pytest
 
 from corral.errors import ConfigError
 from corral.gateway.catalog import Catalog
-from corral.gateway.policy import Decision, Policy, argument_shape, compile_policy, fold, parse_rule
+from corral.gateway.policy import Decision, Policy, argument_shape, compile_policy, fold, parse_rule, plain
 
 TYPED: dict[str, Any] = {
     "s": {"type": "string"},
@@ -590,6 +590,21 @@ def test_a_denylist_folds_the_literal_too_and_still_grants_other_words() -> None
     # A letter of another script is another character to every upstream that compares strings; there
     # is no confusables table here (docs/security.md, "Adversarial battery").
     assert decide(['kit.typed(s != "merged")'], {"s": "m\u0435rged"}).allowed is True
+
+
+@pytest.mark.parametrize("value", ["ＤＲＯＰ", "DR\u200bOP", "D\u0301ROP", "drop", "DROP"])
+def test_a_denylist_regex_with_capitals_sees_the_plain_form_and_the_folded_one(value: str) -> None:
+    # "ＤＲＯＰ" folds to "drop", which a case-sensitive "DROP" would not match: a denylist's regex is
+    # tried in any case on the plain and folded forms, so case is no way past it either.
+    grant = 'kit.typed(s !~ "DROP")'
+    assert decide([grant], {"s": value}) == refused(grant, held_by('s !~ "DROP"', value))
+    assert decide([grant], {"s": "dr op"}) == granted(grant)
+    # An allowlist's regex stays as written: case-sensitive, on the value as sent.
+    assert decide(['kit.typed(s ~ "DROP")'], {"s": value}).allowed is (value == "DROP")
+
+
+def test_plain_keeps_case_and_fold_drops_it() -> None:
+    assert plain("ＤＲ\u200bＯ\u0301P") == "DROP" and fold("ＤＲ\u200bＯ\u0301P") == "drop"
 
 
 def test_fold_is_nfkc_casefolded_without_format_control_and_combining_characters() -> None:

@@ -26,7 +26,8 @@ Against forged arguments (docs/security.md, "Adversarial battery"): a constraine
 is not of its schema type fails every operator (`"1"` for an integer, `["merged"]` or `null` for a
 string, `1` for a boolean), so `!=` and `!~` cannot be passed by a value of another type. `!=` and `!~`
 also fail for a string that equals the literal, or matches the regex, once folded (`fold`: NFKC, case
-folded, invisible format and control characters and combining marks dropped), so "MERGED", "ｍｅｒｇｅｄ"
+folded, invisible format and control characters and combining marks dropped; a `!~` regex is tried
+case-insensitively on the value's `plain` and folded forms), so "MERGED", "ｍｅｒｇｅｄ"
 and "mer\u200bged" are refused like "merged"; `==`, `in` and `~` compare the value as sent, exactly.
 An argument whose name is not in the schema but folds to a constrained argument's name ("Target" beside
 `target == "preview"`) fails that constraint.
@@ -77,13 +78,18 @@ def _json_equal(a: Any, b: Any) -> bool:
 _DROPPED = frozenset({"Cf", "Cc", "Mn", "Me"})
 
 
-def fold(text: str) -> str:
-    """The form a denylist compares: NFKC-equivalent, case-insensitive, without the characters that
-    change the string but not how it reads or how a lenient upstream takes it (zero-width and other
-    format characters, controls, combining marks)."""
+def plain(text: str) -> str:
+    """`text` NFKC-normalised, without the characters that change the string but not how it reads or
+    how a lenient upstream takes it (zero-width and other format characters, controls, combining marks)."""
     decomposed = unicodedata.normalize("NFKD", text)
-    kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in _DROPPED)
-    return unicodedata.normalize("NFKC", kept.casefold())
+    return unicodedata.normalize(
+        "NFKC", "".join(ch for ch in decomposed if unicodedata.category(ch) not in _DROPPED)
+    )
+
+
+def fold(text: str) -> str:
+    """The form a denylist compares: `plain`, and case-insensitive."""
+    return unicodedata.normalize("NFKC", plain(text).casefold())
 
 
 def _json_type(value: Any) -> str:
@@ -99,6 +105,8 @@ class Constraint:
     value: Any
     text: str
     regex: re.Pattern[str] | None = None
+    any_case: re.Pattern[str] | None = None
+    """The regex case-insensitive: what a denylist (`!~`) also refuses."""
 
     def _actual(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> tuple[bool, Any]:
         if self.arg in arguments:
@@ -138,7 +146,11 @@ class Constraint:
             return False
         if self.op == "~":
             return self.regex.search(actual) is not None
-        return self.regex.search(actual) is None and self.regex.search(fold(actual)) is None
+        # A denylist also refuses the value's plain and folded forms, in any case: `!~ "DROP"` refuses
+        # "drop", "ＤＲＯＰ" and "DR\u200bOP" as it refuses "DROP".
+        assert self.any_case is not None
+        forms = (plain(actual), fold(actual))
+        return self.regex.search(actual) is None and all(self.any_case.search(f) is None for f in forms)
 
     def failure(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> str | None:
         """None when the argument satisfies this constraint, else why not (for the agent to read)."""
@@ -230,7 +242,7 @@ def _parse_constraint(text: str, rule: str) -> Constraint:
             regex = re.compile(source)
         except re.error as exc:
             raise ConfigError(f"grant {rule!r}: bad regex {source!r}: {exc}", hint="fix the pattern") from exc
-        return Constraint(arg, op, source, text, regex)
+        return Constraint(arg, op, source, text, regex, re.compile(source, re.IGNORECASE))
     try:
         value = json.loads(literal)
     except json.JSONDecodeError as exc:
