@@ -14,7 +14,16 @@ import pytest
 
 from corral.errors import ConfigError
 from corral.gateway.catalog import Catalog
-from corral.gateway.policy import Decision, Policy, argument_shape, compile_policy, fold, parse_rule, plain
+from corral.gateway.policy import (
+    Decision,
+    Policy,
+    argument_shape,
+    compile_policy,
+    fold,
+    json_type,
+    parse_rule,
+    plain,
+)
 
 TYPED: dict[str, Any] = {
     "s": {"type": "string"},
@@ -640,6 +649,24 @@ def test_a_value_of_another_type_than_the_schema_fails_every_operator(
     shown = f"`{c}` does not hold for {arg}={json.dumps(value)}"
     reason = f"{shown}: the tool's schema types {arg} {schema}, not {kind}"
     assert decide([grant], {arg: value}) == refused(grant, reason)
+
+
+def test_json_type_names_integers_before_numbers_and_other_values_by_their_class() -> None:
+    values = [True, 0, 1.0, "", None, [], {}, b""]
+    assert [json_type(v) for v in values] == [
+        "boolean", "integer", "number", "string", "null", "array", "object", "bytes"
+    ]  # fmt: skip
+
+
+def test_a_regex_on_an_untyped_argument_still_needs_a_string() -> None:
+    for c in ('u ~ "^a"', 'u !~ "^a"'):
+        assert decide([f"kit.typed({c})"], {"u": 5}) == refused(f"kit.typed({c})", held_by(c, 5))
+
+
+def test_a_long_look_alike_name_is_cut_in_the_reason() -> None:
+    name = "d" + "\u200b" * 60
+    reason = decide(['kit.typed(d == "preview")'], {name: "staging"}).reason
+    assert reason == f"argument {json.dumps(name)[:100]} is not in the tool's schema but reads as 'd'"
 
 
 def test_a_union_type_or_an_untyped_argument_takes_what_its_schema_takes() -> None:

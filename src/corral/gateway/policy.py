@@ -92,10 +92,11 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", plain(text).casefold())
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON Schema type name of a value (`integer` before `number`), or its Python type's name."""
     if isinstance(value, bool):
         return "boolean"
-    return next((n for n, t in _JSON_TYPES.items() if isinstance(value, t) and n != "number"), "number")
+    return next((n for n, t in _JSON_TYPES.items() if isinstance(value, t)), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class Constraint:
         shown = f"`{self.text}` does not hold for {self.arg}={json.dumps(actual)[:200]}"
         if self._mistyped(actual, schema_props):
             kind = schema_props[self.arg].get("type")
-            return f"{shown}: the tool's schema types {self.arg} {kind}, not {_json_type(actual)}"
+            return f"{shown}: the tool's schema types {self.arg} {kind}, not {json_type(actual)}"
         return shown
 
 
