@@ -373,7 +373,9 @@ class _Run(RunHoldings):
         sandboxing = ThreadPoolExecutor(1, thread_name_prefix="corral-sandbox")
         checked = sandboxing.submit(self.checked_sandbox, socket_dir, files)
         try:
-            model_token = "corral-run-" + pysecrets.token_urlsafe(24)
+            from corral.model.proxy import RUN_TOKEN_PREFIX
+
+            model_token = RUN_TOKEN_PREFIX + pysecrets.token_urlsafe(24)
             proxy = self.services.start_model_proxy(
                 config,
                 self.playbook,

@@ -129,8 +129,18 @@ async def test_serve_listens_on_tcp_and_prints_a_working_token(repo: Path) -> No
             kinds = [e.kind for e in log.read(info["audit"])]
             decisions = [e for e in log.read(info["audit"]) if isinstance(e, GatewayDecision)]
             calls = [e for e in log.read(info["audit"]) if isinstance(e, GatewayCall)]
-        assert [k for k in kinds if k.startswith("gateway.")] == ["gateway.decision", "gateway.call"]
+        # The 401 too: a token this gateway never minted is recorded on its chain, with no id ("x" is none).
+        assert [k for k in kinds if k.startswith("gateway.")] == [
+            "gateway.decision",
+            "gateway.call",
+            "gateway.decision",
+        ]
         assert (decisions[0].allowed, decisions[0].rule, calls[0].outcome) == (False, "run-scope", "denied")
+        assert (decisions[1].allowed, decisions[1].rule, decisions[1].token_id) == (
+            False,
+            "token:unknown",
+            "",
+        )
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

@@ -196,9 +196,39 @@ async def test_bad_tokens_get_401_and_no_upstream_call(start: Any, sink: MemoryS
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token" and problem in response.json()["error_description"]
     assert len(sink.calls()) == calls_before  # nothing reached an upstream
-    if problem != "malformed":  # an attributable token is audited on its run
+    # An attributable token is audited on its run; a malformed one on this gateway's run, with no id.
+    decision = last(sink, GatewayDecision)
+    assert (decision.allowed, decision.rule) == (False, f"token:{problem}")
+    assert (decision.token_id == "") is (problem == "malformed")
+
+
+async def test_another_gateways_token_is_refused_and_audited_here_by_its_public_id(
+    start: Any, sink: MemorySink, tmp_path: Path
+) -> None:
+    # Another run's gateway (its own store and audience) mints a live token; this run's gateway does
+    # not know it, and records the attempt on this run, naming the token by its id, never its secret.
+    handle = start(["forge.open_pull_request"], upstreams={})
+    other = RunGateway.start(
+        RunGatewaySpec("run-2", ["forge.open_pull_request"], tmp_path / "o.sock", forge=LocalForge(tmp_path)),
+        MemorySink(),
+    )
+    try:
+        response = await raw_post(handle.socket_path, other.token, INIT)
+        assert response.status_code == 401 and "unknown" in response.json()["error_description"]
         decision = last(sink, GatewayDecision)
-        assert (decision.allowed, decision.rule) == (False, f"token:{problem}")
+        assert (decision.allowed, decision.rule, decision.token_id) == (
+            False,
+            "token:unknown",
+            other.token_id,
+        )
+        assert decision.reason.startswith("token unknown: no token of this gateway")
+        assert other.token.rpartition("_")[2] not in sink.dump()
+        assert (await raw_post(other.socket_path, other.token, INIT)).status_code == 200  # live there
+    finally:
+        other.stop()
+    for forged in (f"crt_{'G' * 16}_x", f"crt_{other.token_id}", "sk-ant-pasted-key"):
+        assert (await raw_post(handle.socket_path, forged, INIT)).status_code == 401
+        assert last(sink, GatewayDecision).token_id == ""  # not a token id: nothing of it is recorded
 
 
 async def test_use_limit_counts_calls_then_refuses(start: Any, sink: MemorySink) -> None:

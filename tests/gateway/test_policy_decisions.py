@@ -14,7 +14,16 @@ import pytest
 
 from corral.errors import ConfigError
 from corral.gateway.catalog import Catalog
-from corral.gateway.policy import Decision, Policy, argument_shape, compile_policy, parse_rule
+from corral.gateway.policy import (
+    Decision,
+    Policy,
+    argument_shape,
+    compile_policy,
+    fold,
+    json_type,
+    parse_rule,
+    plain,
+)
 
 TYPED: dict[str, Any] = {
     "s": {"type": "string"},
@@ -80,8 +89,28 @@ def granted(grant: str) -> Decision:
     return Decision(True, grant, "granted")
 
 
+JSON_TYPE = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+JSON_TYPE |= {list: "array", dict: "object"}
+
+
+def mistyped(arg: str, value: Any) -> str | None:
+    """The schema type `value` is not of, for an argument of kit.typed with one JSON type."""
+    kind = TYPED.get(arg, {}).get("type")
+    if not isinstance(kind, str) or kind == "custom-type":
+        return None
+    actual = JSON_TYPE[type(value)]
+    return None if actual == kind or (kind, actual) == ("number", "integer") else actual
+
+
 def held_by(c: str, value: Any) -> str:
-    return f"`{c}` does not hold for {c.split()[0]}={json.dumps(value)}"
+    arg = c.split()[0]
+    shown = f"`{c}` does not hold for {arg}={json.dumps(value)}"
+    actual = mistyped(arg, value)
+    return (
+        shown
+        if actual is None
+        else f"{shown}: the tool's schema types {arg} {TYPED[arg]['type']}, not {actual}"
+    )
 
 
 @pytest.mark.parametrize("arg", list(VALUES))
@@ -100,7 +129,10 @@ def test_not_equals_holds_for_other_and_absent_arguments(arg: str) -> None:
     c = f"{arg} != {json.dumps(v)}"
     grant = f"kit.typed({c})"
     assert decide([grant], {arg: v}) == refused(grant, held_by(c, v))
-    assert decide([grant], {arg: w}) == granted(grant)
+    # A value of another type than the schema's (null's other value is a string) is refused too.
+    assert decide([grant], {arg: w}) == (
+        granted(grant) if mistyped(arg, w) is None else refused(grant, held_by(c, w))
+    )
     assert decide([grant], {}) == granted(grant)
 
 
@@ -130,13 +162,21 @@ def test_in_decides_members_non_members_and_absent_arguments(arg: str) -> None:
     ],
 )
 def test_json_values_of_another_type_are_not_equal(c: str, arguments: dict[str, Any]) -> None:
-    # A grant for `dry_run == true` must not let `dry_run: 1` through to a tool that compares strictly.
+    # A grant for `dry_run == true` must not let `dry_run: 1` through to a tool that compares strictly,
+    # and `!=` must not be passed by a value of another type than the schema's: `dry_run != true` is
+    # no grant for `dry_run: 1`, which a lenient upstream reads as true. Inside a list or an object
+    # there is no schema type to hold it to, so there `!=` holds.
     grant = f"kit.typed({c})"
-    [value] = arguments.values()
+    [(arg, value)] = arguments.items()
     assert decide([grant], arguments) == refused(grant, held_by(c, value))
-    opposite = grant.replace(" == ", " != ").replace(" in ", " != ") if " in " not in c else None
-    if opposite is not None:
-        assert decide([opposite], arguments).allowed is True
+    if " in " not in c:
+        opposite = grant.replace(" == ", " != ")
+        expected = (
+            granted(opposite)
+            if mistyped(arg, value) is None
+            else refused(opposite, held_by(c.replace(" == ", " != "), value))
+        )
+        assert decide([opposite], arguments) == expected
 
 
 @pytest.mark.parametrize(
@@ -519,3 +559,132 @@ def test_argument_shape_marks_optional_arguments_and_unions() -> None:
         "c": "custom-type?",
         "d": "string?",
     }
+
+
+# ---- forged arguments: case, unicode, type juggling (the battery's tool.forge_* probes) -----------
+
+# One of each: case, compatibility (fullwidth), format characters (Cf: zero-width space, joiner, soft
+# hyphen, BOM), a control character (Cc), combining marks (Mn: an acute accent; Me: an enclosing circle).
+FOLDED_FORMS = [
+    "MERGED",
+    "Merged",
+    "ｍｅｒｇｅｄ",
+    "mer\u200bged",
+    "mer\u200dged",
+    "merg\u00aded",
+    "\ufeffmerged",
+    "mer\x00ged",
+    "me\u0301rged",
+    "merged\u20dd",
+    "ＭＥＲＧＥＤ\u200c",
+]
+
+
+@pytest.mark.parametrize("value", FOLDED_FORMS)
+def test_a_denylist_refuses_every_form_that_folds_to_its_literal(value: str) -> None:
+    for c in ('s != "merged"', 's !~ "^merged$"', 's !~ "erge"'):
+        grant = f"kit.typed({c})"
+        assert decide([grant], {"s": value}) == refused(grant, held_by(c, value)), (c, value)
+    # An allowlist compares the value as sent: no folded form is the literal.
+    assert decide(['kit.typed(s == "merged")'], {"s": value}).allowed is False
+    assert decide(['kit.typed(s in ["merged"])'], {"s": value}).allowed is False
+    assert decide(['kit.typed(s ~ "^merged$")'], {"s": value}).allowed is False
+
+
+def test_a_denylist_folds_the_literal_too_and_still_grants_other_words() -> None:
+    assert decide(['kit.typed(s != "ＭＥＲＧＥＤ")'], {"s": "merged"}).allowed is False
+    for value in ("unmerged", "merge", "emerged", "open"):
+        assert decide(['kit.typed(s != "merged")'], {"s": value}) == granted('kit.typed(s != "merged")')
+    assert decide(['kit.typed(s !~ "^merged$")'], {"s": "unmerged"}).allowed is True
+    # A letter of another script is another character to every upstream that compares strings; there
+    # is no confusables table here (docs/security.md, "Adversarial battery").
+    assert decide(['kit.typed(s != "merged")'], {"s": "m\u0435rged"}).allowed is True
+
+
+@pytest.mark.parametrize("value", ["ＤＲＯＰ", "DR\u200bOP", "D\u0301ROP", "drop", "DROP"])
+def test_a_denylist_regex_with_capitals_sees_the_plain_form_and_the_folded_one(value: str) -> None:
+    # "ＤＲＯＰ" folds to "drop", which a case-sensitive "DROP" would not match: a denylist's regex is
+    # tried in any case on the plain and folded forms, so case is no way past it either.
+    grant = 'kit.typed(s !~ "DROP")'
+    assert decide([grant], {"s": value}) == refused(grant, held_by('s !~ "DROP"', value))
+    assert decide([grant], {"s": "dr op"}) == granted(grant)
+    # An allowlist's regex stays as written: case-sensitive, on the value as sent.
+    assert decide(['kit.typed(s ~ "DROP")'], {"s": value}).allowed is (value == "DROP")
+
+
+def test_plain_keeps_case_and_fold_drops_it() -> None:
+    assert plain("ＤＲ\u200bＯ\u0301P") == "DROP" and fold("ＤＲ\u200bＯ\u0301P") == "drop"
+
+
+def test_fold_is_nfkc_casefolded_without_format_control_and_combining_characters() -> None:
+    assert [fold(v) for v in FOLDED_FORMS] == ["merged"] * len(FOLDED_FORMS)
+    assert fold("Straße") == "strasse" and fold("ﬁle") == "file" and fold("") == ""
+    assert fold("a\tb\nc") == "abc" and fold("x y") == "x y"  # a space is not dropped
+
+
+@pytest.mark.parametrize(
+    ("c", "arg", "value", "kind"),
+    [
+        ('s != "merged"', "s", ["merged"], "array"),
+        ('s != "merged"', "s", {"v": "merged"}, "object"),
+        ('s != "merged"', "s", None, "null"),
+        ('s != "merged"', "s", 1, "integer"),
+        ('s !~ "^merged"', "s", ["merged"], "array"),
+        ("i != 1", "i", "1", "string"),
+        ("i != 1", "i", True, "boolean"),
+        ("i == 1", "i", 1.0, "number"),
+        ("i in [1, 2]", "i", [1], "array"),
+        ("b != false", "b", 0, "integer"),
+        ("b != false", "b", "false", "string"),
+        ("n != 1", "n", "1.0", "string"),
+        ("a != [1]", "a", 1, "integer"),
+        ('o != {"k": 1}', "o", [["k", 1]], "array"),
+    ],
+)
+def test_a_value_of_another_type_than_the_schema_fails_every_operator(
+    c: str, arg: str, value: Any, kind: str
+) -> None:
+    grant = f"kit.typed({c})"
+    schema = TYPED[arg]["type"]
+    shown = f"`{c}` does not hold for {arg}={json.dumps(value)}"
+    reason = f"{shown}: the tool's schema types {arg} {schema}, not {kind}"
+    assert decide([grant], {arg: value}) == refused(grant, reason)
+
+
+def test_json_type_names_integers_before_numbers_and_other_values_by_their_class() -> None:
+    values = [True, 0, 1.0, "", None, [], {}, b""]
+    assert [json_type(v) for v in values] == [
+        "boolean", "integer", "number", "string", "null", "array", "object", "bytes"
+    ]  # fmt: skip
+
+
+def test_a_regex_on_an_untyped_argument_still_needs_a_string() -> None:
+    for c in ('u ~ "^a"', 'u !~ "^a"'):
+        assert decide([f"kit.typed({c})"], {"u": 5}) == refused(f"kit.typed({c})", held_by(c, 5))
+
+
+def test_a_long_look_alike_name_is_cut_in_the_reason() -> None:
+    name = "d" + "\u200b" * 60
+    reason = decide(['kit.typed(d == "preview")'], {name: "staging"}).reason
+    assert reason == f"argument {json.dumps(name)[:100]} is not in the tool's schema but reads as 'd'"
+
+
+def test_a_union_type_or_an_untyped_argument_takes_what_its_schema_takes() -> None:
+    assert decide(['kit.typed(m != "merged")'], {"m": None}).allowed is True
+    assert decide(['kit.typed(m != "merged")'], {"m": 1}).allowed is False
+    assert decide(['kit.typed(u != "merged")'], {"u": ["merged"]}).allowed is True
+    assert (
+        decide(['kit.typed(c != "merged")'], {"c": ["merged"]}).allowed is True
+    )  # unknown type: not ruled out
+    assert decide(["kit.typed(n == 1)"], {"n": 1}).allowed is True  # an integer is a number
+
+
+@pytest.mark.parametrize("name", ["D", "d\u200b", "ｄ", "\u200dd"])
+def test_an_unknown_argument_that_reads_as_a_constrained_one_fails_it(name: str) -> None:
+    grant = 'kit.typed(d == "preview")'  # d defaults to "preview" when absent
+    reason = f"argument {json.dumps(name)} is not in the tool's schema but reads as 'd'"
+    assert decide([grant], {name: "staging"}) == refused(grant, reason)
+    assert decide(['kit.typed(s != "merged")'], {"s": "open", "S": "merged"}).allowed is False
+    # An unrelated unknown argument is the upstream's to refuse, and the schema's own name is not foreign.
+    assert decide([grant], {"x": "staging"}) == granted(grant)
+    assert decide([grant], {"d": "preview"}) == granted(grant)

@@ -85,11 +85,20 @@ def test_unknown_or_missing_token_is_401(
     serve: Any, sink: RecordingSink, fake_upstream: FakeUpstream
 ) -> None:
     _, url = serve(Upstream.anthropic("sk-ant-canary-x", fake_upstream.url))
-    for headers in ({"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}, {}):
+    other_run = "corral-run-" + "x" * 32  # another run's placeholder, or one kept from an ended run
+    tried = ({"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}, {}, {"x-api-key": other_run})
+    for headers in tried:
         response = httpx.post(f"{url}/v1/messages", json=body(), headers=headers)
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"
     assert fake_upstream.requests == [] and sink.of("model.request") == []
+    # Each refusal is on the run's record, saying what was sent but never the token itself.
+    assert [(e.reason, e.request_model) for e in sink.of("model.refused")] == [
+        ("corral: unknown run token (not a run token)", ""),
+        ("corral: unknown run token (not a run token)", ""),
+        ("corral: unknown run token (none sent)", ""),
+        ("corral: unknown run token (a run token, not this run's)", ""),
+    ]
     fake_upstream.chunks = sse_bytes(TOOL_STREAM)
     ok = httpx.post(f"{url}/v1/messages", json=body(), headers={"authorization": f"Bearer {RUN_TOKEN}"})
     assert ok.status_code == 200

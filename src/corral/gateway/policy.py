@@ -21,6 +21,16 @@ naming a never-grantable tool (globs silently skip those tools, so `forge.*` sta
 At call time an absent argument takes its schema `default`; with no default, `==`, `in` and `~` fail
 and `!=`, `!~` hold. A tool whose schema hash differs from the one validated is refused until the
 policy is compiled again.
+
+Against forged arguments (docs/security.md, "Adversarial battery"): a constrained argument whose value
+is not of its schema type fails every operator (`"1"` for an integer, `["merged"]` or `null` for a
+string, `1` for a boolean), so `!=` and `!~` cannot be passed by a value of another type. `!=` and `!~`
+also fail for a string that equals the literal, or matches the regex, once folded (`fold`: NFKC, case
+folded, invisible format and control characters and combining marks dropped; a `!~` regex is tried
+case-insensitively on the value's `plain` and folded forms), so "MERGED", "ｍｅｒｇｅｄ"
+and "mer\u200bged" are refused like "merged"; `==`, `in` and `~` compare the value as sent, exactly.
+An argument whose name is not in the schema but folds to a constrained argument's name ("Target" beside
+`target == "preview"`) fails that constraint.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -64,6 +75,30 @@ def _json_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+_DROPPED = frozenset({"Cf", "Cc", "Mn", "Me"})
+
+
+def plain(text: str) -> str:
+    """`text` NFKC-normalised, without the characters that change the string but not how it reads or
+    how a lenient upstream takes it (zero-width and other format characters, controls, combining marks)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return unicodedata.normalize(
+        "NFKC", "".join(ch for ch in decomposed if unicodedata.category(ch) not in _DROPPED)
+    )
+
+
+def fold(text: str) -> str:
+    """The form a denylist compares: `plain`, and case-insensitive."""
+    return unicodedata.normalize("NFKC", plain(text).casefold())
+
+
+def json_type(value: Any) -> str:
+    """The JSON Schema type name of a value (`integer` before `number`), or its Python type's name."""
+    if isinstance(value, bool):
+        return "boolean"
+    return next((n for n, t in _JSON_TYPES.items() if isinstance(value, t)), type(value).__name__)
+
+
 @dataclass(frozen=True)
 class Constraint:
     arg: str
@@ -71,6 +106,8 @@ class Constraint:
     value: Any
     text: str
     regex: re.Pattern[str] | None = None
+    any_case: re.Pattern[str] | None = None
+    """The regex case-insensitive: what a denylist (`!~`) also refuses."""
 
     def _actual(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> tuple[bool, Any]:
         if self.arg in arguments:
@@ -80,28 +117,57 @@ class Constraint:
             return True, prop["default"]
         return False, None
 
+    def _look_alike(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> str | None:
+        """An argument the schema does not know whose name folds to this constraint's argument."""
+        name = fold(self.arg)
+        return next((k for k in arguments if k not in schema_props and fold(k) == name), None)
+
+    def _mistyped(self, actual: Any, schema_props: Mapping[str, Any]) -> bool:
+        prop = schema_props.get(self.arg)
+        return isinstance(prop, dict) and not _type_ok(actual, prop)
+
     def holds(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> bool:
+        if self._look_alike(arguments, schema_props) is not None:
+            return False
         present, actual = self._actual(arguments, schema_props)
         if not present:
             return self.op in ("!=", "!~")
+        if self._mistyped(actual, schema_props):
+            return False
         if self.op == "==":
             return _json_equal(actual, self.value)
         if self.op == "!=":
-            return not _json_equal(actual, self.value)
+            return not _json_equal(actual, self.value) and not (
+                isinstance(actual, str) and isinstance(self.value, str) and fold(actual) == fold(self.value)
+            )
         if self.op == "in":
             return any(_json_equal(actual, v) for v in self.value)
         assert self.regex is not None
-        found = isinstance(actual, str) and self.regex.search(actual) is not None
-        return found if self.op == "~" else (isinstance(actual, str) and not found)
+        if not isinstance(actual, str):
+            return False
+        if self.op == "~":
+            return self.regex.search(actual) is not None
+        # A denylist also refuses the value's plain and folded forms, in any case: `!~ "DROP"` refuses
+        # "drop", "ＤＲＯＰ" and "DR\u200bOP" as it refuses "DROP".
+        assert self.any_case is not None
+        forms = (plain(actual), fold(actual))
+        return self.regex.search(actual) is None and all(self.any_case.search(f) is None for f in forms)
 
     def failure(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> str | None:
         """None when the argument satisfies this constraint, else why not (for the agent to read)."""
         if self.holds(arguments, schema_props):
             return None
+        alike = self._look_alike(arguments, schema_props)
+        if alike is not None:
+            return f"argument {json.dumps(alike)[:100]} is not in the tool's schema but reads as '{self.arg}'"
         present, actual = self._actual(arguments, schema_props)
         if not present:
             return f"argument '{self.arg}' is required by `{self.text}`"
-        return f"`{self.text}` does not hold for {self.arg}={json.dumps(actual)[:200]}"
+        shown = f"`{self.text}` does not hold for {self.arg}={json.dumps(actual)[:200]}"
+        if self._mistyped(actual, schema_props):
+            kind = schema_props[self.arg].get("type")
+            return f"{shown}: the tool's schema types {self.arg} {kind}, not {json_type(actual)}"
+        return shown
 
 
 @dataclass(frozen=True)
@@ -177,7 +243,7 @@ def _parse_constraint(text: str, rule: str) -> Constraint:
             regex = re.compile(source)
         except re.error as exc:
             raise ConfigError(f"grant {rule!r}: bad regex {source!r}: {exc}", hint="fix the pattern") from exc
-        return Constraint(arg, op, source, text, regex)
+        return Constraint(arg, op, source, text, regex, re.compile(source, re.IGNORECASE))
     try:
         value = json.loads(literal)
     except json.JSONDecodeError as exc:

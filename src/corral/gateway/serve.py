@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from corral.errors import TokenRefused
 from corral.gateway.lean import LeanMcpApp
 from corral.gateway.server import TOKEN_STATE_KEY, Gateway
+from corral.gateway.tokens import TOKEN_PREFIX
 from corral.serving import BackgroundServer
 
 MCP_PATH = "/mcp"
@@ -50,7 +52,7 @@ class TokenGuard:
                 raise TokenRefused(reason="malformed")
             record = self.gateway.authority.verify(token.strip())
         except TokenRefused as exc:
-            self.gateway.audit_rejected_token(exc)
+            self.gateway.audit_rejected_token(exc, public_token_id(token.strip()))
             await _unauthorized(send, exc.reason)
             return
         scope = dict(scope)
@@ -61,6 +63,14 @@ class TokenGuard:
             AccessToken(token=record.token_id, client_id=record.token_id, scopes=[])
         )
         await self.app(scope, receive, send)
+
+
+def public_token_id(token: str) -> str:
+    """The id part of a `crt_<id>_<secret>` token (public: the audit records token ids), or "" for
+    anything else, so no presented secret or pasted key reaches the audit."""
+    token_id, sep, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+    well_formed = token.startswith(TOKEN_PREFIX) and sep and secret
+    return token_id if well_formed and re.fullmatch(r"[0-9a-f]{16}", token_id) else ""
 
 
 async def _unauthorized(send: Send, problem: str) -> None:

@@ -169,10 +169,18 @@ class Gateway:
             return
         sink.emit(event, durable=durable)
 
-    def audit_rejected_token(self, rejected: TokenRefused) -> None:
-        """A 401 for a token we can attribute (expired, revoked, ...): record it on that run."""
+    def audit_rejected_token(self, rejected: TokenRefused, token_id: str = "") -> None:
+        """A 401: recorded on the token's run when it can be attributed (expired, revoked, ...), else on
+        this gateway's own chain (a run's gateway: that run), with the token's public id if it has one,
+        so another run's token, or one kept after its run, is on the record of the run it was tried in."""
         record = rejected.record
         if record is None:
+            if self.default_sink is not None:
+                why = "no token of this gateway; refused with 401 before any upstream call"
+                event = dict(token_id=token_id, tool_name="", allowed=False, rule=f"token:{rejected.reason}")
+                self.default_sink.emit(
+                    GatewayDecision.model_validate(event | {"reason": f"token {rejected.reason}: {why}"})
+                )
             return
         self._emit(
             record.run_id,

@@ -141,6 +141,10 @@ def _clip(text: str) -> str:
     return process_redactor().redact_text(text)[:_SUMMARY_CHARS]
 
 
+RUN_TOKEN_PREFIX = "corral-run-"
+"""How a run's placeholder token starts (`corral.runs` mints them): the only 'key' a sandbox holds."""
+
+
 def _token_of(request: Request) -> str | None:
     key = request.headers.get("x-api-key")
     if key:
@@ -249,7 +253,11 @@ class ModelProxy:
         to forward, or the refusal to send."""
         token = _token_of(request)
         if token is None or not hmac.compare_digest(token.encode(), self._token.encode()):
-            return {}, _error(401, "authentication_error", "corral: unknown run token")
+            # Recorded: another run's token, or one kept from an ended run, is an attack to audit.
+            sent = "none sent" if token is None else "a run token, not this run's"
+            if token is not None and not token.startswith(RUN_TOKEN_PREFIX):
+                sent = "not a run token"
+            return {}, self._refuse(401, "authentication_error", f"corral: unknown run token ({sent})")
         raw = await self._read_body(request)
         if raw is None:
             message = f"corral: the request body is over the proxy's limit of {self.max_body_bytes} bytes"
