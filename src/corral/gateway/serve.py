@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from corral.errors import TokenRefused
 from corral.gateway.lean import LeanMcpApp
 from corral.gateway.server import TOKEN_STATE_KEY, Gateway
-from corral.gateway.tokens import TOKEN_PREFIX
+from corral.gateway.tokens import token_parts
 from corral.serving import BackgroundServer
 
 MCP_PATH = "/mcp"
@@ -68,9 +68,8 @@ class TokenGuard:
 def public_token_id(token: str) -> str:
     """The id part of a `crt_<id>_<secret>` token (public: the audit records token ids), or "" for
     anything else, so no presented secret or pasted key reaches the audit."""
-    token_id, sep, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
-    well_formed = token.startswith(TOKEN_PREFIX) and sep and secret
-    return token_id if well_formed and re.fullmatch(r"[0-9a-f]{16}", token_id) else ""
+    parts = token_parts(token)
+    return parts[0] if parts is not None and re.fullmatch(r"[0-9a-f]{16}", parts[0]) else ""
 
 
 async def _unauthorized(send: Send, problem: str) -> None:

@@ -84,6 +84,14 @@ class InMemoryTokenStore:
             return record.model_copy()
 
 
+def token_parts(token: str) -> tuple[str, str] | None:
+    """The (id, secret) of a well-formed `crt_<id>_<secret>` token, or None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    return (token_id, secret) if sep and token_id and secret else None
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -125,11 +133,10 @@ class TokenAuthority:
 
     def verify(self, token: str, *, now: float | None = None) -> TokenRecord:
         """The record a clear token names, if it may be used here now; TokenRefused otherwise."""
-        if not token.startswith(TOKEN_PREFIX):
+        parts = token_parts(token)
+        if parts is None:
             raise TokenRefused(reason="malformed")
-        token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
-        if not sep or not token_id or not secret:
-            raise TokenRefused(reason="malformed")
+        token_id, secret = parts
         record = self.store.get(token_id)
         if record is None or not hmac.compare_digest(record.secret_hash, _hash(secret)):
             raise TokenRefused(reason="unknown")
