@@ -39,15 +39,17 @@ _AUTHOR = {
 }
 
 
+_GIT_ENV = {"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+
 def run_git(
     args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Hardened git whose exit status the caller reads (a merge-tree conflict exits 1, for one)."""
-    base_env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
     return subprocess.run(
         ["git", *_SAFE_GIT, *args],
         cwd=cwd,
-        env={**base_env, **(env or {})},
+        env={**_GIT_ENV, **(env or {})},
         input=stdin,
         capture_output=True,
         text=True,
@@ -225,7 +227,9 @@ def secrets_added(ws: Workspace, find: Callable[[str], set[str]]) -> dict[str, s
     """Per staged path, the secrets (by name) that `find` sees in the lines the change adds.
 
     Binary content is read as text too (`--text`, undecodable bytes replaced), so a value the agent
-    wrote into any file is found in its raw form and in the encodings the redactor knows."""
+    wrote into any file is found in its raw form and in the encodings the redactor knows. Read as
+    bytes, not through `run_git`'s text mode, which turns a lone CR into a line break and would hide
+    what follows it on an added line."""
     proc = subprocess.run(
         [
             "git",
@@ -244,7 +248,7 @@ def secrets_added(ws: Workspace, find: Callable[[str], set[str]]) -> dict[str, s
             "--no-color",
         ],
         cwd=ws.path,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
+        env=_GIT_ENV,
         capture_output=True,
         check=False,
     )

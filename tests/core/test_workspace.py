@@ -293,3 +293,13 @@ def test_without_secrets_to_find_a_change_commits_as_before(repo: Path, tmp_path
     (ws.path / "app.py").write_text(f"TOKEN = {LEAKED!r}\n")
     assert commit_changes(ws, "no secrets registered", NONE, find_secrets=Redactor().names_in) is not None
     remove_worktree(repo, ws.path)
+
+
+def test_a_secret_after_a_lone_carriage_return_on_an_added_line_is_still_found(
+    repo: Path, tmp_path: Path
+) -> None:
+    ws = create_worktree(inspect_repo(repo, "main"), "r12", tmp_path / "wt")
+    (ws.path / "app.py").write_bytes(f"x = 1\rTOKEN = {LEAKED!r}\n".encode())
+    with pytest.raises(WorkspaceError, match="secret DEPLOY_TOKEN"):
+        commit_changes(ws, "hidden behind a CR", NONE, find_secrets=_redactor().names_in)
+    remove_worktree(repo, ws.path)

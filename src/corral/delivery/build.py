@@ -19,7 +19,7 @@ from corral.config import Config
 from corral.errors import DeployError
 from corral.paths import Protection, normalize
 from corral.sandbox import AGENT_UID, SandboxBackend, SandboxSpec
-from corral.workspace import _SAFE_GIT, Workspace, _git, protected_in_commit
+from corral.workspace import _GIT_ENV, _SAFE_GIT, Workspace, _git, protected_in_commit
 
 
 def _export(repo: Path, commit: str, dest: Path) -> None:
@@ -28,7 +28,7 @@ def _export(repo: Path, commit: str, dest: Path) -> None:
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
+        env=_GIT_ENV,
     )
     assert proc.stdout is not None
     with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
