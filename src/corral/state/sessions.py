@@ -40,10 +40,6 @@ class ServerSession(Record):
     ended_reason: str
 
 
-def _now() -> datetime:
-    return utcnow()
-
-
 def _session(row: sa.Row[Any]) -> ServerSession:
     return ServerSession.model_validate(dict(row._mapping))
 
@@ -51,7 +47,7 @@ def _session(row: sa.Row[Any]) -> ServerSession:
 def open_session(store: StoreBase, user: User, lifetime: timedelta) -> tuple[ServerSession, str]:
     """A new session for `user`: its record and its id, which only the cookie holds."""
     session_id = secrets.token_urlsafe(32)
-    now = _now()
+    now = utcnow()
     with store.transaction(write=True) as conn:
         row = conn.execute(
             sa.insert(server_sessions)
@@ -82,7 +78,7 @@ def live_session(store: StoreBase, session_id: str, user_name: str) -> ServerSes
     if found.ended_at is not None:
         why = found.ended_reason.replace("_", " ") or "ended"
         raise AuthError(f"this session has ended ({why})", hint=SIGN_IN_AGAIN)
-    if found.expires_at <= _now():
+    if found.expires_at <= utcnow():
         raise AuthError(f"this session expired at {found.expires_at:%Y-%m-%d %H:%M:%S}Z", hint=SIGN_IN_AGAIN)
     return found
 
@@ -102,6 +98,6 @@ def _end(store: StoreBase, which: sa.ColumnElement[bool], reason: EndReason) -> 
         result = conn.execute(
             sa.update(server_sessions)
             .where(server_sessions.c.team == store.team, server_sessions.c.ended_at.is_(None), which)
-            .values(ended_at=_now(), ended_reason=reason)
+            .values(ended_at=utcnow(), ended_reason=reason)
         )
     return int(result.rowcount)
