@@ -36,6 +36,7 @@ An argument whose name is not in the schema but folds to a constrained argument'
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import re
@@ -117,10 +118,13 @@ class Constraint:
             return True, prop["default"]
         return False, None
 
+    @functools.cached_property
+    def _folded_arg(self) -> str:
+        return fold(self.arg)
+
     def _look_alike(self, arguments: Mapping[str, Any], schema_props: Mapping[str, Any]) -> str | None:
         """An argument the schema does not know whose name folds to this constraint's argument."""
-        name = fold(self.arg)
-        return next((k for k in arguments if k not in schema_props and fold(k) == name), None)
+        return next((k for k in arguments if k not in schema_props and fold(k) == self._folded_arg), None)
 
     def _mistyped(self, actual: Any, schema_props: Mapping[str, Any]) -> bool:
         prop = schema_props.get(self.arg)
@@ -273,14 +277,22 @@ def parse_rule(text: str) -> Rule:
     return Rule(text.strip(), match["pattern"], bool(match["read"]), constraints)
 
 
+@functools.cache
+def _allowed_types(names: tuple[str, ...]) -> tuple[type, ...] | None:
+    """The Python types a JSON Schema `type` admits, or None when a name is not one corral knows.
+    Cached: every call of a constrained tool checks its arguments' types (`Constraint._mistyped`)."""
+    if any(n not in _JSON_TYPES for n in names):
+        return None
+    return tuple(t for n in names for t in _JSON_TYPES[n])
+
+
 def _type_ok(value: Any, prop: Mapping[str, Any]) -> bool:
     kinds = prop.get("type")
     if kinds is None:
         return True
-    names = [str(n) for n in (kinds if isinstance(kinds, list) else [kinds])]
-    if any(n not in _JSON_TYPES for n in names):
+    allowed = _allowed_types(tuple(str(n) for n in (kinds if isinstance(kinds, list) else [kinds])))
+    if allowed is None:
         return True  # not a JSON Schema type corral knows: nothing can be ruled out
-    allowed = tuple(t for n in names for t in _JSON_TYPES[n])
     # bool is an int in Python, never in JSON Schema.
     return isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
 
