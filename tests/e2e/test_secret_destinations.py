@@ -5,6 +5,7 @@ are audited as `secret.requested` (never their values), and no file corral wrote
 from __future__ import annotations
 
 import base64
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +117,39 @@ def test_no_file_corral_wrote_holds_a_value(run: tuple[RunResult, list[str]]) ->
         data = path.read_bytes()
         for form in forms:
             assert form not in data, f"{path} holds a secret"
+
+
+def test_a_run_whose_agent_writes_a_secret_into_its_change_fails_and_commits_nothing(
+    agent_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CORRAL_E2E_DB_URL", DB_URL)
+    npm_file = tmp_path / "npm-token"
+    npm_file.write_text(NPM_TOKEN + "\n")
+    repo = make_repo(tmp_path / "repo", {"checks.py": CHECKS}, CONFIG.format(npm_file=npm_file))
+    playbook = tmp_path / "playbook.yaml"
+    write = 'printf "//registry.npmjs.org/:_authToken=%s\\n" "$NPM_TOKEN" > .npmrc'
+    turns = [{"tool_use": [{"name": "Bash", "input": {"command": write}}]}, {"text": "configured npm"}]
+    playbook.write_text(yaml.safe_dump({"turns": turns}))
+    settings = Settings()
+    services = Services(settings)
+    try:
+        run_id = RunOrchestrator(services).run(RunRequest(task="set up npm", repo=repo, playbook=playbook))
+    finally:
+        services.close()
+    result = stored_run(settings, run_id)
+    assert result.record.phase == "failed"
+    assert (
+        "adds the value of secret AGENT_NPM to .npmrc; nothing was committed" in result.record.failure_reason
+    )
+    assert NPM_TOKEN not in result.record.failure_reason
+    assert not result.of("commit.made") and not result.of("pr.opened")
+    branch = result.record.branch
+    assert subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", branch], capture_output=True, text=True
+    ).stdout.strip() == (
+        subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "main"], capture_output=True, text=True
+        ).stdout.strip()
+    )
