@@ -137,6 +137,10 @@ def main() -> None:
     # `kill -USR1 PID` prints every thread's stack to stderr (code locations only, never values): how
     # an operator, or a test, sees where a corral that will not stop is waiting.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # A parent can hand its signal mask down with SIGINT or SIGTERM blocked (a supervisor, a CI runner,
+    # a thread that forked mid-critical-section). corral promises that both stop it cleanly, so it
+    # takes them back; an ignored SIGINT (a background job's) is a choice and stays ignored.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         # Outside standalone mode Typer returns, rather than raises, the code of a `typer.Exit`
         # (Ctrl-C included, as 130), so pass it on as the process's exit status.

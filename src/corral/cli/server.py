@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import Annotated
 
 import typer
 
-from corral.cli import ScopeRepoOption, TeamOption, _services, err, out
-from corral.errors import StoreError
+from corral.cli import ScopeRepoOption, TeamOption, _services, err, out, sigterm_as_interrupt
+from corral.errors import ServeError, StoreError
 
 app = typer.Typer(no_args_is_help=True, help="Users of corral server: add them, give them API tokens.")
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def register(root: typer.Typer) -> None:
@@ -32,13 +25,14 @@ def register(root: typer.Typer) -> None:
         """Serve the reviewer's dashboard and the run API (runs submitted to it execute here)."""
         from corral.web.serve import recover, start, start_pool
 
+        # SIGTERM (a service manager's stop) must stop the server as Ctrl-C does: runs marked, the pool
+        # removed, the stores closed, not the finally skipped.
+        sigterm_as_interrupt()
         services = _services(team=team, repo=repo)
         failed = recover(services)
         if failed:
             err.print(f"marked failed after a restart: {', '.join(failed)}", highlight=False)
         if warm:
-            # SIGTERM (a service manager's stop) must remove the pool as Ctrl-C does, not skip the finally.
-            signal.signal(signal.SIGTERM, _interrupt)
             services.warm_pool = start_pool(services, warm)
         try:
             handle = start(services, listen)
@@ -46,9 +40,17 @@ def register(root: typer.Typer) -> None:
                 f"corral server on http://{listen} (team {services.team}); Ctrl-C stops it", highlight=False
             )
             try:
-                threading.Event().wait()
+                # A wait in short joins, not one unbounded lock wait: a signal that the kernel hands
+                # to another thread only trips a flag, which the main thread acts on when it next
+                # runs Python, and an unbounded wait would never do so.
+                handle.wait()
             except KeyboardInterrupt:
                 pass
+            else:
+                raise ServeError(
+                    "corral server stopped serving on its own",
+                    hint="see the error above, then start it again",
+                )
             finally:
                 handle.stop()
         finally:
