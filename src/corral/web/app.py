@@ -30,6 +30,8 @@ from corral.errors import AuthError, CorralError, NotAvailable, NotFound, RunErr
 from corral.state.ids import RUN_ID
 from corral.web import actions, redacting, views
 from corral.web.auth import COOKIE, SESSION_MAX_AGE, Caller, Sessions, identify
+from corral.web.chart import chart
+from corral.web.chart import svg as chart_svg
 from corral.web.signin import SignInAudit, Throttle, throttled
 from corral.web.verified import VerifiedCache
 
@@ -261,8 +263,6 @@ def create_app(
         # Only the kinds these need are parsed, not the whole run (see corral.web.window).
         edits = [parse_event(r.data) for r in rows if r.kind == "file.edit"]
         deploys = [parse_event(r.data) for r in rows if r.kind in ("deploy.staged", "deploy.promoted")]
-        origin = rows[0].ts if rows else ""
-        items = views.bars(shown.events, origin)
         return {
             "run": run,
             "task": visible(run.task),
@@ -276,7 +276,7 @@ def create_app(
             "commits": views.commits(run),
             "approvals": services.state().list_approvals(run_id=run.run_id),
             "deployment_url": views.deployment_url(deploys),
-            "gantt": views.gantt_svg(items) if items else "",
+            "gantt": "" if (run_chart := chart(rows)).empty else chart_svg(run_chart),
             "last_seq": rows[-1].seq if rows else 0,
         }
 

@@ -32,7 +32,7 @@ _PER_EVENT = frozenset({"gateway.call"})
 class Window:
     entries: list[Entry]
     events: list[AnyEvent]
-    """The parsed events behind `entries` (the time chart draws the same window)."""
+    """The parsed events behind `entries`."""
     counts: dict[str, int]
     """Events per group in the whole run."""
     total: int
