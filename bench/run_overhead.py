@@ -16,7 +16,13 @@ For (c) it also prints submission → first model request: from the client's sta
 server's `run.created` (the run recorded, before the API answers).
 With `--warm N` the server is `corral server --warm N` (corral.sandbox.warm): N pre-created,
 self-tested sandboxes per image, and each measured submission waits until the pool is full again.
-Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc] [--no-server] [--warm N]`.
+  (d) warm worker (with `--worker`): `corral run --playbook` submitted through Temporal to one
+      `corral worker --max-runs 1 --warm N` (N from `--warm`, else 1) on a fresh queue, warmed by one
+      unmeasured run; submitter and worker share SQLite stores, as one host's fleet would. The times
+      to the first model request come from the run's audited events.
+Run: `python bench/run_overhead.py [--repeat N] [--runtimes runc,runsc] [--no-server] [--warm N]
+[--worker]` (`--worker` uses CORRAL_TEST_TEMPORAL_ADDRESS when set, else starts
+`temporal server start-dev` from this venv).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -176,6 +183,76 @@ def run_on_server(
     return wall, first - started_wall, first - stamps.get("run.created", float("nan"))
 
 
+class WarmWorker:
+    """One `corral worker --warm N` on a fresh queue of a Temporal server, and the submitter's env."""
+
+    def __init__(self, runtime: str, warm: int) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from bench.scale_out import temporal_server
+
+        self.address, self.temporal = temporal_server()
+        root = Path(tempfile.mkdtemp(prefix="cbwrk", dir="/tmp"))
+        self.env = clean_env(root / "submitter", runtime)
+        self.env.update(
+            CORRAL_TEMPORAL_ADDRESS=self.address,
+            CORRAL_TEMPORAL_QUEUE=f"bench{os.getpid()}{runtime}",
+            CORRAL_STATE_URL=f"sqlite:///{root}/state.db",
+            CORRAL_AUDIT_URL=f"sqlite:///{root}/audit.db",
+            CORRAL_FORGE_DIR=str(root / "forge"),
+            ANTHROPIC_API_KEY=CANARY,
+        )
+        self.worker_env = {**self.env, "CORRAL_HOME": str(root / "worker")}
+        self.warm = warm
+        argv = ["worker", "--host-id", f"bench-{runtime}", "--max-runs", "1", "--warm", str(warm)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "corral", *argv],
+            env=self.worker_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while '"bench-' not in corral_cli(self.env, "workers", "--json"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("corral worker did not register")
+            time.sleep(0.5)
+
+    def run(self, playbook: Path, work: Path, index: int, runtime: str) -> tuple[float, float, float]:
+        """Wall seconds of a `corral run` through the worker, and seconds to the first model request
+        from the client's start and from `run.created`."""
+        wait_pool(self.worker_env, self.warm)
+        repo = make_repo(work / f"repo-{index}-{runtime}-worker")
+        argv = [sys.executable, "-m", "corral", "run", "bench", "--repo", str(repo)]
+        argv += ["--playbook", str(playbook), "--json"]
+        started_wall = time.time()
+        started = time.perf_counter()
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit("corral run through the worker failed:\n" + (done.stdout + done.stderr)[-3000:])
+        created = [ln for ln in done.stdout.splitlines() if ln.startswith("{") and '"run.created"' in ln]
+        if not created:
+            raise SystemExit("corral run through the worker printed no run.created:\n" + done.stdout[-3000:])
+        run_id = json.loads(created[0])["run_id"]
+        stamps: dict[str, float] = {}
+        for line in corral_cli(self.env, "audit", "export", run_id).splitlines():
+            if line.startswith("{") and '"kind"' in line:
+                event = json.loads(line)
+                stamps.setdefault(event["kind"], datetime.fromisoformat(event["ts"]).timestamp())
+        first = stamps.get("model.request", float("nan"))
+        return wall, first - started_wall, first - stamps.get("run.created", float("nan"))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.temporal is not None:
+            self.temporal.send_signal(signal.SIGTERM)
+            self.temporal.wait(60)
+
+
 def serve_scripted(playbook: Playbook, sock_path: Path) -> uvicorn.Server:
     server = uvicorn.Server(
         uvicorn.Config(scripted_app(playbook, "/workspace"), uds=str(sock_path), log_level="warning")
@@ -218,24 +295,28 @@ def run_baseline(playbook: Playbook, work: Path, index: int, runtime: str) -> fl
 
 
 def server_summary(
-    runtime: str, runs: list[tuple[float, float, int, float]], served: list[tuple[float, float, float]]
+    runtime: str,
+    runs: list[tuple[float, float, int, float]],
+    served: list[tuple[float, float, float]],
+    arm: str = "c",
+    what: str = "corral run --server, warm",
 ) -> list[tuple[str, str, str]]:
     c = statistics.median(s[0] for s in served)
     b = statistics.median(run[3] for run in runs)
     return [
-        (runtime, "wall time, corral run --server, warm (c), p50", f"{c:.2f} s"),
-        (runtime, "ratio c/b", f"{c / b:.2f}"),
+        (runtime, f"wall time, {what} ({arm}), p50", f"{c:.2f} s"),
+        (runtime, f"ratio {arm}/b", f"{c / b:.2f}"),
         (
             runtime,
-            "client start → first model request (c), p50",
+            f"client start → first model request ({arm}), p50",
             f"{statistics.median(s[1] for s in served):.2f} s",
         ),
         (
             runtime,
-            "run.created → first model request (c), p50",
+            f"run.created → first model request ({arm}), p50",
             f"{statistics.median(s[2] for s in served):.2f} s",
         ),
-        (runtime, "added latency per tool call (c−b)/50", f"{(c - b) / CALLS * 1000:.1f} ms"),
+        (runtime, f"added latency per tool call ({arm}−b)/50", f"{(c - b) / CALLS * 1000:.1f} ms"),
     ]
 
 
@@ -263,6 +344,7 @@ def main() -> None:
     parser.add_argument("--runtimes", help="sandbox runtimes, comma-separated: runc, runsc (default: runc)")
     parser.add_argument("--no-server", action="store_true", help="Skip arm (c), the warm corral server.")
     parser.add_argument("--warm", type=int, default=0, help="Serve arm (c) with `corral server --warm N`.")
+    parser.add_argument("--worker", action="store_true", help="Add arm (d): a warm `corral worker`.")
     args = parser.parse_args()
     ensure_images(docker_client(), DEFAULT_CLAUDE_CODE, DEFAULT_IMAGE, progress=print)
     runtimes = args.runtimes.split(",") if args.runtimes else ["runc"]
@@ -273,9 +355,13 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float, int, float]]] = {runtime: [] for runtime in runtimes}
     served: dict[str, list[tuple[float, float, float]]] = {runtime: [] for runtime in runtimes}
     servers = {} if args.no_server else {runtime: start_server(runtime, args.warm) for runtime in runtimes}
+    workers = {runtime: WarmWorker(runtime, args.warm or 1) for runtime in runtimes} if args.worker else {}
+    through_worker: dict[str, list[tuple[float, float, float]]] = {runtime: [] for runtime in runtimes}
     try:
         for runtime, (_, url, env) in servers.items():
             run_on_server(url, env, playbook_path, work, -1, runtime)  # warm-up, not measured
+        for runtime, worker in workers.items():
+            worker.run(playbook_path, work, -1, runtime)  # warm-up, not measured
         for i in range(args.repeat):  # interleaved, so drift in machine load hits every side alike
             for runtime in runtimes:
                 wall, first, peak = run_corral(playbook_path, work, i, runtime)
@@ -288,13 +374,26 @@ def main() -> None:
                         wait_pool(env, args.warm)
                     served[runtime].append(run_on_server(url, env, playbook_path, work, i, runtime))
                     line += f"server {served[runtime][-1][0]:.2f}s ({served[runtime][-1][1]:.2f}s)  "
+                if runtime in workers:
+                    got = workers[runtime].run(playbook_path, work, i, runtime)
+                    through_worker[runtime].append(got)
+                    line += f"worker {got[0]:.2f}s ({got[1]:.2f}s)  "
                 print(f"{line}baseline {base:.2f}s  load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for proc, _, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
+        for worker in workers.values():
+            worker.stop()
     rows = [row for runtime in runtimes for row in summary(runtime, runs[runtime])]
     rows += [row for runtime in servers for row in server_summary(runtime, runs[runtime], served[runtime])]
+    rows += [
+        row
+        for runtime in workers
+        for row in server_summary(
+            runtime, runs[runtime], through_worker[runtime], "d", "corral run, warm worker"
+        )
+    ]
     print(f"\n### Run overhead ({CALLS} Bash calls, {args.repeat} rounds per runtime)\n")
     print("| runtime | measure | value |\n|---|---|---|")
     for runtime, name, value in rows:

@@ -48,7 +48,7 @@ def _repo(root: Path) -> Path:
     return repo
 
 
-def _temporal() -> tuple[str, subprocess.Popen[bytes] | None]:
+def temporal_server() -> tuple[str, subprocess.Popen[bytes] | None]:
     if os.environ.get("CORRAL_TEST_TEMPORAL_ADDRESS"):
         return os.environ["CORRAL_TEST_TEMPORAL_ADDRESS"], None
     with socket.socket() as sock:
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--max-runs", type=int, default=2)
     args = parser.parse_args()
-    address, server = _temporal()
+    address, server = temporal_server()
     try:
         load = os.getloadavg()[0]
         one = arm(address, 1, args.runs, args.max_runs)
