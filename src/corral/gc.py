@@ -1,5 +1,5 @@
 """Find and remove what a killed corral process left behind: containers, sockets (and a shell
-session's managed-settings directory), worktrees.
+session's managed-settings directory), worktrees; and stop the local preview servers of ended runs.
 
 gc judges a run by its phase. A run in a working phase (queued … checking) needs the corral process
 that drives it: when its recorded pid is gone, the run lost its driver mid-phase and is recorded as
@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.audit.log import AuditLog
+from corral.deploy.local import LocalDeploy
 from corral.errors import CorralError
 from corral.events import RunFinished, RunPhase
 from corral.sandbox import SandboxBackend
 from corral.settings import Settings
 from corral.state.db import StateStore
-from corral.state.machine import Phase, needs_driver
+from corral.state.machine import Phase, is_terminal, needs_driver
 from corral.workspace import remove_worktree
 
 ORPHAN_REASON = "orphaned: the corral process driving it died"
@@ -39,6 +40,8 @@ class GcReport:
     mask_dirs: list[str] = field(default_factory=list)
     socket_dirs: list[str] = field(default_factory=list)
     worktrees: list[str] = field(default_factory=list)
+    preview_servers: list[str] = field(default_factory=list)
+    """Deployments of ended runs whose local preview server was stopped."""
     other_teams: int = 0
     """Resources of runs this team's state does not hold (another team's), left alone."""
 
@@ -85,8 +88,11 @@ def collect(
         report.events_shipped = audit.ship_pending()
     live: set[str] = set()
     repos: dict[str, str] = {}
+    ended: set[str] = set()
     for run in state.list_runs(limit=100_000):
         repos[run.run_id] = run.repo
+        if is_terminal(run.phase):
+            ended.add(run.run_id)
         if run.meta.get("workflow_id"):
             # The fleet drives it: Temporal starts it again on another host when its host dies, so gc
             # never fails it. Here it is live only while this host's worker holds it.
@@ -136,4 +142,6 @@ def collect(
                 continue
             remove_worktree(Path(repos[entry.name]), entry)
             report.worktrees.append(str(entry))
+    ended.update(report.runs_failed)
+    report.preview_servers = LocalDeploy(settings.home / "deploy").stop_previews(ended.__contains__)
     return report

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
         as_json: JsonFlag = False,
     ) -> None:
-        """Remove what killed runs of the team left behind: containers, socket directories, worktrees.
+        """Remove what killed runs of the team left behind: containers, socket directories, worktrees;
+        stop the local preview servers of its ended runs.
 
         A run waiting for a human (awaiting approval) keeps its phase and its branch: only what it no
         longer needs is removed. A run whose driving process died mid-phase is recorded as failed.

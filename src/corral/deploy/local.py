@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from corral.deploy import Deployment
-from corral.deploy.serve import ensure_server
+from corral.deploy.serve import ensure_server, read_server, stop_server
 from corral.errors import DeployError, NotFound, RunError
 from corral.forge.jsonfile import locked_json
 
@@ -167,6 +167,23 @@ class LocalDeploy:
     def get(self, deployment_id: str) -> Deployment:
         with locked_json(self.path, Deployments, write=False) as data:
             return self._find(data, deployment_id)
+
+    def stop_previews(self, ended: Callable[[str], bool]) -> list[str]:
+        """Stop the preview server of each deployment whose run has `ended` (nobody will promote it;
+        a promoted build stays served as production, by its project's server). Returns their ids."""
+        if not self.path.exists():
+            return []
+        stopped: list[str] = []
+        with locked_json(self.path, Deployments, write=False) as data:
+            deployments = list(data.deployments)
+        for dep in deployments:
+            build_dir = self._build_dir(dep.id)
+            port_file = build_dir / "server.port"
+            if not ended(dep.run_id) or read_server(port_file, build_dir / "out") is None:
+                continue
+            stop_server(port_file, build_dir / "out")
+            stopped.append(dep.id)
+        return stopped
 
     def list(self, run_id: str | None = None) -> list[Deployment]:
         with locked_json(self.path, Deployments, write=False) as data:
