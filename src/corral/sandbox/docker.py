@@ -16,14 +16,16 @@ directory is per run and bound only into that run's containers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import shlex
 import shutil
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,37 @@ def judge_self_test(data: dict[str, Any], gvisor: bool) -> tuple[tuple[str, ...]
     return interfaces, problems
 
 
+STOPPED_POLL_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def _closed_once_stopped(api: Any, container_id: str, stream: Any) -> Iterator[None]:
+    """While an exec streams, close its stream once its container no longer runs. Under gVisor the
+    stream of an exec can stay open after the container died (its Sentry gone with it), and a read
+    on it would wait forever; under runc the Engine closes it itself and this never acts."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(STOPPED_POLL_SECONDS):
+            try:
+                running = bool(api.inspect_container(container_id)["State"]["Running"])
+            except docker.errors.NotFound:
+                running = False
+            except ENGINE_ERRORS:
+                continue  # the Engine busy or restarting: the exec's own stream says what happened
+            if not running:
+                with contextlib.suppress(Exception):
+                    stream.close()
+                return
+
+    watcher = threading.Thread(target=watch, name="corral-exec-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 class DockerSandbox:
     """One running container. Create it through `DockerBackend.create`."""
 
@@ -250,9 +283,14 @@ class DockerSandbox:
             )["Id"]
             # The SDK polls the attach socket before each read, so its request timeout does not cut
             # a long, silent command (a test suite); tests/sandbox proves it with a 3 s client.
-            for chunk in api.exec_start(exec_id, stream=True):
-                tail.push(chunk)
-            exit_code = api.exec_inspect(exec_id).get("ExitCode")
+            stream = api.exec_start(exec_id, stream=True)
+            with _closed_once_stopped(api, self.id, stream):
+                for chunk in stream:
+                    tail.push(chunk)
+            try:
+                exit_code = api.exec_inspect(exec_id).get("ExitCode")
+            except docker.errors.NotFound:
+                exit_code = None  # the exec ended with its container (gVisor then forgets it): -1
         except ENGINE_ERRORS as exc:
             raise _wrap(f"exec {argv[:1]}", exc, self.id) from exc
         return ExecResult(int(exit_code if exit_code is not None else -1), tail.text(), tail.dropped)
