@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from corral import events as ev
 from corral.audit.chain import EventRow
-from corral.web.chart import MAX_MODEL_LANES, MAX_TOOL_LANES, OTHER, chart, svg
+from corral.web.chart import MAX_MODEL_LANES, MAX_TOOL_LANES, OTHER, ChartCache, chart, svg
 from corral.web.window import PAGE
 from tests.web.conftest import HOSTILE, Site
 
@@ -119,3 +119,17 @@ def test_the_run_page_charts_every_call_of_a_run_longer_than_one_timeline_page(s
     )
     last_page = site.client.get(f"/runs/{site.run_id}?after={PAGE}").text
     assert last_page[last_page.index('class="gantt"') : last_page.index("</svg>")] == chart_part
+
+
+def test_the_chart_is_drawn_again_once_the_run_has_a_new_event_and_old_runs_are_forgotten() -> None:
+    cache = ChartCache(size=2)
+    rows = [_row(1, "run.created", 0.0), _call(2, "tool.call", 1.0, "a"), _call(3, "tool.result", 2.0, "a")]
+    first = cache.svg("r1", rows)
+    assert "tool: Bash ×1" in first and cache.svg("r1", rows) is first  # same head: remembered
+    rows += [_call(4, "tool.call", 3.0, "b", tool="Read"), _call(5, "tool.result", 4.0, "b", tool="Read")]
+    kept = cache.svg("r1", rows)
+    assert "tool: Read ×1" in kept and kept is not first  # a new event: drawn again
+    assert cache.svg("r1", rows) is kept
+    assert cache.svg("r2", []) == "" and cache.svg("r3", rows[:1]) == ""  # nothing to draw yet
+    redrawn = cache.svg("r1", rows)  # r1 was the least recently viewed of three runs: forgotten
+    assert redrawn == kept and redrawn is not kept

@@ -30,8 +30,7 @@ from corral.errors import AuthError, CorralError, NotAvailable, NotFound, RunErr
 from corral.state.ids import RUN_ID
 from corral.web import actions, redacting, views
 from corral.web.auth import COOKIE, SESSION_MAX_AGE, Caller, Sessions, identify
-from corral.web.chart import chart
-from corral.web.chart import svg as chart_svg
+from corral.web.chart import ChartCache
 from corral.web.signin import SignInAudit, Throttle, throttled
 from corral.web.verified import VerifiedCache
 
@@ -113,6 +112,7 @@ def create_app(
 
     sessions = Sessions(secret or secrets.token_urlsafe(32))
     verified = VerifiedCache()
+    charts = ChartCache()
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.startswith("/api")
@@ -276,7 +276,7 @@ def create_app(
             "commits": views.commits(run),
             "approvals": services.state().list_approvals(run_id=run.run_id),
             "deployment_url": views.deployment_url(deploys),
-            "gantt": "" if (run_chart := chart(rows)).empty else chart_svg(run_chart),
+            "gantt": charts.svg(run.run_id, rows),
             "last_seq": rows[-1].seq if rows else 0,
         }
 

@@ -10,7 +10,9 @@ model names Claude Code asked for come from inside the sandbox: they are escaped
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
@@ -177,3 +179,32 @@ def _merged(bars: list[Bar], scale: float) -> list[tuple[float, float, int, floa
 
 def _seconds(value: float) -> str:
     return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms" if value else "0 s"
+
+
+class ChartCache:
+    """Each run's chart SVG, remembered per chain head (event count and head hash), as
+    `corral.web.verified` remembers its verification: a finished run's chart never changes, and a
+    live run's is drawn again once it has a new event. At most `size` runs, the least recently
+    viewed forgotten first."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._svgs: OrderedDict[str, tuple[tuple[int, str], str]] = OrderedDict()
+
+    def svg(self, run_id: str, rows: Sequence[EventRow]) -> str:
+        """The run's chart as SVG, or "" when it has no model request or tool call yet."""
+        head = (len(rows), rows[-1].hash if rows else "")
+        with self._lock:
+            known = self._svgs.get(run_id)
+            if known is not None and known[0] == head:
+                self._svgs.move_to_end(run_id)
+                return known[1]
+        drawn = chart(rows)
+        text = "" if drawn.empty else svg(drawn)
+        with self._lock:
+            self._svgs[run_id] = (head, text)
+            self._svgs.move_to_end(run_id)
+            while len(self._svgs) > self._size:
+                self._svgs.popitem(last=False)
+        return text
