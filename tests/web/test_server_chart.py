@@ -40,9 +40,11 @@ def test_bars_pair_requests_and_calls_by_id_on_the_runs_clock() -> None:
         ),  # never answered: not drawn
         _call(9, "tool.result", 5.5, "never-called"),  # no call: not drawn
         _row(10, "run.finished", 10.0),
+        _row(11, "approval.granted", 86_400.0),  # the next day: the review's time, not the run's
     ]
     drawn = chart(rows)
-    assert drawn.span == 10.0  # from the run's first event to its last, not the first bar's
+    assert drawn.span == 10.0  # from the run's first event to its run.finished, not the first bar's
+    assert chart(rows[:9]).span == 5.5  # a live run: to its newest event
     lanes = {lane.label: [(b.start, b.end) for b in lane.bars] for lane in drawn.lanes}
     assert lanes == {"model: m": [(1.0, 2.0)], "tool: Bash": [(1.5, 3.0)], "tool: Read": [(2.5, 4.5)]}
     assert list(lanes) == ["model: m", "tool: Read", "tool: Bash"]  # models, then tools by busy time

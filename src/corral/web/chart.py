@@ -64,7 +64,7 @@ class Lane:
 @dataclass(frozen=True)
 class Chart:
     lanes: list[Lane]
-    span: float  # seconds from the run's first event to its last
+    span: float  # seconds from the run's first event to its run.finished (a live run: its last event)
 
     @property
     def empty(self) -> bool:
@@ -76,6 +76,7 @@ def chart(rows: Iterable[EventRow]) -> Chart:
     result, by call id), in seconds from the run's first event. A start with no end is not drawn."""
     origin: datetime | None = None
     last: datetime | None = None
+    finished: datetime | None = None
     open_spans: dict[tuple[str, str], tuple[float, str]] = {}
     lanes: dict[tuple[str, str], Lane] = {}
     for row in rows:
@@ -83,6 +84,8 @@ def chart(rows: Iterable[EventRow]) -> Chart:
         if when is None:
             continue  # a malformed row is verification's to report, not the chart's
         origin, last = origin or when, when
+        if row.kind == "run.finished" and finished is None:
+            finished = when
         if row.kind not in CHART_KINDS:
             continue
         try:
@@ -102,7 +105,9 @@ def chart(rows: Iterable[EventRow]) -> Chart:
             start, name = begun
             lane = lanes.setdefault((key[0], name), Lane(name, key[0]))
             lane.bars.append(Bar(start, max(start, at)))
-    span = (last - origin).total_seconds() if origin is not None and last is not None else 0.0
+    # The run's own time: up to its run.finished, not the review, merge and deploys days later.
+    end = finished or last
+    span = (end - origin).total_seconds() if origin is not None and end is not None else 0.0
     models = _capped([lane for lane in lanes.values() if lane.kind == "model"], MAX_MODEL_LANES)
     tools = _capped([lane for lane in lanes.values() if lane.kind == "tool"], MAX_TOOL_LANES)
     return Chart(models + tools, span)
@@ -130,9 +135,9 @@ def _when(ts: str) -> datetime | None:
 
 
 def svg(run_chart: Chart, width: int = _WIDTH) -> str:
-    """The chart as an SVG element: one row per lane, labelled with its count and busy time, on an axis
-    from the run's start to its end; gaps are time spent in neither (corral's own work: the sandbox,
-    the self-test, checks and commit, and Claude Code's between calls)."""
+    """The chart as an SVG element: one row per lane, labelled with its count and busy time, on an
+    axis from the run's start to its `run.finished`; gaps are time spent in neither (corral's own
+    work: the sandbox, the self-test, checks and commit, and Claude Code's between calls)."""
     lanes = [lane for lane in run_chart.lanes if lane.bars]
     span = run_chart.span or max((b.end for lane in lanes for b in lane.bars), default=0.0) or 1.0
     scale = (width - _LEFT - 10) / span
