@@ -1,6 +1,6 @@
-"""The run page's time chart covers the whole run, not the timeline's page: a lane for the model and one
-per tool, each bar where its request or call happened on the run's clock, its size bounded however
-long the run, and agent-chosen tool names shown as text."""
+"""The run page's time chart covers the whole run, not the timeline's page: a lane for each requested
+model and each tool, each bar where its request or call happened on the run's clock (up to its
+run.finished), its size bounded however long the run, and agent-chosen names shown as text."""
 
 from __future__ import annotations
 
