@@ -1,5 +1,6 @@
 """Find and remove what a killed corral process left behind: containers, sockets (and a shell
-session's managed-settings directory), worktrees; and stop the local preview servers of ended runs.
+session's managed-settings directory), worktrees; stop the local preview servers of ended runs, and
+delete `corral server` session rows long ended.
 
 gc judges a run by its phase. A run in a working phase (queued … checking) needs the corral process
 that drives it: when its recorded pid is gone, the run lost its driver mid-phase and is recorded as
@@ -24,8 +25,10 @@ from corral.errors import CorralError
 from corral.events import RunFinished, RunPhase
 from corral.sandbox import SandboxBackend
 from corral.settings import Settings
+from corral.state.base import utcnow
 from corral.state.db import StateStore
 from corral.state.machine import Phase, is_terminal, needs_driver
+from corral.state.sessions import KEEP_ENDED, purge_sessions
 from corral.workspace import remove_worktree
 
 ORPHAN_REASON = "orphaned: the corral process driving it died"
@@ -42,6 +45,8 @@ class GcReport:
     worktrees: list[str] = field(default_factory=list)
     preview_servers: list[str] = field(default_factory=list)
     """Deployments of ended runs whose local preview server was stopped."""
+    sessions_purged: int = 0
+    """`corral server` session rows that ended or expired more than `KEEP_ENDED` ago, deleted."""
     other_teams: int = 0
     """Resources of runs this team's state does not hold (another team's), left alone."""
 
@@ -144,4 +149,5 @@ def collect(
             report.worktrees.append(str(entry))
     ended.update(report.runs_failed)
     report.preview_servers = LocalDeploy(settings.home / "deploy").stop_previews(ended.__contains__)
+    report.sessions_purged = purge_sessions(state, utcnow() - KEEP_ENDED)
     return report

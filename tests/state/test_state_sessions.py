@@ -13,7 +13,14 @@ from corral.errors import AuthError
 from corral.state.base import utcnow
 from corral.state.db import StateStore
 from corral.state.schema import server_sessions
-from corral.state.sessions import end_session, end_user_sessions, live_session, open_session
+from corral.state.sessions import (
+    KEEP_ENDED,
+    end_session,
+    end_user_sessions,
+    live_session,
+    open_session,
+    purge_sessions,
+)
 from corral.state.users import add_user
 
 HOUR = timedelta(hours=1)
@@ -77,3 +84,41 @@ def test_another_team_can_neither_use_nor_end_a_teams_session(
     assert end_session(team_b, session_id, "signed_out") is False
     assert end_user_sessions(team_b, "ann", "disabled") == 0
     assert live_session(team_a, session_id, "ann").user_name == "ann"
+
+
+def test_purging_deletes_only_sessions_long_ended_or_expired_and_only_the_teams(
+    open_store: Callable[[str], StateStore],
+) -> None:
+    team_a, team_b = open_store("team-a"), open_store("team-b")
+    ann, bo = add_user(team_a, "ann", "approver"), add_user(team_b, "bo", "viewer")
+    ids = {
+        name: open_session(team_a, ann, HOUR) for name in ("live", "ended_old", "expired_old", "ended_new")
+    }
+    other = open_session(team_b, bo, HOUR)
+    old = utcnow() - KEEP_ENDED - HOUR
+    with team_a.transaction(write=True) as conn:
+        for name, values in (
+            ("ended_old", {"ended_at": old, "ended_reason": "signed_out"}),
+            ("expired_old", {"expires_at": old}),
+            ("ended_new", {"ended_at": utcnow(), "ended_reason": "signed_out"}),
+        ):
+            conn.execute(
+                sa.update(server_sessions).where(server_sessions.c.id_hash == ids[name][0].id_hash), values
+            )
+    with team_b.transaction(write=True) as conn:  # another team's old session: not team a's to purge
+        conn.execute(
+            sa.update(server_sessions).where(server_sessions.c.id_hash == other[0].id_hash),
+            {"expires_at": old},
+        )
+    assert purge_sessions(team_a, utcnow() - KEEP_ENDED) == 2
+    with team_a.transaction() as conn:  # SQLite has no row-level security: name the team
+        mine = sa.select(server_sessions.c.id_hash).where(server_sessions.c.team == "team-a")
+        kept = set(conn.execute(mine).scalars())
+    assert kept == {ids["live"][0].id_hash, ids["ended_new"][0].id_hash}
+    assert live_session(team_a, ids["live"][1], "ann").user_name == "ann"
+    with pytest.raises(AuthError, match="unknown"):  # a purged session's cookie is refused
+        live_session(team_a, ids["ended_old"][1], "ann")
+    with team_b.transaction() as conn:
+        theirs = sa.select(server_sessions.c.id_hash).where(server_sessions.c.team == "team-b")
+        assert conn.execute(theirs).scalars().all() == [other[0].id_hash]
+    assert purge_sessions(team_a, utcnow() - KEEP_ENDED) == 0

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 EndReason = Literal["signed_out", "password_changed", "disabled"]
 SIGN_IN_AGAIN = "sign in again at /login"
+KEEP_ENDED = timedelta(days=30)
+"""How long `corral gc` keeps the row of a session that ended or expired (sign-ins and sign-outs stay
+on the server's audit chain for good): one row per sign-in would otherwise grow without bound."""
 
 
 class ServerSession(Record):
@@ -99,5 +102,18 @@ def _end(store: StoreBase, which: sa.ColumnElement[bool], reason: EndReason) -> 
             sa.update(server_sessions)
             .where(server_sessions.c.team == store.team, server_sessions.c.ended_at.is_(None), which)
             .values(ended_at=utcnow(), ended_reason=reason)
+        )
+    return int(result.rowcount)
+
+
+def purge_sessions(store: StoreBase, before: datetime) -> int:
+    """Delete the team's session rows that ended or expired before `before`; how many. A live session
+    is never deleted, and a cookie of a deleted one is refused as unknown, as it was as ended."""
+    with store.transaction(write=True) as conn:
+        result = conn.execute(
+            sa.delete(server_sessions).where(
+                server_sessions.c.team == store.team,
+                sa.or_(server_sessions.c.ended_at < before, server_sessions.c.expires_at < before),
+            )
         )
     return int(result.rowcount)
