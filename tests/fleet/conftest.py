@@ -27,6 +27,7 @@ import pytest
 from corral.fleet import FleetTarget
 from corral.fleet.client import blocking, connect, hosts
 from corral.fleet.types import HostStatus
+from corral.runs import RunRequest
 from tests.conftest import require_env
 from tests.e2e.conftest import agent_image, docker_client, make_repo
 
@@ -57,6 +58,14 @@ command = "test -f note.txt"
 [approval]
 approvers = ["bob"]
 """
+
+
+def note_request(root: Path) -> RunRequest:
+    """The fleet tests' run: alice asks for the note of SHORT_PLAYBOOK in a fresh repo under `root`."""
+    repo = make_repo(root / "repo", {"README.md": "# fleet\n"}, CONFIG)
+    playbook = root / "short.yaml"
+    playbook.write_text(SHORT_PLAYBOOK)
+    return RunRequest(task="write the note", repo=repo, playbook=playbook, requester="alice")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 240.0, every: float = 0.25) -> T:

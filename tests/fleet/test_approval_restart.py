@@ -12,18 +12,16 @@ import pytest
 from corral.delivery.approve import approve
 from corral.errors import ApprovalRefused, SignalRefused
 from corral.fleet.decisions import FleetDecisions
-from corral.runs import RunOrchestrator, RunRequest
+from corral.runs import RunOrchestrator
 from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
 from tests.fleet.conftest import (
-    CONFIG,
-    SHORT_PLAYBOOK,
     Fleet,
     TemporalServer,
     audit_events,
     make_fleet,
-    make_repo,
+    note_request,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.temporal]
@@ -43,12 +41,10 @@ def test_an_approval_survives_a_temporal_restart(
     fleet, server = restartable_fleet
     fleet.start_worker("solo", 1)
     fleet.wait_ready("solo")
-    repo = make_repo(tmp_path / "repo", {"README.md": "# fleet\n"}, CONFIG)
-    playbook = tmp_path / "short.yaml"
-    playbook.write_text(SHORT_PLAYBOOK)
+    request = note_request(tmp_path)
+    repo = request.repo
     services = Services(Settings())
     try:
-        request = RunRequest(task="write the note", repo=repo, playbook=playbook, requester="alice")
         run_id = RunOrchestrator(services).run(request)
         run = services.find_run(run_id)
         assert run.phase == Phase.AWAITING_APPROVAL, (run.failure_reason, fleet.logs())

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from corral.runs import RunOrchestrator, RunRequest
+from corral.runs import RunOrchestrator
 from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
 from corral.state.users import add_user, new_token
 from corral.web.app import create_app
-from tests.fleet.conftest import CONFIG, SHORT_PLAYBOOK, Fleet, audit_events, make_repo
+from tests.fleet.conftest import Fleet, audit_events, note_request
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.temporal]
 
@@ -26,14 +26,11 @@ def test_the_dashboards_approve_reaches_the_workflow_under_the_delivery_rules(
 ) -> None:
     fleet.start_worker("solo", 1)
     fleet.wait_ready("solo")
-    repo = make_repo(tmp_path / "repo", {"README.md": "# fleet\n"}, CONFIG)
-    playbook = tmp_path / "short.yaml"
-    playbook.write_text(SHORT_PLAYBOOK)
+    request = note_request(tmp_path)
+    repo = request.repo
     services = Services(Settings())
     try:
-        run_id = RunOrchestrator(services).run(
-            RunRequest(task="write the note", repo=repo, playbook=playbook, requester="alice")
-        )
+        run_id = RunOrchestrator(services).run(request)
         run = services.find_run(run_id)
         assert run.phase == Phase.AWAITING_APPROVAL, (run.failure_reason, fleet.logs())
         state = services.state()

@@ -15,11 +15,11 @@ from corral.errors import CorralError, RunError, SignalRefused
 from corral.fleet.client import blocking, connect
 from corral.fleet.decisions import FleetDecisions
 from corral.review import reject
-from corral.runs import RunOrchestrator, RunRequest
+from corral.runs import RunOrchestrator
 from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
-from tests.fleet.conftest import CONFIG, SHORT_PLAYBOOK, Fleet, audit_events, make_repo
+from tests.fleet.conftest import Fleet, audit_events, note_request
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.temporal]
 
@@ -39,13 +39,9 @@ def test_a_rejection_after_a_worker_restart_ends_the_workflow_and_teaches_the_ne
 ) -> None:
     fleet.start_worker("first", 1)
     fleet.wait_ready("first")
-    repo = make_repo(tmp_path / "repo", {"README.md": "# fleet\n"}, CONFIG)
-    playbook = tmp_path / "short.yaml"
-    playbook.write_text(SHORT_PLAYBOOK)
     services = Services(Settings())
     try:
-        request = RunRequest(task="write the note", repo=repo, playbook=playbook, requester="alice")
-        run_id = RunOrchestrator(services).run(request)
+        run_id = RunOrchestrator(services).run(note_request(tmp_path))
         run = services.find_run(run_id)
         assert run.phase == Phase.AWAITING_APPROVAL, (run.failure_reason, fleet.logs())
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from corral.runs import RunOrchestrator, RunRequest
+from corral.runs import RunOrchestrator
 from corral.sandbox import OWNER_LABEL, POOL_LABEL
 from corral.services import Services
 from corral.settings import Settings
 from corral.state.machine import Phase
-from tests.fleet.conftest import CONFIG, SHORT_PLAYBOOK, Fleet, audit_events, make_repo, wait_for
+from tests.fleet.conftest import Fleet, audit_events, note_request, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.temporal]
 
@@ -34,14 +34,9 @@ def test_a_warm_worker_runs_in_its_pool_refills_and_removes_it_when_drained(
     before = wait_for(
         "the pool to fill", lambda: (p := _pooled(docker_client, worker.home)) and len(p) >= 2 and p
     )
-    repo = make_repo(tmp_path / "repo", {"README.md": "# fleet\n"}, CONFIG)
-    playbook = tmp_path / "short.yaml"
-    playbook.write_text(SHORT_PLAYBOOK)
     services = Services(Settings())
     try:
-        run_id = RunOrchestrator(services).submit(
-            RunRequest(task="write the note", repo=repo, playbook=playbook, requester="alice")
-        )
+        run_id = RunOrchestrator(services).submit(note_request(tmp_path))
         state = services.state()
         record = wait_for(
             "the run to come to rest",
