@@ -148,6 +148,6 @@ def collect(
             remove_worktree(Path(repos[entry.name]), entry)
             report.worktrees.append(str(entry))
     ended.update(report.runs_failed)
-    report.preview_servers = LocalDeploy(settings.home / "deploy").stop_previews(ended.__contains__)
+    report.preview_servers = LocalDeploy(settings.deploy_dir).stop_previews(ended.__contains__)
     report.sessions_purged = purge_sessions(state, utcnow() - KEEP_ENDED)
     return report

@@ -282,7 +282,7 @@ class Services:
         """Where runs stage and humans promote: the local deploy target under `home/deploy`."""
         from corral.deploy.local import LocalDeploy
 
-        return LocalDeploy(self.settings.home / "deploy")
+        return LocalDeploy(self.settings.deploy_dir)
 
     def forge(self, config: Config) -> Forge:
         """The project's forge (`[forge] backend`): local by default, GitHub with a host-held token."""
@@ -305,11 +305,11 @@ class Services:
             from corral.delivery.build import SandboxBuilder
 
             builder = SandboxBuilder(
-                repo, config, self.sandbox_backend(), run_id, self.settings.home / "deploy" / "scratch"
+                repo, config, self.sandbox_backend(), run_id, self.settings.deploy_dir / "scratch"
             )
-            return cls(self.settings.home / "deploy", builder)
+            return cls(self.settings.deploy_dir, builder)
         assert section is not None
-        return cls(section, self.host_secret(section.token), self.settings.home / "deploy" / backend)
+        return cls(section, self.host_secret(section.token), self.settings.deploy_dir / backend)
 
     def host_secret(self, ref: str) -> str:
         """A credential corral itself uses on the host (`env:VAR` or `file:/path`); never a sandbox's."""

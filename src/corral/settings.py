@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         return self.home / "worktrees"
 
     @property
+    def deploy_dir(self) -> Path:
+        """The deploy backends' local state: the local target's builds, servers and records."""
+        return self.home / "deploy"
+
+    @property
     def sockets_dir(self) -> Path:
         # Kept short: a unix socket path must fit in 108 bytes.
         return self.home / "s"

@@ -164,7 +164,7 @@ def list_deployments(
 
     services = _services()
     try:
-        deps = LocalDeploy(services.settings.home / "deploy").list(run_id)
+        deps = LocalDeploy(services.settings.deploy_dir).list(run_id)
     finally:
         services.close()
     if as_json:

@@ -57,7 +57,7 @@ def _gateway(
         secret_refs=config.secret_refs("gateway"),
         sink=sink,
         forge=LocalForge(settings.local_forge_dir),
-        deploy=LocalDeploy(settings.home / "deploy"),
+        deploy=LocalDeploy(settings.deploy_dir),
         audience="corral-gateway:serve",
         log_dir=settings.home / "gateway",
     )
