@@ -174,13 +174,19 @@ def run_on_server(
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit("corral run --server failed:\n" + (done.stdout + done.stderr)[-3000:])
+    return (wall, *to_first_request(done.stdout, started_wall))
+
+
+def to_first_request(event_lines: str, started_wall: float) -> tuple[float, float]:
+    """Seconds to the run's first model request from `started_wall` and from its `run.created`, read
+    from JSON event lines (`--json` progress or `corral audit export`)."""
     stamps: dict[str, float] = {}
-    for line in done.stdout.splitlines():
+    for line in event_lines.splitlines():
         if line.startswith("{") and '"kind"' in line:
             event = json.loads(line)
             stamps.setdefault(event.get("kind", ""), datetime.fromisoformat(event["ts"]).timestamp())
     first = stamps.get("model.request", float("nan"))
-    return wall, first - started_wall, first - stamps.get("run.created", float("nan"))
+    return first - started_wall, first - stamps.get("run.created", float("nan"))
 
 
 class WarmWorker:
@@ -234,13 +240,7 @@ class WarmWorker:
         if not created:
             raise SystemExit("corral run through the worker printed no run.created:\n" + done.stdout[-3000:])
         run_id = json.loads(created[0])["run_id"]
-        stamps: dict[str, float] = {}
-        for line in corral_cli(self.env, "audit", "export", run_id).splitlines():
-            if line.startswith("{") and '"kind"' in line:
-                event = json.loads(line)
-                stamps.setdefault(event["kind"], datetime.fromisoformat(event["ts"]).timestamp())
-        first = stamps.get("model.request", float("nan"))
-        return wall, first - started_wall, first - stamps.get("run.created", float("nan"))
+        return (wall, *to_first_request(corral_cli(self.env, "audit", "export", run_id), started_wall))
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
