@@ -237,3 +237,5 @@ def test_gc_through_the_cli_acts_in_the_repository_team(
     assert (report["team"], report["runs_failed"]) == ("shop", [orphan])
     assert open_store("shop").get_run(waiting).phase == Phase.AWAITING_APPROVAL
     assert open_store("default").get_run(elsewhere).phase == Phase.RUNNING
+    code, out = cli("gc")  # the text report: the team on one line, then each count and what it names
+    assert code == 0 and "team: shop\n" in out and "\n  s\n" not in out, out

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
             emit_json(found)
             return
         for label, items in found.items():
-            if isinstance(items, int):
+            if isinstance(items, int | str):  # a count, or the team's name: one line, not a list
                 out.print(f"{label.replace('_', ' ')}: {items}", highlight=False)
                 continue
             out.print(f"{label.replace('_', ' ')}: {len(items)}", highlight=False)
